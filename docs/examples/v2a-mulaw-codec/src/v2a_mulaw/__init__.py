@@ -1,0 +1,11 @@
+"""A μ-law companding codec for v2a (ITU-T G.711 style), packaged as a third-party plug-in.
+
+``MulawCodec`` is an :class:`v2a.AudioCodec` registered as ``codec`` ``mulaw`` by
+:mod:`v2a_mulaw.plugin`, which the package lists under the ``v2a`` entry-point group.
+"""
+
+from v2a_mulaw.codec import MulawCodec, MulawConfig
+
+__version__ = "0.1.0"
+
+__all__ = ["MulawCodec", "MulawConfig"]

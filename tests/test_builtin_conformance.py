@@ -1,0 +1,15 @@
+"""Every built-in component passes the conformance kit, exactly as a third-party one would."""
+
+from v2a.testing import from_registry, parametrize_with_checks
+
+# Each built-in plug-in component is listed here, with its default options; add new built-ins
+# to this list when they land (with small options if the defaults make a check slow).
+BUILTINS = [
+    from_registry("audio_encoder", "mel"),
+    from_registry("reranker", "none"),
+]
+
+
+@parametrize_with_checks(BUILTINS)
+def test_builtin_conformance(factory, check):
+    check(factory)

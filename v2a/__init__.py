@@ -1,0 +1,36 @@
+"""v2a: a plug-in framework for video-to-audio generation research.
+
+The core defines the component interfaces (:mod:`v2a.interfaces`), the sequences they exchange
+(:mod:`v2a.sequences`), the plug-in registry (:mod:`v2a.registry`), recipes
+(:mod:`v2a.recipe`), the conformance kit (:mod:`v2a.testing`) and the ``v2a`` command line.
+Concrete components live in plug-ins.
+"""
+
+from v2a.hookspecs import hookimpl
+from v2a.interfaces import (
+    AudioCodec,
+    AudioEncoder,
+    Component,
+    ConditionFuser,
+    MaskedGenerator,
+    Reranker,
+    VisualEncoder,
+)
+from v2a.registry import ComponentSpec
+from v2a.sequences import Conditioning, FeatureSequence
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AudioCodec",
+    "AudioEncoder",
+    "Component",
+    "ComponentSpec",
+    "ConditionFuser",
+    "Conditioning",
+    "FeatureSequence",
+    "MaskedGenerator",
+    "Reranker",
+    "VisualEncoder",
+    "hookimpl",
+]

@@ -1,0 +1,210 @@
+"""The ``v2a`` command line.
+
+Every sub-command is a function ``cmd_<name>(args) -> int``. Errors a user can cause are
+:class:`~v2a.errors.UserError`\\ s: they print one sentence and exit non-zero (2 for a bad
+recipe or command line); ``--verbose`` adds the traceback. Other exceptions are bugs and keep
+their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from v2a import __version__
+from v2a.errors import UserError
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from v2a.registry import default_registry
+
+    registry = default_registry()
+    if args.kind or args.name:
+        return show_options(registry, args.kind, args.name)
+    rows = list(registry.rows())
+    if args.json:
+        print(json.dumps({"components": rows, "problems": registry.problems}, indent=2))
+        return 0
+    columns = ("kind", "name", "provider", "version", "status")
+    if not rows:
+        print("no plug-ins are loaded (is V2A_DISABLE_PLUGIN_AUTOLOAD set?)")
+    else:
+        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
+        print("  ".join(c.ljust(widths[c]) for c in columns[:-1]) + "  status")
+        for row in rows:
+            print("  ".join(row[c].ljust(widths[c]) for c in columns[:-1]) + "  " + row["status"])
+    for problem in registry.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return 0
+
+
+def show_options(registry, kind: str | None, name: str | None) -> int:
+    from v2a.recipe import dataclass_doc
+
+    if not (kind and name):
+        raise UserError("give both a kind and a name, e.g. `v2a plugins reranker none`")
+    entry = registry.get(kind, name)
+    print(f"{kind} {name!r} from {entry.plugin.label}: {entry.spec.description or '-'}")
+    print(f"status: {entry.status}")
+    if entry.spec.config is None:
+        print("no options")
+        return 0
+    rows = dataclass_doc(entry.spec.config)
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    print("options:")
+    for key, type_, default in rows:
+        print(f"  {key.ljust(widths[0])}  {type_.ljust(widths[1])}  default {default}")
+    return 0
+
+
+def cmd_recipe_show(args: argparse.Namespace) -> int:
+    from v2a.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"# {recipe.source}" + (f" with {' '.join(args.overrides)}" if args.overrides else ""))
+    print(recipe.to_yaml(), end="")
+    return 0
+
+
+def cmd_recipe_check(args: argparse.Namespace) -> int:
+    from v2a.recipe import load_recipe
+    from v2a.registry import default_registry
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    registry = default_registry()
+    for slot, choice in recipe.components.items():
+        status = registry.get(choice.kind, choice.plugin).status
+        if status != "ok":
+            print(f"note: {slot} ({choice.plugin}) cannot be built here: {status}", file=sys.stderr)
+    print(f"{recipe.source}: ok ({len(recipe.components)} components)")
+    return 0
+
+
+def cmd_recipe_list(args: argparse.Namespace) -> int:
+    from v2a.recipe import builtin_recipe_names, builtin_recipes_dir
+
+    for name in builtin_recipe_names():
+        print(f"{name:24s} {builtin_recipes_dir() / (name + '.yaml')}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from v2a.interfaces import Fittable
+    from v2a.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio, media_files
+    from v2a.recipe import load_recipe
+    from v2a.weights import save_state
+
+    files = [a for a in args.inputs if "=" not in a or Path(a).exists()]
+    overrides = [a for a in args.inputs if a not in files]
+    recipe = load_recipe(args.recipe, overrides)
+    choice = recipe.choice(args.slot)
+    output = Path(args.output)
+    if output.suffix != ".safetensors":
+        raise UserError(f"the output {output} must end in .safetensors")
+    if output.exists() and not args.overwrite:
+        raise UserError(f"{output} exists; pass --overwrite to replace it")
+    paths = media_files(files, AUDIO_SUFFIXES + VIDEO_SUFFIXES)
+    if not paths:
+        raise UserError("no audio or video files were given to fit on")
+    component = recipe.build(args.slot)
+    if not isinstance(component, Fittable):
+        raise UserError(f"{args.slot} ({choice.plugin}) has no fit method; it cannot be fitted to data")
+    wavs = (
+        load_audio(p, sample_rate=component.sample_rate)
+        for p in tqdm(paths, desc=f"fitting {choice.plugin}", unit="file")
+    )
+    stats = component.fit(wavs)
+    save_state(component.state_dict(), output, metadata={"plugin": choice.plugin, "slot": args.slot})
+    for key, value in (stats or {}).items():
+        print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+    print(f"wrote {output}; use it with {args.slot}.weights={output}")
+    return 0
+
+
+def not_implemented(command: str, issue: str):
+    def run(args: argparse.Namespace) -> int:
+        raise UserError(f"`v2a {command}` is not implemented yet; it arrives with {issue}")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+        help="show the full traceback of errors",
+    )
+    parser = argparse.ArgumentParser(
+        prog="v2a", parents=[common],
+        description="Video-to-audio generation: plug-ins, recipes, training and generation.",
+    )
+    parser.add_argument("--version", action="version", version=f"v2a {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("plugins", parents=[common], help="list the installed components")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("kind", nargs="?", help="with NAME: show that component's recipe options")
+    p.add_argument("name", nargs="?", help="the component's name")
+    p.set_defaults(func=cmd_plugins)
+
+    recipe = sub.add_parser("recipe", parents=[common], help="show, check or list recipes")
+    rsub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
+    for name, func, text in (
+        ("show", cmd_recipe_show, "print the resolved recipe with every default filled in"),
+        ("check", cmd_recipe_check, "validate a recipe without building anything"),
+    ):
+        p = rsub.add_parser(name, parents=[common], help=text, description=text)
+        p.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+        p.set_defaults(func=func)
+    p = rsub.add_parser("list", parents=[common], help="list the built-in recipes")
+    p.set_defaults(func=cmd_recipe_list)
+
+    p = sub.add_parser(
+        "fit", parents=[common], help="fit a component (e.g. a light codec) to your own audio",
+        description="Fit the component in SLOT of RECIPE to audio or video files (or folders) "
+        "and save its weights as safetensors.",
+    )
+    p.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
+    p.add_argument("slot", help="the component slot, e.g. codec")
+    p.add_argument("inputs", nargs="+", metavar="FILE|FOLDER|key=value",
+                   help="media files or folders to fit on, and recipe overrides")
+    p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_fit)
+
+    for name, issue, text in (
+        ("train", "the training issue (#5)", "train a model from a recipe"),
+        ("extract", "the data pipeline issue (#5)", "precompute codes and features"),
+        ("generate", "the generation issue (#6)", "add generated sound to videos"),
+        ("evaluate", "the evaluation issue (#6)", "score generated audio"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=f"{text} (not implemented yet)")
+        p.add_argument("arguments", nargs=argparse.REMAINDER)
+        p.set_defaults(func=not_implemented(name, issue))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    try:
+        return args.func(args) or 0
+    except UserError as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"v2a: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("v2a: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The interfaces of v2a's components and their tensor contracts.
+
+Every component is a :class:`torch.nn.Module` (so ``.to()``, ``state_dict()`` and ``eval()``
+behave as everywhere in PyTorch) that implements one of the six interfaces below. A plug-in
+registers a factory for one of them under a name (see :mod:`v2a.registry`); a recipe picks it by
+that name. :mod:`v2a.testing` checks each contract below, one test per check.
+
+Conventions shared by all interfaces
+------------------------------------
+* Waveforms are ``[b, c, n]`` float in ``[-1, 1]`` at the component's ``sample_rate``.
+* Video frames are ``[b, t, 3, h, w]`` float RGB in ``[0, 1]`` sampled at the encoder's ``fps``,
+  with their presentation times ``times: [t]`` in seconds, shared by the batch (clips of one
+  batch are cut on the same time grid).
+* Anything over time that is not a waveform or codes is a
+  :class:`~v2a.sequences.FeatureSequence` (``values: [b, t, d]`` + ``rate`` + ``start`` +
+  padding ``mask``), so a rate is never guessed.
+* Codes are ``[b, k, l]`` int64 in ``[0, codebook_size)``: ``k`` codebooks (RVQ levels, coarse
+  first) by ``l`` frames at the codec's ``frame_rate``.
+* Every output row depends only on its own input row (batch independence), and in ``eval()``
+  mode every method is deterministic.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Iterable, Mapping
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from v2a.sequences import Conditioning, FeatureSequence
+
+
+class Component(nn.Module, abc.ABC):
+    """Base of every pluggable component. ``kind`` names the interface (``"codec"``, ...)."""
+
+    kind: ClassVar[str] = ""
+
+
+class AudioCodec(Component):
+    """Waveform ⇄ discrete codes (a neural codec such as DAC or EnCodec).
+
+    Attributes (set in ``__init__``):
+        sample_rate (int): samples per second of ``encode``'s input and ``decode``'s output.
+        channels (int): audio channels ``c``.
+        frame_rate (float): code frames per second (DAC 44.1 kHz: 44100 / 512 = 86.13).
+        n_codebooks (int): ``k``, the number of RVQ levels ``encode`` returns.
+        codebook_size (int): entries per codebook; codes lie in ``[0, codebook_size)``.
+        latent_dim (int): width of the continuous latents returned by :meth:`latents`.
+    """
+
+    kind = "codec"
+    sample_rate: int
+    channels: int
+    frame_rate: float
+    n_codebooks: int
+    codebook_size: int
+    latent_dim: int
+
+    @abc.abstractmethod
+    def encode(self, wav: Tensor) -> Tensor:
+        """``wav: [b, c, n]`` float → ``codes: [b, k, l]`` int64, ``l = self.num_frames(n)``."""
+
+    @abc.abstractmethod
+    def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
+        """``codes: [b, k, l]`` → ``wav: [b, c, n]`` float.
+
+        With ``length`` the output has exactly ``length`` samples (trimmed or zero-padded);
+        without, ``n = round(l * sample_rate / frame_rate)``.
+        """
+
+    @abc.abstractmethod
+    def latents(self, codes: Tensor) -> FeatureSequence:
+        """``codes: [b, k, l]`` → continuous latents ``[b, l, latent_dim]`` at ``frame_rate``.
+
+        Used by metrics (Fréchet distance on codec latents) and auxiliary losses.
+        """
+
+    def num_frames(self, num_samples: int) -> int:
+        """Code frames ``encode`` returns for ``num_samples`` samples (partial frames count)."""
+        return math.ceil(num_samples * self.frame_rate / self.sample_rate - 1e-6)
+
+    def num_samples(self, num_frames: int) -> int:
+        """Samples ``decode`` returns for ``num_frames`` frames when no length is given."""
+        return round(num_frames * self.sample_rate / self.frame_rate)
+
+
+class VisualEncoder(Component):
+    """Video frames → a feature sequence (CLIP per frame, S3D per clip of frames, ...).
+
+    Attributes:
+        fps (float): the frame rate the encoder wants its input sampled at.
+        frame_size (tuple[int, int] | None): ``(h, w)`` the frames must have, or ``None`` if
+            any size is accepted. Resizing/cropping to it is the caller's job
+            (:mod:`v2a.media` does it when decoding).
+        dim (int): feature width ``d``.
+        rate (float): feature steps per second of the output (``fps`` for a per-frame
+            encoder, ``fps / 8`` for S3D).
+    """
+
+    kind = "visual_encoder"
+    fps: float
+    frame_size: tuple[int, int] | None
+    dim: int
+    rate: float
+
+    @abc.abstractmethod
+    def encode(self, frames: Tensor, times: Tensor) -> FeatureSequence:
+        """``frames: [b, t, 3, h, w]`` in [0, 1], ``times: [t]`` s → ``[b, t', dim]`` at ``rate``.
+
+        The output's ``start`` is the time the first feature describes, derived from ``times``.
+        """
+
+
+class AudioEncoder(Component):
+    """Waveform → a feature sequence (BEATs, a mel spectrogram, ...).
+
+    Feeds the reranker, auxiliary losses and metrics.
+
+    Attributes:
+        sample_rate (int): expected input rate; callers resample.
+        dim (int): feature width.
+        rate (float): feature steps per second.
+    """
+
+    kind = "audio_encoder"
+    sample_rate: int
+    dim: int
+    rate: float
+
+    @abc.abstractmethod
+    def encode(self, wav: Tensor) -> FeatureSequence:
+        """``wav: [b, c, n]`` → ``[b, t, dim]`` at ``rate``, ``t ≈ n / sample_rate * rate``."""
+
+
+class ConditionFuser(Component):
+    """Several visual feature sequences at their own rates → the generator's conditioning.
+
+    Attributes:
+        dim (int): width of the produced sequences.
+        provides_aligned (bool): ``fuse`` returns ``Conditioning.aligned``.
+        provides_context (bool): ``fuse`` returns ``Conditioning.context``.
+        stream_dims (Mapping[str, int]): the streams it consumes, by name, with their widths.
+    """
+
+    kind = "fuser"
+    dim: int
+    provides_aligned: bool
+    provides_context: bool
+    stream_dims: Mapping[str, int]
+
+    @abc.abstractmethod
+    def fuse(
+        self, streams: Mapping[str, FeatureSequence], *, frame_rate: float, num_frames: int
+    ) -> Conditioning:
+        """Streams (any rates, lengths, padding) → conditioning for ``num_frames`` codec frames.
+
+        ``aligned`` (if provided) is ``[b, num_frames, dim]`` at ``frame_rate`` starting at 0 s;
+        ``context`` (if provided) is ``[b, s, dim]`` with a padding mask where streams had one.
+        Padded steps of an input never change the result.
+        """
+
+    def forward(self, streams, *, frame_rate, num_frames):  # noqa: D102
+        return self.fuse(streams, frame_rate=frame_rate, num_frames=num_frames)
+
+
+class MaskedGenerator(Component):
+    """Codes + mask + conditioning → logits over every codebook entry at every position.
+
+    Attributes:
+        n_codebooks (int): ``k``.
+        codebook_size (int): the vocabulary of each level.
+        condition_dim (int): width of the conditioning sequences it accepts.
+        uses_aligned (bool) / uses_context (bool): which parts of a
+            :class:`~v2a.sequences.Conditioning` it reads.
+    """
+
+    kind = "generator"
+    n_codebooks: int
+    codebook_size: int
+    condition_dim: int
+    uses_aligned: bool
+    uses_context: bool
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        codes: Tensor,
+        mask: Tensor,
+        condition: Conditioning | None,
+        *,
+        drop: Tensor | None = None,
+    ) -> Tensor:
+        """``codes: [b, k, l]`` int64, ``mask: [b, k, l]`` bool → ``logits: [b, k, l, vocab]``.
+
+        ``mask`` is ``True`` where a code is hidden (to be predicted): the code values there are
+        never read. ``condition=None`` is the unconditional model (classifier-free guidance) for
+        every row, and ``drop`` is then ignored; ``drop: [b]`` bool replaces the conditioning of
+        the rows where it is ``True`` with the unconditional one (conditioning dropout in
+        training, and the unconditional half of a batched guidance pass). Padded steps of
+        ``condition.context`` (mask ``False``) never change the logits.
+        """
+
+
+class Reranker(Component):
+    """Scores generated candidates against their video; the best one is kept.
+
+    Attributes:
+        sample_rate (int): the rate of the candidate waveforms it expects.
+        video_streams (Mapping[str, int]): the visual streams it reads, by name, with widths.
+    """
+
+    kind = "reranker"
+    sample_rate: int
+    video_streams: Mapping[str, int]
+
+    @abc.abstractmethod
+    def score(self, candidates: Tensor, video: Mapping[str, FeatureSequence]) -> Tensor:
+        """``candidates: [b, n, c, s]`` → ``scores: [b, n]`` float, higher is better.
+
+        ``video`` holds the visual streams of the ``b`` videos (``[b, t, d]`` each). Reordering
+        the candidates reorders the scores the same way.
+        """
+
+    def select(self, candidates: Tensor, video: Mapping[str, FeatureSequence]) -> Tensor:
+        """Index ``[b]`` of the best candidate per video; ties go to the earliest candidate."""
+        scores = self.score(candidates, video).nan_to_num(nan=-torch.inf)
+        best = scores.max(dim=1, keepdim=True).values
+        first = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
+        return torch.where(scores >= best, first, scores.shape[1]).min(dim=1).values
+
+
+@runtime_checkable
+class Fittable(Protocol):
+    """A component whose parameters are fitted to data without gradient training.
+
+    ``fit`` receives waveforms ``[c, n]`` at the component's ``sample_rate`` (one per file) and
+    returns a few statistics to report. ``v2a fit RECIPE SLOT FILES -o weights.safetensors``
+    calls it and saves the component's ``state_dict()``; the recipe then names that file in the
+    component's ``weights`` option.
+    """
+
+    sample_rate: int
+
+    def fit(self, wavs: Iterable[Tensor]) -> dict[str, float]: ...
+
+
+#: Interface of each component kind, by the name recipes and plug-ins use.
+KINDS: dict[str, type[Component]] = {
+    cls.kind: cls
+    for cls in (AudioCodec, VisualEncoder, AudioEncoder, ConditionFuser, MaskedGenerator, Reranker)
+}

@@ -1,0 +1,306 @@
+"""The component registry: which plug-in provides which component, under which name.
+
+Plug-ins are found through the ``v2a`` entry-point group, built-ins and third-party packages
+alike (there is no other door). Each plug-in module implements
+:func:`v2a.hookspecs.v2a_register_components` and hands :class:`ComponentSpec` objects to the
+``register`` callback it receives. The registry then
+
+* rejects a name two plug-ins claim for the same kind, naming both providers (the name becomes
+  unusable until one of them is uninstalled);
+* reports a plug-in that fails to import, or whose hook raises, by name, while the others keep
+  working;
+* marks a component whose optional dependencies are missing, with the command that installs
+  them, instead of failing at start-up.
+
+Environment switches:
+
+* ``V2A_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry point automatically;
+* ``V2A_PLUGINS=name1,name2``: load these entry points (by entry-point name) even then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from v2a import hookspecs
+from v2a.errors import PluginError, suggestion
+from v2a.interfaces import KINDS, Component
+from v2a.schema import SchemaError, validate
+
+ENTRY_POINT_GROUP = "v2a"
+DISABLE_AUTOLOAD_ENV = "V2A_DISABLE_PLUGIN_AUTOLOAD"
+PLUGINS_ENV = "V2A_PLUGINS"
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One component a plug-in provides.
+
+    Args:
+        kind: the interface it implements, one of :data:`v2a.interfaces.KINDS`
+            (``codec``, ``visual_encoder``, ``audio_encoder``, ``fuser``, ``generator``,
+            ``reranker``).
+        name: what recipes call it (``plugin: <name>``); lowercase letters, digits, ``_``, ``-``.
+        build: ``build(config) -> Component``; receives an instance of ``config``.
+        config: a dataclass of the options a recipe may set; its field types and defaults are
+            the schema recipes are validated against. ``None`` for a component with no options.
+        requires: importable top-level modules the component needs beyond v2a's own
+            dependencies (e.g. ``("dac",)``); checked without importing them.
+        install: how to get those, shown when one is missing (``pip install 'v2a[dac]'``).
+        description: one line for ``v2a plugins``.
+    """
+
+    kind: str
+    name: str
+    build: Callable[[Any], Component]
+    config: type | None = None
+    requires: tuple[str, ...] = ()
+    install: str = ""
+    description: str = ""
+
+    def missing_requirements(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+
+@dataclass
+class PluginInfo:
+    """A loaded (or failed) plug-in module and the distribution that provides it."""
+
+    name: str
+    module: str
+    provider: str
+    version: str
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider} {self.version} ({self.module})"
+
+
+@dataclass
+class Entry:
+    spec: ComponentSpec
+    plugin: PluginInfo
+
+    @property
+    def status(self) -> str:
+        missing = self.spec.missing_requirements()
+        if not missing:
+            return "ok"
+        how = f"; install with: {self.spec.install}" if self.spec.install else ""
+        return f"missing {', '.join(missing)}{how}"
+
+
+@dataclass
+class Registry:
+    """Components by ``(kind, name)``, with the plug-ins that provided them."""
+
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+
+    # -- loading ----------------------------------------------------------------------------
+    @classmethod
+    def from_environment(cls) -> Registry:
+        """Load the ``v2a`` entry points, honouring the environment switches."""
+        registry = cls()
+        wanted = {n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()}
+        autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() not in ("1", "true", "yes")
+        found = set()
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if autoload or ep.name in wanted:
+                found.add(ep.name)
+                registry.load_entry_point(ep)
+        for name in sorted(wanted - found):
+            registry.problems.append(
+                f"{PLUGINS_ENV} names {name!r}, but no installed package has a v2a entry point "
+                "of that name"
+            )
+        return registry
+
+    def load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
+        dist = getattr(ep, "dist", None)
+        provider = dist.metadata["Name"] if dist is not None else "?"
+        version = dist.version if dist is not None else "?"
+        info = PluginInfo(name=ep.name, module=ep.value, provider=provider, version=version)
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plug-in must not take the others down
+            self._fail(info, f"failed to import: {type(exc).__name__}: {exc}")
+            return
+        self.register_module(module, info=info)
+
+    def register_module(
+        self, module: ModuleType | object, *, name: str | None = None, info: PluginInfo | None = None
+    ) -> None:
+        """Register a plug-in object (a module, usually) and the components its hook gives."""
+        if info is None:
+            module_name = getattr(module, "__name__", type(module).__name__)
+            info = PluginInfo(
+                name=name or module_name, module=module_name, provider="(registered in code)",
+                version="-",
+            )
+        if info.name in self.plugins:
+            self.problems.append(f"plug-in {info.name!r} is registered twice; the second is ignored")
+            return
+        try:
+            self._pm.register(module, name=info.name)
+        except Exception as exc:
+            self._fail(info, f"is not a valid v2a plug-in: {exc}")
+            return
+        self.plugins[info.name] = info
+        hook = self._pm.hook.v2a_register_components
+        for impl in hook.get_hookimpls():
+            if impl.plugin_name != info.name:
+                continue
+            specs: list[ComponentSpec] = []
+            try:
+                impl.function(register=specs.append)
+            except Exception as exc:
+                self._fail(info, f"raised in v2a_register_components: {type(exc).__name__}: {exc}")
+                return
+            for spec in specs:
+                self._add(spec, info)
+
+    def _fail(self, info: PluginInfo, message: str) -> None:
+        info.error = message
+        self.plugins[info.name] = info
+        self.problems.append(f"plug-in {info.name!r} from {info.provider} {message}")
+
+    def _add(self, spec: ComponentSpec, info: PluginInfo) -> None:
+        if not isinstance(spec, ComponentSpec):
+            self.problems.append(
+                f"plug-in {info.name!r} registered {spec!r}, which is not a ComponentSpec; ignored"
+            )
+            return
+        if spec.kind not in KINDS:
+            self.problems.append(
+                f"plug-in {info.name!r} registered {spec.name!r} as unknown kind {spec.kind!r} "
+                f"({suggestion(spec.kind, KINDS, 'kinds')}); ignored"
+            )
+            return
+        if not NAME_PATTERN.fullmatch(spec.name):
+            self.problems.append(
+                f"plug-in {info.name!r} registered {spec.kind} {spec.name!r}: names use lowercase "
+                "letters, digits, '_' and '-', starting with a letter; ignored"
+            )
+            return
+        if spec.config is not None and not dataclasses.is_dataclass(spec.config):
+            self.problems.append(
+                f"plug-in {info.name!r} gave {spec.kind} {spec.name!r} a config that is not a "
+                "dataclass; ignored"
+            )
+            return
+        key = (spec.kind, spec.name)
+        if key in self.conflicts:
+            self.conflicts[key].append(info)
+        elif key in self.entries:
+            first = self.entries.pop(key)
+            self.conflicts[key] = [first.plugin, info]
+        else:
+            self.entries[key] = Entry(spec=spec, plugin=info)
+            return
+        providers = " and ".join(p.label for p in self.conflicts[key])
+        self.problems.append(
+            f"{spec.kind} name {spec.name!r} is claimed by {providers}; it is disabled until "
+            "one of them is uninstalled"
+        )
+
+    # -- lookup -----------------------------------------------------------------------------
+    def names(self, kind: str) -> list[str]:
+        return sorted(name for (k, name) in self.entries if k == kind)
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry for ``kind``/``name``, or a :class:`PluginError` saying what to do."""
+        if kind not in KINDS:
+            raise PluginError(f"unknown component kind {kind!r}; {suggestion(kind, KINDS, 'kinds')}")
+        key = (kind, name)
+        if key in self.entries:
+            return self.entries[key]
+        if key in self.conflicts:
+            providers = " and ".join(p.label for p in self.conflicts[key])
+            raise PluginError(
+                f"{kind} {name!r} is provided by both {providers}; uninstall one of them"
+            )
+        raise PluginError(
+            f"no {kind} plug-in is named {name!r}; "
+            f"{suggestion(name, self.names(kind), kind + ' plug-ins')} (see `v2a plugins`)"
+        )
+
+    def config_for(self, kind: str, name: str, options: Mapping[str, Any] | None = None) -> Any:
+        """The plug-in's config instance for ``options`` (plain data), validated by its schema."""
+        spec = self.get(kind, name).spec
+        options = dict(options or {})
+        if spec.config is None:
+            if options:
+                raise PluginError(f"{kind} {name!r} takes no options, got {', '.join(options)}")
+            return None
+        try:
+            return validate(options, spec.config)
+        except SchemaError as exc:
+            raise PluginError(f"{kind} {name!r} option {exc}") from None
+
+    def build(self, kind: str, name: str, config: Any = None) -> Component:
+        """Build a component from a validated config instance (see :meth:`config_for`).
+
+        Without ``config`` the plug-in's defaults are used.
+        """
+        entry = self.get(kind, name)
+        missing = entry.spec.missing_requirements()
+        if missing:
+            how = f": {entry.spec.install}" if entry.spec.install else ""
+            raise PluginError(
+                f"{kind} {name!r} needs {', '.join(missing)}, which is not installed{how}"
+            )
+        if config is None and entry.spec.config is not None:
+            config = entry.spec.config()
+        component = entry.spec.build(config)
+        if not isinstance(component, KINDS[kind]):
+            raise TypeError(
+                f"{kind} {name!r} from {entry.plugin.label} built a {type(component).__name__}, "
+                f"which does not implement {KINDS[kind].__name__}"
+            )
+        return component
+
+    def rows(self) -> Iterable[dict[str, str]]:
+        """One row per component (and per failed plug-in) for ``v2a plugins``."""
+        for (kind, name), entry in sorted(self.entries.items()):
+            yield {"kind": kind, "name": name, "provider": entry.plugin.provider,
+                   "version": entry.plugin.version, "plugin": entry.plugin.name,
+                   "status": entry.status, "description": entry.spec.description}
+        for (kind, name), infos in sorted(self.conflicts.items()):
+            for info in infos:
+                yield {"kind": kind, "name": name, "provider": info.provider,
+                       "version": info.version, "plugin": info.name,
+                       "status": "conflict: name claimed by "
+                       + " and ".join(i.provider for i in infos),
+                       "description": ""}
+        for info in sorted(self.plugins.values(), key=lambda i: i.name):
+            if info.error:
+                yield {"kind": "-", "name": info.name, "provider": info.provider,
+                       "version": info.version, "plugin": info.name, "status": info.error,
+                       "description": ""}
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The registry of the installed plug-ins (loaded once per process)."""
+    return Registry.from_environment()
