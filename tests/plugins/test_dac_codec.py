@@ -1,0 +1,315 @@
+"""The ``dac`` codec plug-in: conformance, the published rates, weights, codebook selection and
+chunked encoding, on small random-weight DAC models (no download)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("dac")
+
+from v2a.errors import PluginError  # noqa: E402
+from v2a.registry import default_registry  # noqa: E402
+from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
+from v2a.weights import WeightsError, save_state  # noqa: E402
+from v2a_plugins.dac_codec import (  # noqa: E402
+    PUBLISHED,
+    PUBLISHED_SHARED,
+    DACCodec,
+    DACConfig,
+    _import_dac,
+    _quiet_deprecations,
+    dac_kwargs,
+    encoder_receptive_field,
+)
+
+#: A small DAC of the real architecture: 0.4 M parameters, a few ms per second of audio.
+SMALL = dict(weights="none", encoder_dim=8, decoder_dim=32, n_codebooks=4, codebook_size=256)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run faster on one thread (and steadily when the CPU is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def named(factory, name):
+    factory.__name__ = name  # the test id
+    return factory
+
+
+@parametrize_with_checks([
+    named(from_registry("codec", "dac", model="44khz", **SMALL), "dac-44khz-small"),
+    named(from_registry("codec", "dac", model="16khz", **SMALL), "dac-16khz-small"),
+])
+def test_conformance(factory, check):
+    check(factory)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def build(**options) -> DACCodec:
+    registry = default_registry()
+    return registry.build("codec", "dac", registry.config_for("codec", "dac", options))
+
+
+def noise(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return 0.3 * torch.randn(1, channels, round(seconds * sample_rate), generator=gen).clamp(-3, 3) / 3
+
+
+def small_dac(seed: int = 0, **changes):
+    """A random ``dac.DAC`` of the library (44.1 kHz strides, small widths, 9 codebooks)."""
+    dac = _import_dac()
+    torch.manual_seed(seed)
+    kwargs = dict(encoder_dim=8, decoder_dim=32, codebook_size=256, n_codebooks=9, **changes)
+    with _quiet_deprecations():
+        return dac.DAC(**kwargs).eval()
+
+
+def one_sentence(message: str) -> bool:
+    return "\n" not in message and message.count(". ") == 0
+
+
+# -- rates and shapes ---------------------------------------------------------------------------------
+
+
+def test_44khz_ten_seconds_gives_9_by_862_codes_and_decodes_to_the_input_length():
+    codec = build(model="44khz", weights="none", encoder_dim=8, decoder_dim=32)
+    assert (codec.sample_rate, codec.channels, codec.n_codebooks) == (44100, 1, 9)
+    assert codec.frame_rate == pytest.approx(44100 / 512) and codec.codebook_size == 1024
+    assert codec.latent_dim == 8 * 2**4  # derived as DAC does
+    wav = noise(10.0, 44100)
+    with torch.inference_mode():
+        codes = codec.encode(wav)
+        assert codes.dtype == torch.int64 and list(codes.shape) == [1, 9, 862]
+        assert codec.num_frames(wav.shape[-1]) == 862
+        assert list(codec.decode(codes, length=wav.shape[-1]).shape) == [1, 1, 441000]
+        assert list(codec.decode(codes).shape) == [1, 1, 862 * 512]
+        latents = codec.latents(codes)
+    assert list(latents.values.shape) == [1, 862, 128] and latents.rate == codec.frame_rate
+
+
+@pytest.mark.slow
+def test_44khz_full_published_architecture_random_init():
+    codec = build(model="44khz", weights="none")
+    assert sum(p.numel() for p in codec.parameters()) > 70e6
+    assert (codec.latent_dim, codec.n_codebooks, codec.codebook_size) == (1024, 9, 1024)
+    wav = noise(10.0, 44100)
+    with torch.inference_mode():
+        codes = codec.encode(wav)
+        assert list(codes.shape) == [1, 9, 862]
+        assert list(codec.decode(codes, length=wav.shape[-1]).shape) == [1, 1, 441000]
+
+
+def test_published_configurations_follow_the_library():
+    dac = _import_dac()
+    defaults = {k: p.default for k, p in inspect.signature(dac.DAC).parameters.items()}
+    published_44 = {**PUBLISHED_SHARED, **PUBLISHED["44khz"]}
+    assert {k: defaults[k] for k in published_44} == published_44  # the library's defaults are 44.1 kHz
+    expected = {"44khz": (44100, 512, 9), "24khz": (24000, 320, 32), "16khz": (16000, 320, 12)}
+    for model, (rate, hop, codebooks) in expected.items():
+        kwargs = dac_kwargs(DACConfig(model=model, weights="none"))
+        assert kwargs["sample_rate"] == rate and math.prod(kwargs["encoder_rates"]) == hop
+        assert math.prod(kwargs["decoder_rates"]) == hop and kwargs["n_codebooks"] == codebooks
+        assert (kwargs["encoder_dim"], kwargs["decoder_dim"], kwargs["codebook_dim"]) == (64, 1536, 8)
+
+
+def test_16khz_small_rates_and_decode_length():
+    codec = build(model="16khz", **SMALL)
+    assert codec.sample_rate == 16000 and codec.frame_rate == 50.0
+    wav = noise(1.01, 16000)  # 16160 samples: 50.5 frames -> 51, padded as DAC's preprocess does
+    with torch.inference_mode():
+        codes = codec.encode(wav)
+        assert list(codes.shape) == [1, 4, 51]
+        # the 5x transposed conv returns 8 samples short of l * 320: zero-filled to the contract
+        assert codec.decode(codes).shape[-1] == 51 * 320
+        assert codec.decode(codes, length=16160).shape[-1] == 16160
+
+
+def test_multichannel_input_is_mixed_down():
+    codec = build(model="16khz", **SMALL)
+    stereo = noise(0.5, 16000, channels=2)
+    with torch.inference_mode():
+        assert torch.equal(codec.encode(stereo), codec.encode(stereo.mean(dim=1, keepdim=True)))
+
+
+def test_codec_is_frozen_and_in_eval_mode():
+    codec = build(model="16khz", **SMALL)
+    assert not codec.training and not codec.model.training
+    assert not any(p.requires_grad for p in codec.parameters())
+
+
+@pytest.mark.parametrize("options, words", [
+    (dict(n_codebooks=0), "n_codebooks must be a positive integer"),
+    (dict(chunk_seconds=0.0), "chunk_seconds must be positive"),
+    (dict(model="22khz"), "'24khz'"),
+])
+def test_bad_options_are_recipe_errors(options, words):
+    with pytest.raises(PluginError, match=words):
+        default_registry().config_for("codec", "dac", {"weights": "none", **options})
+
+
+# -- the library's behaviour is kept -------------------------------------------------------------------
+
+
+def test_codes_decode_and_latents_match_the_library(tmp_path):
+    source = small_dac()
+    path = tmp_path / "weights.pth"
+    source.save(str(path), package=False)  # the library's own checkpoint format
+    codec = build(model="44khz", weights=str(path))
+    wav = noise(1.3, 44100)
+    with torch.inference_mode():
+        padded = source.preprocess(wav, 44100)
+        z, expected, *_ = source.encode(padded)
+        codes = codec.encode(wav)
+        assert torch.equal(codes, expected)
+        audio = source.decode(z)[..., : wav.shape[-1]]
+        assert torch.allclose(codec.decode(codes, length=wav.shape[-1]), audio, atol=1e-5)
+        assert torch.allclose(codec.latents(codes).values, z.transpose(1, 2), atol=1e-5)
+
+
+def test_fewer_codebooks_select_the_first_levels(tmp_path):
+    path = tmp_path / "weights.pth"
+    small_dac().save(str(path), package=False)
+    full, part = build(weights=str(path)), build(weights=str(path), n_codebooks=4)
+    assert (full.n_codebooks, part.n_codebooks) == (9, 4)
+    wav = noise(0.5, 44100)
+    with torch.inference_mode():
+        codes = full.encode(wav)
+        first = part.encode(wav)
+        assert list(first.shape) == [1, 4, codes.shape[-1]] and torch.equal(first, codes[:, :4])
+        z4 = full.model.quantizer.from_codes(codes[:, :4])[0]
+        assert torch.allclose(part.latents(first).values, z4.transpose(1, 2))
+        assert torch.allclose(part.decode(first), full.model.decoder(z4))
+        assert not torch.allclose(part.decode(first), full.decode(codes))  # the other 5 levels count
+        with pytest.raises(ValueError, match=r"\[b, 4, l\]"):
+            part.decode(codes)
+
+
+# -- weights ---------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_metadata_decides_the_architecture(tmp_path):
+    path = tmp_path / "weights.pth"
+    small_dac(codebook_dim=4).save(str(path), package=False)
+    codec = build(model="44khz", weights=str(path))  # no architecture options: all from metadata
+    assert (codec.model.encoder_dim, codec.model.decoder_dim, codec.codebook_size) == (8, 32, 256)
+    assert codec.model.codebook_dim == 4 and codec.n_codebooks == 9
+    with pytest.raises(WeightsError, match="encoder_dim 8, but the options set encoder_dim 64") as info:
+        build(model="44khz", weights=str(path), encoder_dim=64)
+    assert one_sentence(str(info.value))
+    with pytest.raises(WeightsError, match="44100 Hz DAC, but the model option is '16khz'"):
+        build(model="16khz", weights=str(path))
+    with pytest.raises(WeightsError, match="has only 9 codebooks"):
+        build(model="44khz", weights=str(path), n_codebooks=12)
+
+
+def test_pretrained_uses_the_library_download(tmp_path, monkeypatch):
+    dac = _import_dac()
+    path = tmp_path / "weights_16khz.pth"
+    small_dac(encoder_rates=[2, 4, 5, 8], decoder_rates=[8, 5, 4, 2], sample_rate=16000).save(
+        str(path), package=False
+    )
+    asked = []
+    monkeypatch.setattr(dac.utils, "download", lambda **kw: asked.append(kw) or path)
+    codec = build(model="16khz")  # weights: pretrained is the default
+    assert asked == [{"model_type": "16khz"}]
+    assert codec.sample_rate == 16000 and codec.n_codebooks == 9 and codec.model.encoder_dim == 8
+
+    def offline(**kw):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(dac.utils, "download", offline)
+    with pytest.raises(WeightsError, match="could not download the published DAC 24khz weights") as info:
+        build(model="24khz")
+    assert "\n" not in str(info.value)
+
+
+def test_safetensors_state_dict_with_the_options(tmp_path):
+    source = build(model="16khz", **SMALL)
+    path = tmp_path / "dac.safetensors"
+    save_state(source.model.state_dict(), path)
+    options = dict(SMALL, weights=str(path))
+    loaded = build(model="16khz", **options)
+    wav = noise(0.5, 16000)
+    with torch.inference_mode():
+        assert torch.equal(loaded.encode(wav), source.encode(wav))
+    save_state(source.state_dict(), tmp_path / "component.safetensors")  # keys "model.…" work too
+    build(model="16khz", **dict(options, weights=str(tmp_path / "component.safetensors")))
+    with pytest.raises(WeightsError, match="does not fit a DAC built from these options") as info:
+        build(model="16khz", **dict(options, encoder_dim=16))
+    assert "\n" not in str(info.value)
+    # a state dict with 9 quantizers: the model keeps all 9, n_codebooks selects the first 4
+    save_state(small_dac().state_dict(), tmp_path / "nine.safetensors")
+    part = build(model="44khz", **dict(options, weights=str(tmp_path / "nine.safetensors")))
+    assert part.n_codebooks == 4 and len(part.model.quantizer.quantizers) == 9
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "metadata": {"kwargs": _RunsCode(marker)}}, path)
+    with pytest.raises(WeightsError, match="refused: loading it would run code"):
+        build(weights=str(path))
+    assert not marker.exists()
+
+
+def test_a_missing_weights_file_is_one_sentence(tmp_path):
+    missing = tmp_path / "nowhere" / "weights.pth"
+    with pytest.raises(WeightsError) as info:
+        build(weights=str(missing))
+    message = str(info.value)
+    assert "\n" not in message and str(missing) in message and "DAC 44khz" in message
+
+
+# -- chunked encoding ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rates", [[2, 4, 8, 8], [2, 4, 5, 8]])
+def test_receptive_field_is_what_a_gradient_measures(rates):
+    dac = _import_dac()
+    torch.manual_seed(0)
+    with _quiet_deprecations():
+        model = dac.DAC(encoder_dim=4, encoder_rates=rates, decoder_dim=16,
+                        decoder_rates=rates[::-1], n_codebooks=1, codebook_size=8).double()
+    hop = math.prod(rates)
+    wav = torch.randn(1, 1, 64 * hop, dtype=torch.float64, requires_grad=True)
+    model.encoder(wav)[0, :, 32].sum().backward()
+    touched = wav.grad[0, 0].nonzero().squeeze(1)
+    assert int(touched.max() - touched.min()) + 1 == encoder_receptive_field(rates)
+
+
+def test_chunked_codes_equal_one_pass_codes():
+    options = dict(model="44khz", **SMALL)
+    torch.manual_seed(0)
+    chunked = build(**options, chunk_seconds=0.5)  # 43 frames kept per window
+    whole = build(**options, chunk_seconds=None)
+    whole.load_state_dict(chunked.state_dict())
+    assert chunked.margin_frames == 16  # ceil(7978 / 512)
+    wav = noise(4.0, 44100)  # 345 frames: 9 windows
+    with torch.inference_mode():
+        a, b = chunked.encode(wav), whole.encode(wav)
+    assert a.shape == b.shape == (1, 4, 345)
+    # Every kept frame sees the samples it sees in one pass, so the codes agree; only float
+    # rounding (a conv run on another length) could flip a quantiser decision that sits on a
+    # boundary, so 0.2 % (2 of 1380) may differ. None does on this machine.
+    assert (a != b).float().mean() <= 0.002
+    chunked.margin_frames = 0  # the control: windows without context do change the codes (8 %)
+    with torch.inference_mode():
+        assert (chunked.encode(wav) != b).float().mean() > 0.02
