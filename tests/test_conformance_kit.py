@@ -156,13 +156,15 @@ class RefFuser(ConditionFuser):
 
 class RefGenerator(MaskedGenerator):
     """Per-level code embeddings (index ``codebook_size`` is the mask token) + projected
-    conditioning (aligned per frame, context mean-pooled over valid steps) → a linear layer."""
+    conditioning (aligned per frame, context mean-pooled over valid steps) → a linear layer.
+    ``prepare`` turns the conditioning into one vector per frame (the null one where dropped)."""
 
     def __init__(self):
         super().__init__()
         self.n_codebooks, self.codebook_size, self.condition_dim = 2, 16, 8
         self.uses_aligned, self.uses_context = True, True
         k, v, width = self.n_codebooks, self.codebook_size, 16
+        self.hidden_dim = width
         self.embed = nn.Embedding(k * (v + 1), width)
         self.aligned_proj = nn.Linear(self.condition_dim, width)
         self.context_proj = self.aligned_proj  # tied: shared storage in the state_dict
@@ -188,11 +190,14 @@ class RefGenerator(MaskedGenerator):
             c = torch.where(drop.view(-1, 1, 1), self.null, c)
         return c
 
-    def forward(self, codes, mask, condition, *, drop=None):
-        h = self.embed(self.tokens(codes, mask)).sum(dim=1)  # [b, l, width]
-        c = self.null if condition is None else self.conditioning(condition, drop)
-        logits = self.out(torch.tanh(h + c))
-        return rearrange(logits, "b l (k v) -> b k l v", k=self.n_codebooks)
+    def prepare(self, condition, *, drop=None):
+        c = self.conditioning(condition, drop)  # [b, l, width]
+        return Conditioning(aligned=FeatureSequence(values=c, rate=condition.aligned.rate))
+
+    def predict(self, codes, mask, prepared, *, return_hidden=False):
+        h = torch.tanh(self.embed(self.tokens(codes, mask)).sum(dim=1) + prepared.aligned.values)
+        logits = rearrange(self.out(h), "b l (k v) -> b k l v", k=self.n_codebooks)
+        return (logits, h) if return_hidden else logits
 
 
 class RefReranker(Reranker):
@@ -418,6 +423,25 @@ class PoolsPaddedContext(RefGenerator):
         return self.context_proj(context.values).mean(dim=1)
 
 
+class CachesOutsidePrepared(RefGenerator):
+    """Keeps the prepared conditioning on the module instead of in what prepare returns."""
+
+    def prepare(self, condition, *, drop=None):
+        self.cache = self.conditioning(condition, drop)
+        return condition
+
+    def predict(self, codes, mask, prepared, *, return_hidden=False):
+        h = torch.tanh(self.embed(self.tokens(codes, mask)).sum(dim=1) + self.cache)
+        logits = rearrange(self.out(h), "b l (k v) -> b k l v", k=self.n_codebooks)
+        return (logits, h) if return_hidden else logits
+
+
+class WrongHidden(RefGenerator):
+    def predict(self, codes, mask, prepared, *, return_hidden=False):
+        out = super().predict(codes, mask, prepared, return_hidden=return_hidden)
+        return (out[0], out[1][:, :-1]) if return_hidden else out
+
+
 class VocabIncludesMaskToken(RefGenerator):
     """Predicts codebook_size + 1 entries (the mask token too)."""
 
@@ -506,7 +530,9 @@ BROKEN = [
     Broken(ForgetsContext, ("check_fuser_output",), "no Conditioning.context, but ForgetsContext"),
     # generator
     Broken(ReadsMaskedCodes, ("check_generator_masked_codes",), "reads masked codes"),
-    Broken(IgnoresDrop, ("check_generator_drop",), "condition=None"),
+    Broken(IgnoresDrop, ("check_generator_drop",), "still depends on the conditioning"),
+    Broken(CachesOutsidePrepared, ("check_generator_prepared",), "CachesOutsidePrepared.predict raised"),
+    Broken(WrongHidden, ("check_generator_output",), "hidden states of shape"),
     Broken(PoolsPaddedContext, ("check_generator_context_padding",), "reads padded context"),
     Broken(VocabIncludesMaskToken, ("check_generator_output",), "[2, 2, 12, 16]"),
     # reranker

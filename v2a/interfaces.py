@@ -169,12 +169,19 @@ class ConditionFuser(Component):
 class MaskedGenerator(Component):
     """Codes + mask + conditioning → logits over every codebook entry at every position.
 
+    Work that depends on the conditioning alone (projections, a context encoder, the
+    unconditional embedding of dropped rows) happens in :meth:`prepare`, so that a sampler runs
+    it once per video and reuses the result at every decoding step and for every candidate;
+    :meth:`predict` does the rest. ``forward`` is ``predict(codes, mask, prepare(condition))``.
+
     Attributes:
         n_codebooks (int): ``k``.
         codebook_size (int): the vocabulary of each level.
         condition_dim (int): width of the conditioning sequences it accepts.
         uses_aligned (bool) / uses_context (bool): which parts of a
             :class:`~v2a.sequences.Conditioning` it reads.
+        hidden_dim (int): width of the hidden states ``predict`` returns with
+            ``return_hidden=True`` (for auxiliary losses).
     """
 
     kind = "generator"
@@ -183,25 +190,46 @@ class MaskedGenerator(Component):
     condition_dim: int
     uses_aligned: bool
     uses_context: bool
+    hidden_dim: int
+
+    def prepare(self, condition: Conditioning, *, drop: Tensor | None = None) -> Conditioning:
+        """The conditioning as ``predict`` consumes it, computed once per video.
+
+        ``drop: [b]`` bool replaces the conditioning of the rows where it is ``True`` with the
+        unconditional one (conditioning dropout in training, and the unconditional half of a
+        batched classifier-free guidance pass); a dropped row's result does not depend on its
+        input conditioning. Padded steps of ``condition.context`` (mask ``False``) never change
+        the result. The returned :class:`~v2a.sequences.Conditioning` keeps one row per input
+        row, so callers may ``index_select``/``repeat_interleave`` it (e.g. for candidates).
+        The default returns ``condition`` unchanged and only accepts ``drop=None``.
+        """
+        if drop is not None and bool(drop.any()):
+            raise NotImplementedError(f"{type(self).__name__} must override prepare to support drop")
+        return condition
 
     @abc.abstractmethod
+    def predict(
+        self, codes: Tensor, mask: Tensor, prepared: Conditioning, *, return_hidden: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """``codes: [b, k, l]`` int64, ``mask: [b, k, l]`` bool → ``logits: [b, k, l, vocab]``.
+
+        ``mask`` is ``True`` where a code is hidden (to be predicted): the code values there are
+        never read. ``prepared`` comes from :meth:`prepare`. With ``return_hidden`` also returns
+        the final hidden states ``[b, l, hidden_dim]``.
+        """
+
     def forward(
         self,
         codes: Tensor,
         mask: Tensor,
-        condition: Conditioning | None,
+        condition: Conditioning,
         *,
         drop: Tensor | None = None,
-    ) -> Tensor:
-        """``codes: [b, k, l]`` int64, ``mask: [b, k, l]`` bool → ``logits: [b, k, l, vocab]``.
-
-        ``mask`` is ``True`` where a code is hidden (to be predicted): the code values there are
-        never read. ``condition=None`` is the unconditional model (classifier-free guidance) for
-        every row, and ``drop`` is then ignored; ``drop: [b]`` bool replaces the conditioning of
-        the rows where it is ``True`` with the unconditional one (conditioning dropout in
-        training, and the unconditional half of a batched guidance pass). Padded steps of
-        ``condition.context`` (mask ``False``) never change the logits.
-        """
+        return_hidden: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """``predict(codes, mask, prepare(condition, drop=drop))``."""
+        prepared = self.prepare(condition, drop=drop)
+        return self.predict(codes, mask, prepared, return_hidden=return_hidden)
 
 
 class Reranker(Component):

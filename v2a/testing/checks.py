@@ -383,7 +383,7 @@ ATTRIBUTES: dict[str, dict[str, tuple[str, Callable[[Any], bool]]]] = {
     "audio_encoder": {"sample_rate": INT, "dim": INT, "rate": RATE},
     "fuser": {"dim": INT, "provides_aligned": BOOL, "provides_context": BOOL,
               "stream_dims": WIDTHS},
-    "generator": {"n_codebooks": INT, "codebook_size": INT, "condition_dim": INT,
+    "generator": {"n_codebooks": INT, "codebook_size": INT, "condition_dim": INT, "hidden_dim": INT,
                   "uses_aligned": BOOL, "uses_context": BOOL},
     "reranker": {"sample_rate": INT, "video_streams": WIDTHS},
 }
@@ -841,22 +841,37 @@ def check_fuser_padding(factory: Factory) -> None:
 
 def check_generator_output(factory: Factory) -> None:
     """Codes ``[b, k, l]`` with a mask and conditioning give finite float logits ``[b, k, l,
-    codebook_size]``, and so does ``condition=None`` (the unconditional model)."""
+    codebook_size]``; with ``return_hidden=True`` also hidden states ``[b, l, hidden_dim]``."""
     generator = build(factory)
     name = _name(generator)
     ex = _generator_example(generator, 2, inputs.seeded())
     b, k, l = ex["codes"].shape
     expected = [b, k, l, generator.codebook_size]
-    for label, condition in (("", ex["condition"]), (" with condition=None", None)):
-        logits = _generator_call(generator, ex, label, condition=condition)
-        if not logits.is_floating_point() or _shape(logits) != expected:
-            raise ConformanceError(
-                f"{name}{label} returned {logits.dtype} logits of shape {_shape(logits)} for codes "
-                f"of shape {[b, k, l]}; the MaskedGenerator contract is float [b, k, l, "
-                f"codebook_size] = {expected}"
-            )
-        if not _all_finite(logits):
-            raise ConformanceError(f"{name}{label} returned non-finite logits")
+    logits = _generator_call(generator, ex)
+    if not logits.is_floating_point() or _shape(logits) != expected:
+        raise ConformanceError(
+            f"{name} returned {logits.dtype} logits of shape {_shape(logits)} for codes of shape "
+            f"{[b, k, l]}; the MaskedGenerator contract is float [b, k, l, codebook_size] = "
+            f"{expected}"
+        )
+    if not _all_finite(logits):
+        raise ConformanceError(f"{name} returned non-finite logits")
+    out = _call(f"{name}.forward with return_hidden=True", generator, ex["codes"], ex["mask"],
+                ex["condition"], return_hidden=True)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ConformanceError(
+            f"{name}.forward(..., return_hidden=True) returned {type(out).__name__}; the contract "
+            "is a (logits, hidden) pair"
+        )
+    hidden = _tensor(out[1], f"{name} hidden states")
+    if _shape(hidden) != [b, l, generator.hidden_dim] or not hidden.is_floating_point():
+        raise ConformanceError(
+            f"{name} returned hidden states of shape {_shape(hidden)}; the MaskedGenerator "
+            f"contract is float [b, l, hidden_dim] = {[b, l, generator.hidden_dim]}"
+        )
+    diff = _difference({"logits": logits}, {"logits": _tensor(out[0], name)}, tol=CLOSE)
+    if diff:
+        raise ConformanceError(f"{name} returns other logits with return_hidden=True ({diff})")
 
 
 def check_generator_masked_codes(factory: Factory) -> None:
@@ -883,21 +898,24 @@ def check_generator_masked_codes(factory: Factory) -> None:
 
 
 def check_generator_drop(factory: Factory) -> None:
-    """``drop`` replaces the conditioning of its True rows by the unconditional one:
-    ``drop=ones`` gives the logits of ``condition=None``, and ``drop=[True, False]`` gives row 0
-    unconditional and row 1 conditional."""
+    """``drop`` replaces the conditioning of its True rows by the unconditional one: with
+    ``drop=ones`` the logits do not depend on the conditioning at all, and ``drop=[True, False]``
+    gives row 0 the unconditional logits and row 1 the conditional ones."""
     generator = build(factory)
     name = _name(generator)
-    ex = _generator_example(generator, 2, inputs.seeded())
-    unconditional = _generator_call(generator, ex, " with condition=None", condition=None)
-    conditional = _generator_call(generator, ex)
-    dropped = _generator_call(generator, ex, " with drop", drop=torch.ones(2, dtype=torch.bool))
-    diff = _difference({"logits": unconditional}, {"logits": dropped}, tol=CLOSE)
+    gen = inputs.seeded()
+    ex = _generator_example(generator, 2, gen)
+    other = _condition(generator, 2, ex["codes"].shape[-1], gen)
+    ones = torch.ones(2, dtype=torch.bool)
+    unconditional = _generator_call(generator, ex, " with drop", drop=ones)
+    again = _generator_call(generator, ex, " with drop", drop=ones, condition=other)
+    diff = _difference({"logits": unconditional}, {"logits": again}, tol=CLOSE)
     if diff:
         raise ConformanceError(
-            f"{name} with drop=torch.ones(b, dtype=torch.bool) gives different logits than with "
-            f"condition=None ({diff})"
+            f"{name} with drop=torch.ones(b, dtype=torch.bool) still depends on the conditioning: "
+            f"two different conditionings give different logits ({diff})"
         )
+    conditional = _generator_call(generator, ex)
     mixed = _generator_call(generator, ex, " with drop", drop=torch.tensor([True, False]))
     expected = torch.cat([unconditional[:1], conditional[1:]])
     diff = _difference({"logits": expected}, {"logits": mixed}, tol=CLOSE)
@@ -905,6 +923,33 @@ def check_generator_drop(factory: Factory) -> None:
         raise ConformanceError(
             f"{name} with drop=[True, False] does not give row 0 the unconditional logits and row "
             f"1 the conditional ones ({diff})"
+        )
+
+
+def check_generator_prepared(factory: Factory) -> None:
+    """``prepare`` returns a Conditioning with one row per input row, which ``predict`` reads
+    as it is: selecting (or repeating) rows of the prepared conditioning, as a sampler does for
+    candidates, gives the logits of ``forward`` on the same rows."""
+    generator = build(factory)
+    name = _name(generator)
+    ex = _generator_example(generator, 2, inputs.seeded())
+    drop = torch.tensor([False, True])
+    prepared = _call(f"{name}.prepare", generator.prepare, ex["condition"], drop=drop)
+    if not isinstance(prepared, Conditioning) or prepared.batch_size != 2:
+        raise ConformanceError(
+            f"{name}.prepare returned {type(prepared).__name__}; the contract is a Conditioning "
+            "with one row per input row"
+        )
+    order = torch.tensor([1, 0, 1])
+    codes, mask = ex["codes"][order], ex["mask"][order]
+    picked = _tensor(_call(f"{name}.predict", generator.predict, codes, mask, prepared.index_select(order)),
+                     f"{name}.predict")
+    direct = _generator_call(generator, ex, " with drop", drop=drop)[order]
+    diff = _difference({"logits": direct}, {"logits": picked}, tol=CLOSE)
+    if diff:
+        raise ConformanceError(
+            f"{name}.predict on rows selected from a prepared conditioning does not give the "
+            f"logits of forward on those rows; state outside the Conditioning? ({diff})"
         )
 
 
@@ -1014,7 +1059,7 @@ _KIND_CHECKS: dict[str, list[Check]] = {
     "fuser": [check_fuser_output, check_fuser_padding],
     "generator": [
         check_generator_output, check_generator_masked_codes, check_generator_drop,
-        check_generator_context_padding,
+        check_generator_prepared, check_generator_context_padding,
     ],
     "reranker": [check_reranker_scores, check_reranker_permutation, check_reranker_select],
 }
