@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl

@@ -131,6 +131,18 @@ class FeatureSequence:
         return FeatureSequence(values=values, rate=rate, start=start, mask=mask)
 
 
+def first_frame_time(times: Tensor, num_frames: int) -> float:
+    """The time of the first frame from ``times: [t]`` (or ``[b, t]`` rows that agree), checked
+    against the number of frames: what a :class:`~v2a.interfaces.VisualEncoder` puts in ``start``."""
+    times = torch.as_tensor(times)
+    if times.shape[-1] != num_frames:
+        raise ValueError(f"times has {times.shape[-1]} entries for {num_frames} frames")
+    first = times.reshape(-1, num_frames)[:, 0].double()
+    if (first - first[0]).abs().max() > 1e-6:
+        raise ValueError("the rows of times start at different times; encode them separately")
+    return float(first[0])
+
+
 def pad_sequences(sequences: list[FeatureSequence]) -> FeatureSequence:
     """Batch single sequences of different lengths (same rate) into one padded sequence."""
     rate = sequences[0].rate

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from safetensors.torch import load_file, save_file
 
 from v2a.errors import UserError
@@ -87,3 +88,28 @@ def save_state(state: Mapping[str, torch.Tensor], path: str | Path, metadata: di
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_into(module: torch.nn.Module, state: Mapping[str, Tensor], path: str | Path, what: str) -> None:
+    """Load ``state`` strictly into ``module``, or a :class:`WeightsError` saying what differs."""
+    own = module.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    wrong = sorted(k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        if wrong:
+            k = wrong[0]
+            problems.append(
+                f"{len(wrong)} of another shape (e.g. {k!r}: {tuple(state[k].shape)} in the file, "
+                f"{tuple(own[k].shape)} in the model)"
+            )
+        raise WeightsError(
+            f"{path} does not fit {what}: its parameters are {', '.join(problems)}; check the "
+            "model options match the checkpoint"
+        )
+    module.load_state_dict(state, strict=True)
