@@ -11,7 +11,8 @@ from typing import Literal
 
 from torch import Tensor
 
-from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
+from v2a import ComponentSpec, FeatureSequence, Reranker, VisualEncoder, hookimpl
+from v2a.registry import component_option, default_registry
 
 
 @dataclass
@@ -46,8 +47,32 @@ class MeanColour(VisualEncoder):
         return FeatureSequence(values=colour, rate=self.rate, start=start)
 
 
+@dataclass
+class LoudestConfig:
+    audio_encoder: dict = component_option("audio_encoder", "mel", n_mels=8)
+
+
+class Loudest(Reranker):
+    """Scores each candidate by the mean of its audio features (any audio encoder)."""
+
+    def __init__(self, config: LoudestConfig):
+        super().__init__()
+        self.audio_encoder = default_registry().build_from("audio_encoder", config.audio_encoder)
+        self.sample_rate = self.audio_encoder.sample_rate
+        self.video_streams = {}
+
+    def score(self, candidates: Tensor, video) -> Tensor:
+        b, n = candidates.shape[:2]
+        features = self.audio_encoder.encode(candidates.flatten(0, 1)).values  # [b n, t, d]
+        return features.mean(dim=(1, 2)).view(b, n)
+
+
 @hookimpl
 def v2a_register_components(register):
+    register(ComponentSpec(
+        kind="reranker", name="loudest", build=Loudest, config=LoudestConfig,
+        description="mean audio feature (tests only)",
+    ))
     register(ComponentSpec(
         kind="visual_encoder", name="mean_colour", build=MeanColour, config=MeanColourConfig,
         description="mean colour per frame (tests only)",

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from v2a.errors import RecipeError
 from v2a.recipe import load_recipe
@@ -118,6 +119,23 @@ def test_builtin_component_build(write, registry):
     assert encoder.dim == 20
     with pytest.raises(RecipeError, match="no codec"):
         recipe.build("codec", registry)
+
+
+def test_nested_components_are_validated_and_built(write, registry):
+    top = write("top.yaml", "reranker: {plugin: loudest, audio_encoder: {plugin: mel, n_mels: 4}}\n")
+    recipe = load_recipe(top, registry=registry)
+    shown = recipe.as_data()["reranker"]["audio_encoder"]
+    assert shown["plugin"] == "mel" and shown["n_mels"] == 4 and shown["hop_length"] == 256
+    reranker = recipe.build("reranker", registry)
+    assert reranker.audio_encoder.dim == 4
+    scores = reranker.score(torch.randn(2, 3, 1, 4000), {})
+    assert scores.shape == (2, 3)
+    default = load_recipe(write("d.yaml", "reranker: loudest\n"), registry=registry)
+    assert default.as_data()["reranker"]["audio_encoder"]["n_mels"] == 8
+    with pytest.raises(RecipeError, match=r"reranker\.audio_encoder\.n_melz: not an option of audio_encoder 'mel'"):
+        load_recipe(top, ["reranker.audio_encoder.n_melz=3"], registry=registry)
+    with pytest.raises(RecipeError, match=r"reranker\.audio_encoder\.plugin: no audio_encoder plug-in is named 'mle'"):
+        load_recipe(top, ["reranker.audio_encoder=mle"], registry=registry)
 
 
 # --- errors: one sentence naming the file, the key and the closest choices -------------------

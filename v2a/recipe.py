@@ -45,7 +45,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from v2a.errors import PluginError, RecipeError, suggestion
 from v2a.interfaces import Component
-from v2a.registry import Registry, default_registry
+from v2a.registry import COMPONENT_FIELD, Registry, default_registry
 from v2a.schema import SchemaError, describe, fields_of, to_data, validate
 
 # ---------------------------------------------------------------------------------------------
@@ -123,16 +123,20 @@ COMMAND_LINE = "command line"
 
 @dataclass
 class ComponentChoice:
-    """A slot's plug-in, its validated config, and the options as written."""
+    """A slot's plug-in, its validated config, the options as written, and the components
+    nested in its options (fields declared with :func:`v2a.registry.component_option`)."""
 
     kind: str
     plugin: str
     options: dict[str, Any]
     config: Any
+    nested: dict[str, ComponentChoice] = field(default_factory=dict)
 
     def as_data(self) -> dict[str, Any]:
         """The slot as plain data with every default filled in."""
-        return {"plugin": self.plugin, **(to_data(self.config) if self.config is not None else {})}
+        data = to_data(self.config) if self.config is not None else {}
+        data.update({name: choice.as_data() for name, choice in self.nested.items()})
+        return {"plugin": self.plugin, **data}
 
 
 @dataclass
@@ -460,6 +464,9 @@ def validate_component(value: Any, slot: str, kind: str, registry: Registry, fai
         if options:
             raise fail(f"{slot}.{next(iter(options))}", f"{kind} {plugin!r} takes no options")
         return ComponentChoice(kind=kind, plugin=plugin, options={}, config=None)
+    for f in dataclasses.fields(spec.config):  # a nested component named by its plug-in alone
+        if f.metadata.get(COMPONENT_FIELD) and isinstance(options.get(f.name), str):
+            options[f.name] = {"plugin": options[f.name]}
     try:
         config = validate(options, spec.config, slot)
     except SchemaError as exc:
@@ -467,7 +474,15 @@ def validate_component(value: Any, slot: str, kind: str, registry: Registry, fai
         if message.startswith("unknown key"):
             message = f"not an option of {kind} {plugin!r}" + message[len("unknown key"):]
         raise fail(exc.key, message, exc.whole) from None
-    return ComponentChoice(kind=kind, plugin=plugin, options=options, config=config)
+    nested = {}
+    for f in dataclasses.fields(spec.config):
+        inner_kind = f.metadata.get(COMPONENT_FIELD)
+        if inner_kind and getattr(config, f.name):
+            inner = validate_component(getattr(config, f.name), f"{slot}.{f.name}", inner_kind,
+                                       registry, fail)
+            nested[f.name] = inner
+            setattr(config, f.name, {"plugin": inner.plugin, **inner.options})
+    return ComponentChoice(kind=kind, plugin=plugin, options=options, config=config, nested=nested)
 
 
 def dataclass_doc(schema: type) -> list[tuple[str, str, str]]:

@@ -75,6 +75,22 @@ class ComponentSpec:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
 
+COMPONENT_FIELD = "v2a_component"
+
+
+def component_option(kind: str, plugin: str | None = None, **options: Any) -> Any:
+    """A config field that holds another component, written ``{plugin: name, ...options}``.
+
+    Recipes validate it like a slot (the plug-in name and its options, before anything is
+    built); the owning component builds it with :meth:`Registry.build_from`. Example: a reranker
+    that embeds audio with any audio encoder::
+
+        audio_encoder: dict = component_option("audio_encoder", "beats")
+    """
+    default = {"plugin": plugin, **options} if plugin else {}
+    return field(default_factory=lambda: dict(default), metadata={COMPONENT_FIELD: kind})
+
+
 @dataclass
 class PluginInfo:
     """A loaded (or failed) plug-in module and the distribution that provides it."""
@@ -279,6 +295,14 @@ class Registry:
                 f"which does not implement {KINDS[kind].__name__}"
             )
         return component
+
+    def build_from(self, kind: str, options: Mapping[str, Any] | str) -> Component:
+        """Build a component from ``{plugin: name, ...options}`` (or a bare plug-in name)."""
+        options = {"plugin": options} if isinstance(options, str) else dict(options)
+        name = options.pop("plugin", None)
+        if not isinstance(name, str):
+            raise PluginError(f"a {kind} needs `plugin: <name>` (see `v2a plugins`)")
+        return self.build(kind, name, self.config_for(kind, name, options))
 
     def rows(self) -> Iterable[dict[str, str]]:
         """One row per component (and per failed plug-in) for ``v2a plugins``."""
