@@ -127,7 +127,7 @@ class FeatureSequence:
         mask = None
         if self.mask is not None:
             end = self.start + lengths.to(torch.float64) / self.rate  # [b]
-            mask = target.unsqueeze(0) < end.unsqueeze(1) + 1e-9
+            mask = (target.unsqueeze(0) + 1e-9 < end.unsqueeze(1)) & (lengths > 0).unsqueeze(1)
         return FeatureSequence(values=values, rate=rate, start=start, mask=mask)
 
 

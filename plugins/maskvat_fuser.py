@@ -1,0 +1,223 @@
+"""MaskVAT's condition fuser (plug-in ``maskvat``): visual streams → the generator's conditioning.
+
+The visual streams (CLIP at 8 Hz, S3D at 3.125 Hz, ... any rates, lengths and padding) are each
+projected by an MLP to ``dim``; then (see ``docs/maskvat-notes.md``):
+
+* **aligned** (for AdaLN; ``aligned: true``): every projected stream is resampled by linear
+  interpolation to the codec frame rate over ``num_frames`` frames starting at 0 s
+  (:meth:`~v2a.sequences.FeatureSequence.resample`, which never interpolates from padding), the
+  streams are summed (a stream contributes zero where it is padded) and layer-normalised: the
+  paper's "regular length adaptation". The result's mask marks the frames at least one stream
+  covers; ``None`` when no stream had padding.
+* **context** (for cross-attention; ``context: true``): the projected streams are concatenated
+  in time, each step tagged with a learned embedding of its stream and a sinusoidal embedding of
+  its time in seconds (``start + i / rate``, so that streams of different rates line up), and
+  encoded by ``context_layers`` pre-norm transformer encoder layers (the Seq2Seq encoder)
+  that attend only to valid steps. Its mask is the streams' masks concatenated (``None`` when no
+  stream had padding); its ``rate`` is nominal: the sum of the streams' rates (context steps per
+  second of video), its ``start`` the earliest stream start.
+
+Padded input steps are set to zero before anything reads them, so they never change the result.
+Streams in the input that are not named in ``streams`` are ignored (a recipe may extract more
+streams than the fuser uses, e.g. for the reranker).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from v2a import ComponentSpec, ConditionFuser, Conditioning, FeatureSequence, hookimpl
+from v2a.errors import UserError
+
+#: Periods (seconds) of the sinusoidal time embedding, geometrically spaced between these two.
+MIN_PERIOD, MAX_PERIOD = 0.04, 10_000.0
+
+
+@dataclass
+class MaskVATFuserConfig:
+    """Options of the ``maskvat`` fuser.
+
+    ``streams``: the visual streams it reads, by name (the recipe's ``visual_encoders``), with
+    their feature widths. ``dim``: width of the conditioning (the generator's ``condition_dim``).
+    ``aligned`` / ``context``: which conditioning to produce (AdaLN needs aligned, Seq2Seq
+    context, Hybrid both). ``context_layers``, ``heads``: the context encoder (``heads`` divides
+    ``dim``); ``context_layers: 0`` keeps the tagged projections as they are. ``dropout``: in the
+    MLPs and the encoder.
+    """
+
+    streams: dict[str, int] = field(default_factory=lambda: {"clip": 512, "s3d": 1024})
+    dim: int = 512
+    aligned: bool = True
+    context: bool = True
+    context_layers: int = 2
+    heads: int = 8
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.streams:
+            raise ValueError("streams must name at least one visual stream and its width")
+        for name, width in self.streams.items():
+            if width < 1:
+                raise ValueError(f"stream {name!r} must have a positive width, got {width}")
+        if self.dim < 1 or self.context_layers < 0 or self.heads < 1:
+            raise ValueError("dim and heads must be positive and context_layers not negative")
+        if self.dim % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide dim ({self.dim})")
+        if not (self.aligned or self.context):
+            raise ValueError("set aligned, context or both to true: the fuser must produce one")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def time_embedding(times: Tensor, dim: int) -> Tensor:
+    """``times: [t]`` seconds → ``[t, dim]``: sines then cosines of periods from
+    :data:`MIN_PERIOD` to :data:`MAX_PERIOD` s (a zero channel last when ``dim`` is odd)."""
+    half = dim // 2
+    periods = torch.logspace(
+        math.log10(MIN_PERIOD), math.log10(MAX_PERIOD), max(half, 1), dtype=torch.float64
+    )[:half]
+    angles = 2 * math.pi * times.double()[:, None] / periods.to(times.device)  # [t, half]
+    return F.pad(torch.cat([angles.sin(), angles.cos()], dim=-1), (0, dim - 2 * half))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm self-attention over valid steps, then an MLP."""
+
+    def __init__(self, *, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.attn_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.attn_out = nn.Linear(dim, dim)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim),
+        )
+        self.branch_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, keys: Tensor) -> Tensor:
+        """``x: [b, s, dim]``, ``keys: [b, 1, 1, s]`` bool (the steps attended to)."""
+        q, k, v = rearrange(
+            self.qkv(self.attn_norm(x)), "b s (three h d) -> three b h s d", three=3, h=self.heads
+        )
+        p = self.dropout if self.training else 0.0
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=keys, dropout_p=p)
+        x = x + self.branch_dropout(self.attn_out(rearrange(h, "b h s d -> b s (h d)")))
+        return x + self.branch_dropout(self.mlp(self.mlp_norm(x)))
+
+
+# -- fuser --------------------------------------------------------------------------------------
+
+
+class MaskVATFuser(ConditionFuser):
+    """Projects, aligns and encodes MaskVAT's visual streams (see the module doc)."""
+
+    def __init__(self, config: MaskVATFuserConfig):
+        super().__init__()
+        self.config = config
+        self.dim = config.dim
+        self.provides_aligned, self.provides_context = config.aligned, config.context
+        self.stream_dims = dict(config.streams)
+        dim = config.dim
+        self.project = nn.ModuleDict({
+            name: nn.Sequential(
+                nn.Linear(width, dim), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(dim, dim),
+            )
+            for name, width in config.streams.items()
+        })
+        if config.aligned:
+            self.aligned_norm = nn.LayerNorm(dim)
+        if config.context:
+            self.stream_embedding = nn.Parameter(torch.randn(len(config.streams), dim) * 0.02)
+            self.encoder = nn.ModuleList(
+                EncoderLayer(dim=dim, heads=config.heads, dropout=config.dropout)
+                for _ in range(config.context_layers)
+            )
+            self.context_norm = nn.LayerNorm(dim)
+
+    def fuse(
+        self, streams: Mapping[str, FeatureSequence], *, frame_rate: float, num_frames: int
+    ) -> Conditioning:
+        projected = {}  # name -> FeatureSequence [b, t, dim] (padded steps: zero in, zero out)
+        for name, width in self.stream_dims.items():
+            seq = streams.get(name)
+            if seq is None:
+                given = ", ".join(streams) or "none"
+                raise UserError(
+                    f"fuser maskvat needs the visual stream {name!r} (its `streams` option), "
+                    f"but the streams given are: {given}"
+                )
+            if seq.dim != width:
+                raise UserError(
+                    f"fuser maskvat expects stream {name!r} to be {width} wide but it is "
+                    f"{seq.dim}; set streams.{name}: {seq.dim} in the fuser's options"
+                )
+            values = seq.values
+            if seq.mask is not None:
+                values = values.masked_fill(~seq.mask[..., None], 0.0)
+            values = self.project[name](values)
+            if seq.mask is not None:
+                values = values.masked_fill(~seq.mask[..., None], 0.0)
+            projected[name] = seq.replace(values=values)
+        aligned = self._aligned(projected, frame_rate, num_frames) if self.provides_aligned else None
+        context = self._context(projected) if self.provides_context else None
+        return Conditioning(aligned=aligned, context=context)
+
+    def _aligned(
+        self, projected: dict[str, FeatureSequence], frame_rate: float, num_frames: int
+    ) -> FeatureSequence:
+        total, masks = 0.0, []
+        for seq in projected.values():
+            resampled = seq.resample(frame_rate, num_frames, start=0.0)  # [b, num_frames, dim]
+            values, mask = resampled.values, resampled.mask
+            if mask is not None:
+                mask = mask & seq.mask.any(dim=1, keepdim=True)  # a row without video covers nothing
+                values = values.masked_fill(~mask[..., None], 0.0)
+            total = total + values
+            masks.append(mask)
+        covered = None  # [b, num_frames]: the frames at least one stream reaches
+        if all(m is not None for m in masks):
+            covered = torch.stack(masks).any(dim=0)
+        return FeatureSequence(
+            values=self.aligned_norm(total), rate=frame_rate, start=0.0, mask=covered
+        )
+
+    def _context(self, projected: dict[str, FeatureSequence]) -> FeatureSequence:
+        parts, masks = [], []
+        for i, seq in enumerate(projected.values()):
+            times = seq.times().to(seq.values.device)  # [t] seconds
+            tags = self.stream_embedding[i] + time_embedding(times, self.dim).to(seq.values.dtype)
+            parts.append(seq.values + tags)  # [b, t, dim]
+            masks.append(seq.valid_mask())
+        x, valid = torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # [b, s, dim], [b, s]
+        # A row without any valid step attends to all of them (its output is all padding anyway).
+        keys = valid | ~valid.any(dim=1, keepdim=True)
+        keys = rearrange(keys, "b s -> b 1 1 s")
+        for layer in self.encoder:
+            x = layer(x, keys)
+        has_mask = any(seq.mask is not None for seq in projected.values())
+        seqs = list(projected.values())
+        return FeatureSequence(
+            values=self.context_norm(x),
+            rate=sum(s.rate for s in seqs),  # nominal: context steps per second of video
+            start=min(s.start for s in seqs),
+            mask=valid if has_mask else None,
+        )
+
+
+@hookimpl
+def v2a_register_components(register):
+    register(ComponentSpec(
+        kind="fuser", name="maskvat", build=MaskVATFuser, config=MaskVATFuserConfig,
+        description="MaskVAT fuser: stream MLPs, aligned sum at the codec rate, context encoder",
+    ))

@@ -1,0 +1,415 @@
+"""MaskVAT's masked token transformers (plug-ins ``maskvat_adaln``, ``maskvat_seq2seq`` and
+``maskvat_hybrid``).
+
+One bidirectional transformer over the audio frames of a codegram, in three variants that differ
+only in how the visual conditioning enters (Pascual et al., ECCV 2024; see
+``docs/maskvat-notes.md``):
+
+* ``maskvat_adaln``: every block is modulated per frame (shift, scale, gate for attention and
+  MLP) by the time-aligned conditioning, AdaLN-Zero as in DiT (Peebles & Xie 2023);
+* ``maskvat_seq2seq``: every block cross-attends to the context sequence (the output of the
+  fuser's encoder);
+* ``maskvat_hybrid``: both.
+
+Design, in the order a frame meets it:
+
+* **Input**: the sum of the ``k`` codebook embeddings of the frame; each level has its own table
+  of ``codebook_size + 1`` rows, the last one the learned [MASK] embedding of that level. The
+  ``k`` tables are stacked into one ``nn.EmbeddingBag`` (``mode="sum"``), which sums without a
+  ``[b, k, l, width]`` intermediate.
+* **Positions**: rotary embeddings (Su et al. 2021) on the self-attention queries and keys, so
+  that nothing depends on absolute length; ``max_frames`` bounds the precomputed table.
+* **Blocks**: pre-norm self-attention (fused QKV, ``scaled_dot_product_attention``, no mask:
+  every frame sees every frame), then cross-attention (Seq2Seq, Hybrid), then an MLP.
+* **AdaLN-Zero** (AdaLN, Hybrid): the norms before attention and MLP have no affine parameters;
+  per frame, a block's ``SiLU -> Linear(width, 6 * width)`` of the projected aligned conditioning
+  gives shift, scale and gate of both branches, and the final norm gets shift and scale the same
+  way. These linears start at zero (weights and bias), so every modulated block starts as the
+  identity and the conditioning has no effect at initialisation, as in DiT.
+* **Cross-attention** (Seq2Seq, Hybrid): queries from the frames, keys and values from the
+  context; its output projection starts at zero too, so in all three variants the conditioning
+  starts with no effect and gains it in training. A learned "null" context token is always
+  present and valid: dropped rows see only that token, and a row whose context is fully padded
+  attends to it instead of producing NaN.
+* **Output**: one fused ``Linear(width, k * codebook_size)``; the logits are returned as a
+  ``[b, k, l, codebook_size]`` view of it (no copy).
+
+**What ``prepare`` computes** (once per video; the sampler reuses it for every step and
+candidate): everything that depends on the conditioning alone.
+
+* ``aligned``: the AdaLN modulations of every block and of the final norm, ``[b, l, (6 * layers
+  + 2) * width]`` (shift, 1 + scale, gate; ...). Steps the aligned mask marks as padding (no
+  video there) and dropped rows use the learned null conditioning vector instead. Memory: for
+  the paper-scale recipe that is about 0.5 GB per row of a 10 s clip in fp32; in exchange each
+  decoding step does no conditioning matmul (which would cost half as much as the block itself).
+* ``context``: the cross-attention keys and values of every block, ``[b, 1 + s, 2 * layers *
+  width]``, with the null token first and padded steps zeroed; its ``mask`` marks the valid keys
+  (dropped rows: the null token only).
+
+So the prepared sequences are *not* at model width; they are internal to ``predict`` (read them
+only through ``predict``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from v2a import ComponentSpec, Conditioning, FeatureSequence, MaskedGenerator, hookimpl
+from v2a.errors import UserError
+
+Variant = Literal["adaln", "seq2seq", "hybrid"]
+
+#: Which parts of a Conditioning each variant reads: (aligned, context).
+VARIANTS: dict[str, tuple[bool, bool]] = {
+    "adaln": (True, False),
+    "seq2seq": (False, True),
+    "hybrid": (True, True),
+}
+
+
+@dataclass
+class MaskVATConfig:
+    """Options of the MaskVAT generators (the same for the three variants).
+
+    ``n_codebooks`` and ``codebook_size``: the codec's ``k`` and vocabulary (DAC 44 kHz: 9 x 1024).
+    ``condition_dim``: width of the fuser's sequences (its ``dim``). ``width``, ``layers``,
+    ``heads``: transformer size (1024, 24, 16 *assumed* for the paper); ``heads`` divides
+    ``width`` into an even head size. ``ffn_mult``: MLP hidden width over ``width``.
+    ``dropout``: on attention weights, the MLP hidden layer and the residual branches.
+    ``max_frames``: the longest code sequence accepted (4096 frames = 47.6 s of DAC 44 kHz).
+    """
+
+    n_codebooks: int = 9
+    codebook_size: int = 1024
+    condition_dim: int = 512
+    width: int = 1024  # assumed
+    layers: int = 24  # assumed
+    heads: int = 16  # assumed
+    ffn_mult: float = 4.0
+    dropout: float = 0.0
+    max_frames: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("n_codebooks", "codebook_size", "condition_dim", "width", "layers", "heads",
+                     "max_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.width % self.heads or (self.width // self.heads) % 2:
+            raise ValueError(
+                f"heads ({self.heads}) must divide width ({self.width}) into an even head size "
+                "(rotary embeddings rotate pairs of channels)"
+            )
+        if self.ffn_mult <= 0:
+            raise ValueError(f"ffn_mult must be positive, got {self.ffn_mult}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def rotary_table(length: int, head_dim: int, base: float = 10000.0) -> Tensor:
+    """``[2, length, head_dim]``: cos and sin of the rotary angles of positions ``0..length-1``
+    (channel pairs ``(i, i + head_dim / 2)`` share a frequency)."""
+    freqs = base ** -(torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float64), freqs)  # [length, d / 2]
+    angles = torch.cat([angles, angles], dim=-1)  # [length, d]
+    return torch.stack([angles.cos(), angles.sin()]).float()
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding of ``x: [..., l, d]`` with ``cos, sin: [l, d]``."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def modulate(normed: Tensor, shift: Tensor, scale_plus_one: Tensor) -> Tensor:
+    """AdaLN: ``normed * (1 + scale) + shift`` (``1 + scale`` precomputed in ``prepare``)."""
+    return torch.addcmul(shift, normed, scale_plus_one)
+
+
+def residual(x: Tensor, branch: Tensor, gate: Tensor | None) -> Tensor:
+    """``x + gate * branch`` (or ``x + branch`` without a gate)."""
+    return x + branch if gate is None else torch.addcmul(x, gate, branch)
+
+
+def zero_(module: nn.Linear) -> nn.Linear:
+    nn.init.zeros_(module.weight)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+    return module
+
+
+# -- blocks -------------------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """Pre-norm self-attention, optional cross-attention, MLP; AdaLN-modulated or not."""
+
+    def __init__(
+        self, *, width: int, heads: int, ffn_mult: float, dropout: float, modulated: bool,
+        cross: bool,
+    ):
+        super().__init__()
+        self.heads, self.dropout, self.modulated = heads, dropout, modulated
+        # self-attention
+        self.attn_norm = nn.LayerNorm(width, elementwise_affine=not modulated)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.attn_out = nn.Linear(width, width)
+        # cross-attention to the context (keys and values are computed in prepare)
+        self.cross_norm = nn.LayerNorm(width) if cross else None
+        self.cross_q = nn.Linear(width, width, bias=False) if cross else None
+        self.cross_kv = nn.Linear(width, 2 * width, bias=False) if cross else None
+        self.cross_out = zero_(nn.Linear(width, width)) if cross else None
+        # MLP
+        hidden = max(1, round(ffn_mult * width))
+        self.mlp_norm = nn.LayerNorm(width, elementwise_affine=not modulated)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, width),
+        )
+        self.branch_dropout = nn.Dropout(dropout)
+        # AdaLN-Zero: per frame shift, scale, gate of both branches (used in prepare)
+        self.adaln = (
+            nn.Sequential(nn.SiLU(), zero_(nn.Linear(width, 6 * width))) if modulated else None
+        )
+
+    def modulations(self, cond: Tensor) -> Tensor:
+        """``cond: [b, l, width]`` → ``[b, l, 6 * width]``: shift, 1 + scale, gate (attention),
+        then the same for the MLP."""
+        mod = rearrange(self.adaln(cond), "b l (six w) -> b l six w", six=6)
+        one = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0], dtype=mod.dtype, device=mod.device)
+        return rearrange(mod + one[:, None], "b l six w -> b l (six w)")
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """``q: [b, h, l, d]``, ``k, v: [b, h, s, d]``, ``mask: [b, 1, 1, s]`` → ``[b, l, h * d]``."""
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return rearrange(out, "b h l d -> b l (h d)")
+
+    def forward(
+        self,
+        x: Tensor,  # [b, l, width]
+        rotary: tuple[Tensor, Tensor],  # cos, sin: [l, width / heads]
+        mod: Tensor | None,  # [b, l, 6, width]: shift, 1 + scale, gate (attn); same (mlp)
+        kv: Tensor | None,  # [b, s, 2 * width]: cross-attention keys and values
+        kv_mask: Tensor | None,  # [b, 1, 1, s] bool: valid keys
+    ) -> Tensor:
+        # self-attention
+        h = self.attn_norm(x)
+        if mod is not None:
+            h = modulate(h, mod[:, :, 0], mod[:, :, 1])
+        qkv = rearrange(self.qkv(h), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        cos, sin = (t.to(qkv.dtype) for t in rotary)
+        q, k = rotate(qkv[:2], cos, sin)  # queries and keys in one go
+        h = self.attn_out(self.attend(q, k, qkv[2], None))
+        x = residual(x, self.branch_dropout(h), None if mod is None else mod[:, :, 2])
+        # cross-attention
+        if self.cross_q is not None:
+            q = rearrange(self.cross_q(self.cross_norm(x)), "b l (h d) -> b h l d", h=self.heads)
+            k, v = rearrange(kv, "b s (two h d) -> two b h s d", two=2, h=self.heads)
+            h = self.cross_out(self.attend(q, k.to(q.dtype), v.to(q.dtype), kv_mask))
+            x = x + self.branch_dropout(h)
+        # MLP
+        h = self.mlp_norm(x)
+        if mod is not None:
+            h = modulate(h, mod[:, :, 3], mod[:, :, 4])
+        return residual(x, self.branch_dropout(self.mlp(h)), None if mod is None else mod[:, :, 5])
+
+
+# -- model --------------------------------------------------------------------------------------
+
+
+class MaskVATGenerator(MaskedGenerator):
+    """The MaskVAT transformer; ``variant`` picks the conditioning path (see the module doc)."""
+
+    def __init__(self, config: MaskVATConfig, *, variant: Variant):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        self.config, self.variant = config, variant
+        self.uses_aligned, self.uses_context = VARIANTS[variant]
+        self.n_codebooks, self.codebook_size = config.n_codebooks, config.codebook_size
+        self.condition_dim, self.hidden_dim = config.condition_dim, config.width
+        k, vocab, w = config.n_codebooks, config.codebook_size, config.width
+
+        # input: k stacked tables of vocab + 1 rows (the last row of each: [MASK])
+        self.embed = nn.EmbeddingBag(k * (vocab + 1), w, mode="sum")
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.register_buffer("level_offset", torch.arange(k) * (vocab + 1), persistent=False)
+        self.register_buffer(
+            "rotary", rotary_table(config.max_frames, w // config.heads), persistent=False
+        )
+
+        # conditioning (used by prepare)
+        if self.uses_aligned:
+            self.aligned_proj = nn.Linear(config.condition_dim, w)
+            self.null_aligned = nn.Parameter(torch.randn(w) * 0.02)
+            self.final_adaln = nn.Sequential(nn.SiLU(), zero_(nn.Linear(w, 2 * w)))
+        if self.uses_context:
+            self.context_proj = nn.Linear(config.condition_dim, w)
+            self.null_context = nn.Parameter(torch.randn(1, 1, w) * 0.02)
+            self.context_norm = nn.LayerNorm(w)
+
+        self.blocks = nn.ModuleList(
+            Block(width=w, heads=config.heads, ffn_mult=config.ffn_mult, dropout=config.dropout,
+                  modulated=self.uses_aligned, cross=self.uses_context)
+            for _ in range(config.layers)
+        )
+        self.final_norm = nn.LayerNorm(w, elementwise_affine=not self.uses_aligned)
+        self.to_logits = nn.Linear(w, k * vocab)  # the k output heads, fused
+
+    # -- conditioning, once per video -------------------------------------------------------
+    def prepare(self, condition: Conditioning, *, drop: Tensor | None = None) -> Conditioning:
+        b = condition.batch_size
+        if drop is not None and tuple(drop.shape) != (b,):
+            raise ValueError(f"drop must be [b] = [{b}], got {tuple(drop.shape)}")
+        aligned = context = None
+        if self.uses_aligned:
+            seq = self._require(condition.aligned, "aligned")
+            cond = self.aligned_proj(seq.values)  # [b, l, w]
+            real = seq.valid_mask()  # [b, l]: steps without video use the null conditioning
+            if drop is not None:
+                real = real & ~drop.to(real.device)[:, None]
+            cond = torch.where(real[..., None], cond, self.null_aligned.to(cond.dtype))
+            mods = [block.modulations(cond) for block in self.blocks]  # layers x [b, l, 6w]
+            shift, scale = self.final_adaln(cond).chunk(2, dim=-1)  # [b, l, w] each
+            mods += [shift, scale + 1]
+            # in the residual stream's dtype (fp32 under bf16 autocast): mixed-dtype elementwise
+            # ops in every step would cost more than the memory saved
+            values = torch.cat(mods, dim=-1).to(self.embed.weight.dtype)
+            aligned = FeatureSequence(values=values, rate=seq.rate, start=seq.start)
+        if self.uses_context:
+            seq = self._require(condition.context, "context")
+            valid = seq.valid_mask()  # [b, s]
+            if drop is not None:
+                valid = valid & ~drop.to(valid.device)[:, None]
+            ctx = self.context_proj(seq.values)  # [b, s, w]
+            ctx = torch.cat([self.null_context.to(ctx.dtype).expand(b, -1, -1), ctx], dim=1)
+            valid = F.pad(valid, (1, 0), value=True)  # the null token is always valid
+            ctx = self.context_norm(ctx)
+            kv = torch.cat([block.cross_kv(ctx) for block in self.blocks], dim=-1)
+            kv = kv.masked_fill(~valid[..., None], 0.0)  # [b, 1 + s, layers * 2w]
+            context = FeatureSequence(values=kv, rate=seq.rate, start=seq.start, mask=valid)
+        return Conditioning(aligned=aligned, context=context)
+
+    def _require(self, seq: FeatureSequence | None, part: str) -> FeatureSequence:
+        if seq is None:
+            raise UserError(
+                f"generator maskvat_{self.variant} needs Conditioning.{part}; set `{part}: true` "
+                "in the fuser's options"
+            )
+        if seq.dim != self.condition_dim:
+            raise UserError(
+                f"generator maskvat_{self.variant} has condition_dim {self.condition_dim} but the "
+                f"{part} conditioning is {seq.dim} wide; make condition_dim equal the fuser's dim"
+            )
+        return seq
+
+    # -- one decoding step ------------------------------------------------------------------
+    def predict(
+        self, codes: Tensor, mask: Tensor, prepared: Conditioning, *, return_hidden: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        b, k, l = codes.shape
+        cfg, w = self.config, self.config.width
+        if k != self.n_codebooks:
+            raise ValueError(f"codes have {k} codebooks, the generator expects {self.n_codebooks}")
+        if l > cfg.max_frames:
+            raise UserError(
+                f"{l} code frames are more than max_frames = {cfg.max_frames} of generator "
+                f"maskvat_{self.variant}; raise max_frames or generate shorter windows"
+            )
+        mods = final = kv = kv_mask = None
+        if self.uses_aligned:
+            mods, final = self._modulations(prepared, b, l)
+        if self.uses_context:
+            kv, kv_mask = self._keys_values(prepared, b)
+
+        # input: sum over levels of each level's embedding ([MASK] where masked)
+        index = torch.where(mask, self.codebook_size, codes) + self.level_offset[:, None]
+        x = self.embed(rearrange(index, "b k l -> (b l) k"))  # [(b l), w]
+        x = rearrange(x, "(b l) w -> b l w", b=b)
+
+        rotary = (self.rotary[0, :l], self.rotary[1, :l])
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x, rotary, None if mods is None else mods[i],
+                None if kv is None else kv[..., i * 2 * w:(i + 1) * 2 * w], kv_mask,
+            )
+
+        hidden = self.final_norm(x)  # [b, l, w]
+        if final is not None:
+            hidden = modulate(hidden, final[0], final[1])
+        logits = rearrange(self.to_logits(hidden), "b l (k v) -> b k l v", k=k)  # a view
+        return (logits, hidden) if return_hidden else logits
+
+    def _modulations(self, prepared: Conditioning, b: int, l: int) -> tuple[Tensor, Tensor]:
+        """Per-block ``[layers, b, l, 6, w]`` and final ``[2, b, l, w]`` views of the prepared
+        aligned sequence."""
+        w, layers = self.config.width, self.config.layers
+        seq = prepared.aligned
+        if seq is None or seq.dim != (6 * layers + 2) * w:
+            raise ValueError(
+                f"maskvat_{self.variant}.predict needs the output of its own prepare(condition); "
+                "got an unprepared conditioning"
+            )
+        if seq.batch_size != b or seq.length != l:
+            raise UserError(
+                f"the aligned conditioning has {seq.length} frames for {seq.batch_size} rows but "
+                f"the codes have {l} frames for {b} rows; the fuser must produce num_frames = "
+                "the number of code frames"
+            )
+        blocks, final = seq.values.split([6 * layers * w, 2 * w], dim=-1)
+        blocks = rearrange(blocks, "b l (n six w) -> n b l six w", n=layers, six=6)
+        return blocks, rearrange(final, "b l (two w) -> two b l w", two=2)
+
+    def _keys_values(self, prepared: Conditioning, b: int) -> tuple[Tensor, Tensor | None]:
+        """The prepared ``[b, s, layers * 2w]`` keys and values and ``[b, 1, 1, s]`` key mask."""
+        w, layers = self.config.width, self.config.layers
+        seq = prepared.context
+        if seq is None or seq.dim != 2 * layers * w:
+            raise ValueError(
+                f"maskvat_{self.variant}.predict needs the output of its own prepare(condition); "
+                "got an unprepared conditioning"
+            )
+        if seq.batch_size != b:
+            raise ValueError(f"the context has {seq.batch_size} rows but the codes have {b}")
+        mask = None if seq.mask is None else rearrange(seq.mask, "b s -> b 1 1 s")
+        return seq.values, mask
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+def build_adaln(config: MaskVATConfig) -> MaskVATGenerator:
+    return MaskVATGenerator(config, variant="adaln")
+
+
+def build_seq2seq(config: MaskVATConfig) -> MaskVATGenerator:
+    return MaskVATGenerator(config, variant="seq2seq")
+
+
+def build_hybrid(config: MaskVATConfig) -> MaskVATGenerator:
+    return MaskVATGenerator(config, variant="hybrid")
+
+
+@hookimpl
+def v2a_register_components(register):
+    register(ComponentSpec(
+        kind="generator", name="maskvat_adaln", build=build_adaln, config=MaskVATConfig,
+        description="MaskVAT-AdaLN: masked token transformer modulated per frame (AdaLN-Zero)",
+    ))
+    register(ComponentSpec(
+        kind="generator", name="maskvat_seq2seq", build=build_seq2seq, config=MaskVATConfig,
+        description="MaskVAT-Seq2Seq: masked token transformer cross-attending to the video",
+    ))
+    register(ComponentSpec(
+        kind="generator", name="maskvat_hybrid", build=build_hybrid, config=MaskVATConfig,
+        description="MaskVAT-Hybrid: AdaLN-Zero modulation and cross-attention",
+    ))
