@@ -31,15 +31,6 @@ from v2a_plugins.dac_codec import (  # noqa: E402
 SMALL = dict(weights="none", encoder_dim=8, decoder_dim=32, n_codebooks=4, codebook_size=256)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run faster on one thread (and steadily when the CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def named(factory, name):
     factory.__name__ = name  # the test id
     return factory

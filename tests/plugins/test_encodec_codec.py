@@ -17,15 +17,6 @@ from v2a.weights import WeightsError, save_state  # noqa: E402
 from v2a_plugins.encodec_codec import CHECKPOINTS, EncodecCodec  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models run faster on one thread for short inputs (and steadily on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def named(factory, name):
     factory.__name__ = name  # the test id
     return factory

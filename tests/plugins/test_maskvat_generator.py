@@ -16,16 +16,6 @@ SMALL = dict(n_codebooks=3, codebook_size=16, condition_dim=8, width=32, layers=
              max_frames=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: a second intra-op thread only adds synchronisation, which on a
-    busy machine makes every small op wait for a time slice (30x slower training steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def wake(generator: MaskVATGenerator, std: float = 0.3) -> MaskVATGenerator:
     """Fill the zero-initialised conditioning path (AdaLN linears, cross-attention output) with
     random weights, as training would: at initialisation the conditioning has no effect at all,

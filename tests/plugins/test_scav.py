@@ -100,16 +100,11 @@ EVAL = 48  # clips in the retrieval test: chance is 1 / 48
 @pytest.fixture(scope="module")
 def trained():
     """A small SCAV trained for 40 steps, with the accuracy of the same model untrained."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead (3-4x here)
-    try:
-        torch.manual_seed(0)
-        model = build()
-        video, wav = clips(EVAL, torch.Generator().manual_seed(99))
-        before = retrieval_accuracy(model, video, wav)
-        losses = train(model, steps=40)
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build()
+    video, wav = clips(EVAL, torch.Generator().manual_seed(99))
+    before = retrieval_accuracy(model, video, wav)
+    losses = train(model, steps=40)
     model.eval()
     return {"model": model, "before": before, "losses": losses, "video": video, "wav": wav}
 
