@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
+from v2a.registry import component_option, default_registry
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> Tensor:
@@ -63,9 +64,38 @@ class MelEncoder(AudioEncoder):
         return FeatureSequence(values=torch.log(mel + self.config.floor), rate=self.rate)
 
 
+@dataclass
+class CodecLatentsConfig:
+    codec: dict = component_option("codec", "spectral_rvq")
+
+
+class CodecLatents(AudioEncoder):
+    """The continuous latents of any codec: ``latents(encode(wav))`` (for FDD-style metrics).
+
+    The codec is a nested component (``codec: {plugin: dac, ...}``), frozen; features are
+    ``[b, l, latent_dim]`` at the codec's frame rate.
+    """
+
+    def __init__(self, config: CodecLatentsConfig):
+        super().__init__()
+        self.codec = default_registry().build_from("codec", config.codec).eval()
+        self.codec.requires_grad_(False)
+        self.sample_rate = self.codec.sample_rate
+        self.dim = self.codec.latent_dim
+        self.rate = self.codec.frame_rate
+
+    def encode(self, wav: Tensor) -> FeatureSequence:
+        with torch.no_grad():
+            return self.codec.latents(self.codec.encode(wav))
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="mel", build=MelEncoder, config=MelConfig,
         description="log-mel spectrogram (no weights); metrics, tests",
+    ))
+    register(ComponentSpec(
+        kind="audio_encoder", name="codec_latents", build=CodecLatents, config=CodecLatentsConfig,
+        description="continuous latents of any codec (FDD-style metrics)",
     ))

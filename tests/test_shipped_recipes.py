@@ -97,3 +97,18 @@ def test_small_recipe_builds_every_slot_and_generates_logits(path, small_compone
         logits = generator(codes, mask, condition)
     assert logits.shape == (2, codec.n_codebooks, num_frames, codec.codebook_size)
     assert bool(logits.isfinite().all())
+
+
+COMPONENTS = sorted((RECIPES / "components").rglob("*.yaml"))
+#: Folder under recipes/components/ -> the recipe slot its files fill.
+SLOT_OF_FOLDER = {"codecs": "codec", "visual_encoders": "visual_encoders.stream",
+                  "audio_encoders": "audio_encoder", "rerankers": "reranker"}
+
+
+@pytest.mark.parametrize("path", COMPONENTS, ids=rel)
+def test_component_file_validates_in_its_slot(path, tmp_path):
+    slot = SLOT_OF_FOLDER[path.parent.name]
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text("name: r\n")
+    recipe = load_recipe(recipe_file, [f"{slot}={path}"])
+    assert recipe.choice(slot).plugin == path.read_text().split("plugin:")[1].split()[0]

@@ -1,0 +1,37 @@
+"""The weight-free audio encoders: mel and codec_latents."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from v2a.registry import default_registry
+from v2a_plugins.audio_encoders import MelConfig, MelEncoder, mel_filterbank
+
+
+def test_mel_frames_rate_and_pitch():
+    encoder = MelEncoder(MelConfig(sample_rate=16000, n_fft=1024, hop_length=256, n_mels=64))
+    t = torch.arange(16000) / 16000
+    low = torch.sin(2 * math.pi * 300 * t).view(1, 1, -1)
+    high = torch.sin(2 * math.pi * 3000 * t).view(1, 1, -1)
+    out = encoder.encode(torch.cat([low, high]))
+    assert out.values.shape == (2, 16000 // 256 + 1, 64) and out.rate == 62.5 and out.start == 0.0
+    peak = out.values[:, 10:-10].mean(dim=1).argmax(dim=-1)
+    fb = mel_filterbank(1024, 64, 16000, 0.0, 8000.0)
+    expected = [int(fb[round(f * 1024 / 16000)].argmax()) for f in (300, 3000)]
+    assert peak.tolist() == expected and expected[0] < expected[1]
+
+
+def test_codec_latents_are_the_codecs_own():
+    registry = default_registry()
+    encoder = registry.build_from("audio_encoder", {
+        "plugin": "codec_latents",
+        "codec": {"plugin": "spectral_rvq", "n_codebooks": 2, "codebook_size": 16},
+    })
+    wav = 0.3 * torch.randn(2, 1, 8000)
+    out = encoder.encode(wav)
+    codec = encoder.codec
+    assert (encoder.dim, encoder.rate, encoder.sample_rate) == (codec.latent_dim, codec.frame_rate, 16000)
+    assert torch.equal(out.values, codec.latents(codec.encode(wav)).values)
+    assert not any(p.requires_grad for p in encoder.parameters())
