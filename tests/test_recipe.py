@@ -95,6 +95,15 @@ def test_overrides_parse_yaml_values_and_can_drop_a_stream(write, registry):
     assert recipe.choice("visual_encoders.colour").config.size == [16, 24]
 
 
+def test_override_adds_a_stream_to_a_recipe_without_any(write, registry):
+    write("components/grey.yaml", "plugin: mean_colour\nspace: grey\n")
+    top = write("top.yaml", "name: top\n")
+    recipe = load_recipe(top, ["visual_encoders.a=mean_colour",
+                               "visual_encoders.b=components/grey.yaml"], registry=registry)
+    assert recipe.visual_streams == ["a", "b"]
+    assert recipe.choice("visual_encoders.b").config.space == "grey"
+
+
 def test_interpolation_is_resolved(write, registry):
     top = write("top.yaml", """
         training: {steps: 40, warmup_steps: "${training.steps}"}

@@ -334,8 +334,11 @@ class Composer:
                 kind is not None and isinstance(old, Mapping) and isinstance(value, Mapping)
                 and "plugin" in value and value.get("plugin") != old.get("plugin")
             )
-            if isinstance(old, dict) and isinstance(value, Mapping) and not swap:
-                self.merge(old, value, source, base_dir, path)
+            if isinstance(value, Mapping) and not swap:
+                if not isinstance(old, dict):  # a new mapping: built key by key, so that
+                    dst[key] = {}  # slots inside it are resolved like everywhere else
+                    self._mark(path, {}, source)
+                self.merge(dst[key], value, source, base_dir, path)
             else:
                 dst[key] = copy.deepcopy(dict(value) if isinstance(value, Mapping) else value)
                 self._mark(path, value, source)
