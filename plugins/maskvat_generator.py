@@ -17,8 +17,10 @@ Design, in the order a frame meets it:
   of ``codebook_size + 1`` rows, the last one the learned [MASK] embedding of that level. The
   ``k`` tables are stacked into one ``nn.EmbeddingBag`` (``mode="sum"``), which sums without a
   ``[b, k, l, width]`` intermediate.
-* **Positions**: rotary embeddings (Su et al. 2021) on the self-attention queries and keys, so
-  that nothing depends on absolute length; ``max_frames`` bounds the precomputed table.
+* **Positions**: rotary embeddings (Su et al. 2021) on the self-attention queries and keys, plus
+  a sinusoidal embedding of each frame's index added to the input: without an absolute position,
+  fully masked frames are indistinguishable and cross-attention (Seq2Seq) could not tell which
+  moment of the video a frame belongs to. ``max_frames`` bounds both precomputed tables.
 * **Blocks**: pre-norm self-attention (fused QKV, ``scaled_dot_product_attention``, no mask:
   every frame sees every frame), then cross-attention (Seq2Seq, Hybrid), then an MLP.
 * **AdaLN-Zero** (AdaLN, Hybrid): the norms before attention and MLP have no affine parameters;
@@ -121,6 +123,13 @@ def rotary_table(length: int, head_dim: int, base: float = 10000.0) -> Tensor:
     angles = torch.outer(torch.arange(length, dtype=torch.float64), freqs)  # [length, d / 2]
     angles = torch.cat([angles, angles], dim=-1)  # [length, d]
     return torch.stack([angles.cos(), angles.sin()]).float()
+
+
+def sinusoids(length: int, width: int, base: float = 10000.0) -> Tensor:
+    """``[length, width]`` sinusoidal embeddings of positions ``0..length-1`` (Vaswani et al.)."""
+    freqs = base ** -(torch.arange(0, width, 2, dtype=torch.float64) / width)
+    angles = torch.outer(torch.arange(length, dtype=torch.float64), freqs)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)[:, :width].float()
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -246,6 +255,7 @@ class MaskVATGenerator(MaskedGenerator):
         self.register_buffer(
             "rotary", rotary_table(config.max_frames, w // config.heads), persistent=False
         )
+        self.register_buffer("positions", sinusoids(config.max_frames, w), persistent=False)
 
         # conditioning (used by prepare)
         if self.uses_aligned:
@@ -314,7 +324,13 @@ class MaskVATGenerator(MaskedGenerator):
 
     # -- one decoding step ------------------------------------------------------------------
     def predict(
-        self, codes: Tensor, mask: Tensor, prepared: Conditioning, *, return_hidden: bool = False
+        self,
+        codes: Tensor,
+        mask: Tensor,
+        prepared: Conditioning,
+        *,
+        return_hidden: bool = False,
+        level: int | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         b, k, l = codes.shape
         cfg, w = self.config, self.config.width
@@ -334,7 +350,7 @@ class MaskVATGenerator(MaskedGenerator):
         # input: sum over levels of each level's embedding ([MASK] where masked)
         index = torch.where(mask, self.codebook_size, codes) + self.level_offset[:, None]
         x = self.embed(rearrange(index, "b k l -> (b l) k"))  # [(b l), w]
-        x = rearrange(x, "(b l) w -> b l w", b=b)
+        x = rearrange(x, "(b l) w -> b l w", b=b) + self.positions[:l].to(x.dtype)
 
         rotary = (self.rotary[0, :l], self.rotary[1, :l])
         for i, block in enumerate(self.blocks):
@@ -346,7 +362,12 @@ class MaskVATGenerator(MaskedGenerator):
         hidden = self.final_norm(x)  # [b, l, w]
         if final is not None:
             hidden = modulate(hidden, final[0], final[1])
-        logits = rearrange(self.to_logits(hidden), "b l (k v) -> b k l v", k=k)  # a view
+        if level is None:
+            logits = rearrange(self.to_logits(hidden), "b l (k v) -> b k l v", k=k)  # a view
+        else:  # only that level's head: 1/k of the output projection
+            rows = slice(level * self.codebook_size, (level + 1) * self.codebook_size)
+            head = self.to_logits
+            logits = F.linear(hidden, head.weight[rows], head.bias[rows]).unsqueeze(1)
         return (logits, hidden) if return_hidden else logits
 
     def _modulations(self, prepared: Conditioning, b: int, l: int) -> tuple[Tensor, Tensor]:

@@ -194,9 +194,11 @@ class RefGenerator(MaskedGenerator):
         c = self.conditioning(condition, drop)  # [b, l, width]
         return Conditioning(aligned=FeatureSequence(values=c, rate=condition.aligned.rate))
 
-    def predict(self, codes, mask, prepared, *, return_hidden=False):
+    def predict(self, codes, mask, prepared, *, return_hidden=False, level=None):
         h = torch.tanh(self.embed(self.tokens(codes, mask)).sum(dim=1) + prepared.aligned.values)
         logits = rearrange(self.out(h), "b l (k v) -> b k l v", k=self.n_codebooks)
+        if level is not None:
+            logits = logits[:, level:level + 1]
         return (logits, h) if return_hidden else logits
 
 
@@ -430,16 +432,23 @@ class CachesOutsidePrepared(RefGenerator):
         self.cache = self.conditioning(condition, drop)
         return condition
 
-    def predict(self, codes, mask, prepared, *, return_hidden=False):
+    def predict(self, codes, mask, prepared, *, return_hidden=False, level=None):
         h = torch.tanh(self.embed(self.tokens(codes, mask)).sum(dim=1) + self.cache)
         logits = rearrange(self.out(h), "b l (k v) -> b k l v", k=self.n_codebooks)
+        if level is not None:
+            logits = logits[:, level:level + 1]
         return (logits, h) if return_hidden else logits
 
 
 class WrongHidden(RefGenerator):
-    def predict(self, codes, mask, prepared, *, return_hidden=False):
-        out = super().predict(codes, mask, prepared, return_hidden=return_hidden)
+    def predict(self, codes, mask, prepared, *, return_hidden=False, level=None):
+        out = super().predict(codes, mask, prepared, return_hidden=return_hidden, level=level)
         return (out[0], out[1][:, :-1]) if return_hidden else out
+
+
+class IgnoresLevel(RefGenerator):
+    def predict(self, codes, mask, prepared, *, return_hidden=False, level=None):
+        return super().predict(codes, mask, prepared, return_hidden=return_hidden)
 
 
 class VocabIncludesMaskToken(RefGenerator):
@@ -533,6 +542,7 @@ BROKEN = [
     Broken(IgnoresDrop, ("check_generator_drop",), "still depends on the conditioning"),
     Broken(CachesOutsidePrepared, ("check_generator_prepared",), "CachesOutsidePrepared.predict raised"),
     Broken(WrongHidden, ("check_generator_output",), "hidden states of shape"),
+    Broken(IgnoresLevel, ("check_generator_output",), "level=0"),
     Broken(PoolsPaddedContext, ("check_generator_context_padding",), "reads padded context"),
     Broken(VocabIncludesMaskToken, ("check_generator_output",), "[2, 2, 12, 16]"),
     # reranker

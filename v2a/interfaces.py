@@ -209,13 +209,21 @@ class MaskedGenerator(Component):
 
     @abc.abstractmethod
     def predict(
-        self, codes: Tensor, mask: Tensor, prepared: Conditioning, *, return_hidden: bool = False
+        self,
+        codes: Tensor,
+        mask: Tensor,
+        prepared: Conditioning,
+        *,
+        return_hidden: bool = False,
+        level: int | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """``codes: [b, k, l]`` int64, ``mask: [b, k, l]`` bool → ``logits: [b, k, l, vocab]``.
 
         ``mask`` is ``True`` where a code is hidden (to be predicted): the code values there are
         never read. ``prepared`` comes from :meth:`prepare`. With ``return_hidden`` also returns
-        the final hidden states ``[b, l, hidden_dim]``.
+        the final hidden states ``[b, l, hidden_dim]``. With ``level`` only that level's logits
+        are computed: ``[b, 1, l, vocab]``, equal to ``logits[:, level:level + 1]`` (a sampler
+        decoding one level at a time needs no more).
         """
 
     def forward(

@@ -841,7 +841,8 @@ def check_fuser_padding(factory: Factory) -> None:
 
 def check_generator_output(factory: Factory) -> None:
     """Codes ``[b, k, l]`` with a mask and conditioning give finite float logits ``[b, k, l,
-    codebook_size]``; with ``return_hidden=True`` also hidden states ``[b, l, hidden_dim]``."""
+    codebook_size]``; with ``return_hidden=True`` also hidden states ``[b, l, hidden_dim]``; with
+    ``level=j``, ``predict`` gives exactly ``logits[:, j:j + 1]``."""
     generator = build(factory)
     name = _name(generator)
     ex = _generator_example(generator, 2, inputs.seeded())
@@ -872,6 +873,16 @@ def check_generator_output(factory: Factory) -> None:
     diff = _difference({"logits": logits}, {"logits": _tensor(out[0], name)}, tol=CLOSE)
     if diff:
         raise ConformanceError(f"{name} returns other logits with return_hidden=True ({diff})")
+    prepared = _call(f"{name}.prepare", generator.prepare, ex["condition"])
+    for level in (0, k - 1):
+        one = _tensor(_call(f"{name}.predict with level={level}", generator.predict, ex["codes"],
+                            ex["mask"], prepared, level=level), f"{name}.predict")
+        diff = _difference({"logits": logits[:, level:level + 1]}, {"logits": one}, tol=CLOSE)
+        if _shape(one) != [b, 1, l, generator.codebook_size] or diff:
+            raise ConformanceError(
+                f"{name}.predict(..., level={level}) returned {_shape(one)} logits that are not "
+                f"logits[:, {level}:{level + 1}] of the full prediction ({diff or 'shape'})"
+            )
 
 
 def check_generator_masked_codes(factory: Factory) -> None:

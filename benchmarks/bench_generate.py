@@ -1,0 +1,359 @@
+"""Workload B1: generation speed of the sampler against a plain reference loop, in one run.
+
+B1 (issue 4): MaskVAT-Hybrid (``maskvat_hybrid``, random init) of width 512, 8 layers, 8 heads;
+K = 9 codebooks of 1024; 4 s at 86.13 frames/s (345 frames); B = 4 candidates; 16 steps on the
+first level and 1 on every later one; classifier-free guidance (scale 3, so every step has a
+conditional and an unconditional pass). The conditioning comes from the ``maskvat`` fuser over
+random features of two streams, CLIP 512-d at 8 Hz and S3D 1024-d at 3.125 Hz (the visual
+encoders themselves are not timed: both paths would run them once per video).
+
+* **fast**: :func:`v2a.sampler.sample`: the fuser and ``generator.prepare`` run once, the
+  candidates and both guidance passes go through one ``predict`` per step, in
+  ``torch.inference_mode``, at ``--precision`` (bf16: a bfloat16 copy of the weights).
+* **reference**: :func:`reference_sample`: one candidate at a time, the fuser and
+  ``prepare`` recomputed at every step, a separate forward per guidance pass, fp32. It draws
+  the same random numbers in the same order, so with fp32 it returns the same tokens.
+
+Printed: wall time of both and their ratio, the peak resident memory (RSS, sampled every 5 ms
+by a thread with psutil; ``ru_maxrss`` as a fallback) above the process's memory before the
+run, and the achieved GFLOP/s of the generator's matrix products (counted analytically per
+``prepare``/``predict`` call, see :func:`predict_flops`) next to a plain 2048³ matmul in the same
+dtype on this machine.
+
+    python benchmarks/bench_generate.py                      # B1, fp32 and bf16
+    python benchmarks/bench_generate.py --precision bf16
+    python benchmarks/bench_generate.py --quick              # tiny sizes (what the test runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from v2a.registry import default_registry
+from v2a.sampler import (
+    Prompt,
+    candidate_generator,
+    decode_step,
+    draw_noise,
+    level_steps,
+    sample,
+    step_temperature,
+)
+from v2a.masking import masked_counts
+from v2a.sequences import Conditioning, FeatureSequence
+
+
+# -- the workload -------------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    width: int = 512
+    layers: int = 8
+    heads: int = 8
+    n_codebooks: int = 9
+    codebook_size: int = 1024
+    condition_dim: int = 512
+    seconds: float = 4.0
+    frame_rate: float = 44100 / 512  # DAC 44.1 kHz: 86.13 frames/s
+    candidates: int = 4
+    steps: tuple[int, ...] = (16, 1)
+    cfg_scale: float = 3.0
+    streams: tuple[tuple[str, int, float], ...] = (("clip", 512, 8.0), ("s3d", 1024, 3.125))
+    matmul_size: int = 2048  # the reference matmul is matmul_size³
+
+    @property
+    def num_frames(self) -> int:
+        return round(self.seconds * self.frame_rate)
+
+
+B1 = Workload()
+QUICK = Workload(width=32, layers=2, heads=2, n_codebooks=3, codebook_size=16, condition_dim=16,
+                 seconds=0.25, candidates=2, steps=(4, 1),
+                 streams=(("clip", 24, 8.0), ("s3d", 40, 3.125)), matmul_size=256)
+
+
+def build(work: Workload, seed: int = 0):
+    """The Hybrid generator and the fuser (random init), and random streams for one video."""
+    torch.manual_seed(seed)
+    registry = default_registry()
+    generator = registry.build_from("generator", {
+        "plugin": "maskvat_hybrid", "width": work.width, "layers": work.layers,
+        "heads": work.heads, "n_codebooks": work.n_codebooks,
+        "codebook_size": work.codebook_size, "condition_dim": work.condition_dim,
+    }).eval()
+    fuser = registry.build_from("fuser", {
+        "plugin": "maskvat", "streams": {name: dim for name, dim, _ in work.streams},
+        "dim": work.condition_dim, "heads": max(1, work.heads // 2),
+    }).eval()
+    streams = {
+        name: FeatureSequence(torch.randn(1, max(1, round(work.seconds * rate)), dim), rate=rate)
+        for name, dim, rate in work.streams
+    }
+    # AdaLN-Zero and the zero cross-attention output make a fresh model ignore its conditioning;
+    # give those layers small random weights so that the guided logits differ from unguided ones
+    with torch.no_grad():
+        for name, p in generator.named_parameters():
+            if p.dim() == 2 and float(p.abs().max()) == 0.0:
+                p.normal_(0.0, 0.02)
+    return generator, fuser, streams
+
+
+# -- the plain reference loop -------------------------------------------------------------------
+
+
+def reference_sample(
+    generator,
+    condition: Conditioning | Callable[[], Conditioning],
+    *,
+    num_frames: int,
+    steps=(16, 8, 4, 2, 1),
+    temperature: float = 1.0,
+    anneal_temperature: bool = True,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    cfg_scale: float = 3.0,
+    candidates: int = 1,
+    seed: int = 0,
+    prompt: Prompt | None = None,
+    remask_noise: float = 4.5,
+) -> torch.Tensor:
+    """The sampler's algorithm written plainly: for every video and candidate, for every level
+    and step, recompute the conditioning (``condition()`` when it is a callable, e.g. the fuser)
+    and ``generator(codes, mask, condition, drop=...)`` (``prepare`` + ``predict``) for each
+    guidance pass, one row at a time, in fp32. Same options, same random streams."""
+    k, vocab = generator.n_codebooks, generator.codebook_size
+    per_level = level_steps(steps, k)
+    conditioning = condition if callable(condition) else (lambda: condition)
+    b = conditioning().batch_size
+    out = []
+    with torch.no_grad():
+        for v in range(b):
+            row = torch.tensor([v])
+            for c in range(candidates):
+                rng = candidate_generator(seed, c)
+                codes = torch.zeros(1, k, num_frames, dtype=torch.int64)
+                hidden = torch.ones(1, k, num_frames, dtype=torch.bool)
+                if prompt is not None:
+                    known = prompt.known[v:v + 1].bool()
+                    codes = torch.where(known, prompt.codes[v:v + 1], codes)
+                    hidden = ~known
+                for q in range(k):
+                    total = hidden[:, q].sum(dim=1)
+                    if int(total[0]) == 0:
+                        continue
+                    counts = masked_counts(total, per_level[q])
+                    for s in range(per_level[q]):
+                        token_u, conf_u = draw_noise([rng], num_frames, vocab, "cpu")
+                        if not hidden[:, q].any():
+                            continue
+                        cond = uncond = None
+                        if cfg_scale != 0:
+                            cond = generator(codes, hidden, conditioning().index_select(row))[:, q]
+                        if cfg_scale != 1:
+                            uncond = generator(codes, hidden, conditioning().index_select(row),
+                                               drop=torch.tensor([True]))[:, q]
+                        tokens, still = decode_step(
+                            cond, uncond, hidden[:, q], counts[s], token_u, conf_u,
+                            cfg_scale=cfg_scale,
+                            temperature=step_temperature(temperature, s, per_level[q], anneal_temperature),
+                            top_k=top_k, top_p=top_p,
+                            noise_scale=remask_noise * (1.0 - (s + 1) / per_level[q]),
+                        )
+                        codes[:, q] = torch.where(hidden[:, q], tokens, codes[:, q])
+                        hidden[:, q] = still
+                out.append(codes)
+    return torch.cat(out)
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+def predict_flops(work: Workload, rows: int, context: int, levels: int | None = None) -> float:
+    """Matmul FLOPs (2 per multiply-add) of one ``predict`` of the Hybrid generator on ``rows``
+    rows of ``num_frames`` frames with ``context`` context keys (null token included), with
+    the output heads of ``levels`` levels (all by default; the sampler asks for one)."""
+    l, w, hid = work.num_frames, work.width, round(4.0 * work.width)
+    per_layer = (
+        2 * l * w * 3 * w  # fused q, k, v
+        + 2 * 2 * l * l * w  # self-attention scores and values
+        + 2 * l * w * w  # attention output
+        + 2 * 2 * l * w * w  # cross-attention query and output
+        + 2 * 2 * l * context * w  # cross-attention scores and values
+        + 2 * 2 * l * w * hid  # MLP
+    )
+    head = 2 * l * w * (work.n_codebooks if levels is None else levels) * work.codebook_size
+    return float(rows * (work.layers * per_layer + head))
+
+
+def prepare_flops(work: Workload, rows: int, context: int) -> float:
+    """Matmul FLOPs of one ``prepare`` of the Hybrid generator on ``rows`` rows."""
+    l, w, d = work.num_frames, work.width, work.condition_dim
+    aligned = 2 * l * d * w + work.layers * 2 * l * w * 6 * w + 2 * l * w * 2 * w
+    ctx = 2 * (context - 1) * d * w + work.layers * 2 * context * w * 2 * w
+    return float(rows * (aligned + ctx))
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
+    """FLOP/s of an ``n³`` matmul in ``dtype`` (median of ``repeat`` runs)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+class PeakRSS:
+    """Peak resident memory of this process inside a ``with`` block, above its start."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.peak, self.base, self.how = interval, 0, 0, "psutil RSS every 5 ms"
+
+    def __enter__(self):
+        try:
+            import psutil
+        except ImportError:  # ru_maxrss is the process-lifetime peak: an upper bound
+            self.how, self._proc = "ru_maxrss (process lifetime)", None
+            return self
+        self._proc = psutil.Process()
+        self.base = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+
+        def watch():
+            while not self._stop.is_set():
+                self.peak = max(self.peak, self._proc.memory_info().rss)
+                self._stop.wait(self.interval)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._proc is None:
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def increase(self) -> int:
+        return self.peak - self.base
+
+
+def run(work: Workload, precisions: list[str], *, reference: bool = True, seed: int = 0) -> dict:
+    """Time the fast path at each precision and the reference loop once; return the figures."""
+    generator, fuser, streams = build(work, seed)
+    l = work.num_frames
+    fuse = lambda: fuser.fuse(streams, frame_rate=work.frame_rate, num_frames=l)  # noqa: E731
+    with torch.no_grad():
+        context = fuse().context.length + 1  # + the generator's null token
+    passes = 1 if work.cfg_scale in (0, 1) else 2
+    total_steps = sum(level_steps(list(work.steps), work.n_codebooks))
+    options = dict(num_frames=l, steps=list(work.steps), cfg_scale=work.cfg_scale,
+                   candidates=work.candidates, seed=seed)
+    flops_fast = (prepare_flops(work, passes, context)
+                  + total_steps * predict_flops(work, passes * work.candidates, context, levels=1))
+    result = {"workload": work.__dict__ | {"num_frames": l}, "threads": torch.get_num_threads(),
+              "flops_fast": flops_fast, "fast": {}}
+
+    for precision in precisions:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        sample(generator, fuse(), **{**options, "steps": [1]}, precision=precision)  # warm-up
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                condition = fuse()  # once per video
+            codes = sample(generator, condition, **options, precision=precision)
+            seconds = time.perf_counter() - start
+        rate = matmul_rate(dtype, work.matmul_size)
+        result["fast"][precision] = {
+            "seconds": seconds, "peak_rss_gb": mem.peak / 1e9, "rss_increase_gb": mem.increase / 1e9,
+            "memory_measure": mem.how, "gflops": flops_fast / seconds / 1e9,
+            "matmul_gflops": rate / 1e9, "share_of_matmul": flops_fast / seconds / rate,
+            "codes": codes,
+        }
+
+    if reference:
+        flops_ref = work.candidates * total_steps * passes * (
+            prepare_flops(work, 1, context) + predict_flops(work, 1, context))
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            codes = reference_sample(generator, fuse, **options)
+            seconds = time.perf_counter() - start
+        result["reference"] = {"seconds": seconds, "peak_rss_gb": mem.peak / 1e9,
+                               "rss_increase_gb": mem.increase / 1e9, "flops": flops_ref,
+                               "gflops": flops_ref / seconds / 1e9, "codes": codes}
+        for figures in result["fast"].values():
+            figures["speedup"] = seconds / figures["seconds"]
+            figures["same_tokens"] = float((figures["codes"] == codes).float().mean())
+    return result
+
+
+def report(result: dict) -> str:
+    work = result["workload"]
+    lines = [
+        f"B1-style workload: width {work['width']}, {work['layers']} layers, {work['heads']} heads, "
+        f"{work['num_frames']} frames, K = {work['n_codebooks']} x {work['codebook_size']}, "
+        f"B = {work['candidates']}, steps {list(work['steps'])}, cfg {work['cfg_scale']}; "
+        f"{result['threads']} threads",
+        "",
+        f"| path | precision | time (s) | x reference | GFLOP/s | matmul GFLOP/s ({work['matmul_size']}³) | "
+        "share | peak RSS (GB) | RSS increase (GB) | tokens = reference |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ref = result.get("reference")
+    if ref:
+        lines.append(f"| reference loop | fp32 | {ref['seconds']:.2f} | 1.00 | {ref['gflops']:.0f} | "
+                     f"| | {ref['peak_rss_gb']:.2f} | {ref['rss_increase_gb']:.2f} | |")
+    for precision, f in result["fast"].items():
+        speed = f"{f['speedup']:.2f}" if "speedup" in f else "-"
+        same = f"{100 * f['same_tokens']:.1f} %" if "same_tokens" in f else "-"
+        lines.append(
+            f"| sampler | {precision} | {f['seconds']:.2f} | {speed} | {f['gflops']:.0f} | "
+            f"{f['matmul_gflops']:.0f} | {100 * f['share_of_matmul']:.0f} % | "
+            f"{f['peak_rss_gb']:.2f} | {f['rss_increase_gb']:.2f} | {same} |"
+        )
+    lines.append("")
+    lines.append(f"memory: {next(iter(result['fast'].values()))['memory_measure']}; targets: "
+                 ">= 3x the reference, >= 40 % of the matmul rate, peak memory < 3 GB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds, for tests)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference loop")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    result = run(QUICK if args.quick else B1, precisions, reference=not args.no_reference)
+    print(report(result))
+    if args.json:
+        plain = {**result, "fast": {p: {k: v for k, v in f.items() if k != "codes"}
+                                    for p, f in result["fast"].items()}}
+        if "reference" in result:
+            plain["reference"] = {k: v for k, v in result["reference"].items() if k != "codes"}
+        with open(args.json, "w") as f:
+            json.dump(plain, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""Iterative confidence-based decoding (MaskGIT) for any :class:`~v2a.interfaces.MaskedGenerator`.
+
+The RVQ levels are decoded coarse to fine. Level ``q`` takes ``steps[q]`` steps (a list shorter
+than ``k`` repeats its last value). At step ``s`` of ``n`` every hidden position of level ``q`` is
+sampled; then the least confident of the newly sampled ones are hidden again so that, per row,
+``floor(m · cos(π/2 · (s + 1) / n))`` of the level's ``m`` initially hidden positions stay hidden
+(at least one decoded per step, none left after the last). Known positions of a ``prompt`` are
+never changed and count as decoded.
+
+Sampling a position: classifier-free guidance ``uncond + cfg_scale · (cond - uncond)`` on the
+level's logits, then temperature (annealed linearly from ``temperature`` at a level's first step
+towards 0 at its end when ``anneal_temperature``), top-k, top-p, and a Gumbel-max draw
+(temperature 0 = argmax).
+
+Confidence (the choice of MaskGIT): the log-probability of the sampled token under the guided
+logits at temperature 1, plus Gumbel noise scaled by ``remask_noise · (1 - (s + 1) / n)``, so
+early steps explore and the last steps are greedy in confidence.
+
+Randomness: candidate ``c`` of every video draws from its own ``torch.Generator`` seeded from
+``(seed, c)`` (``numpy.random.SeedSequence``), a fixed amount per step of a level it decodes
+(``l · vocab`` uniforms for the tokens, then ``l`` for the confidences). So the output of a
+video depends neither on the other videos in the batch nor on how rows are batched, and a plain
+loop over candidates (``benchmarks/bench_generate.py``) reproduces it token for token.
+
+Speed: the generator's :meth:`~v2a.interfaces.MaskedGenerator.prepare` runs once per call, on
+the conditional and unconditional rows together; the prepared conditioning is then indexed for
+the ``candidates``; conditional and unconditional rows of every candidate go through one
+``predict`` call per step under :func:`torch.inference_mode`; only the hidden positions of the
+level being decoded are turned into probabilities. ``precision="bf16"`` runs a bfloat16 copy of
+the generator (weights cast once and cached until they change; measured faster than autocast,
+which casts the weights at every step), which uses AMX matrix units on CPUs that have them;
+``"fp16"`` likewise (for GPUs). The sampling arithmetic after the logits is always float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from v2a.interfaces import MaskedGenerator
+from v2a.masking import masked_counts
+from v2a.sequences import Conditioning
+
+Precision = Literal["fp32", "bf16", "fp16"]
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+}
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prompt:
+    """Codes to keep: ``codes: [b, k, l]`` int64 and ``known: [b, k, l]`` bool (True = keep).
+
+    The values of ``codes`` where ``known`` is False are ignored."""
+
+    codes: Tensor
+    known: Tensor
+
+
+@dataclass
+class PreparedCondition:
+    """The conditioning of ``b`` videos as :meth:`MaskedGenerator.predict` consumes it.
+
+    ``rows`` holds the conditional rows ``[0, b)`` and/or the unconditional rows (dropped
+    conditioning), in the order of ``parts``; made by :func:`prepare_condition`."""
+
+    rows: Conditioning
+    batch: int
+    parts: tuple[str, ...]
+
+
+def guidance_parts(cfg_scale: float) -> tuple[str, ...]:
+    """Which passes a guidance scale needs: 1 = conditional only, 0 = unconditional only."""
+    if cfg_scale == 1:
+        return ("cond",)
+    if cfg_scale == 0:
+        return ("uncond",)
+    return ("cond", "uncond")
+
+
+def prepare_condition(
+    generator: MaskedGenerator, condition: Conditioning, *, cfg_scale: float
+) -> PreparedCondition:
+    """Run ``generator.prepare`` once for the ``b`` videos of ``condition``: the conditional and
+    unconditional rows ``cfg_scale`` needs, in one call on a ``[len(parts) · b]`` batch."""
+    b = condition.batch_size
+    parts = guidance_parts(cfg_scale)
+    device = (condition.aligned or condition.context).values.device
+    index = torch.arange(b, device=device).repeat(len(parts))
+    drop = torch.tensor([p == "uncond" for p in parts], device=device).repeat_interleave(b)
+    rows = generator.prepare(condition.index_select(index), drop=drop)
+    return PreparedCondition(rows=rows, batch=b, parts=parts)
+
+
+def level_steps(steps: int | Sequence[int], n_codebooks: int) -> list[int]:
+    """Steps per RVQ level: an int for every level, or a list whose last value repeats."""
+    steps = [steps] if isinstance(steps, int) else list(steps)
+    if not steps or any(int(s) < 1 for s in steps):
+        raise ValueError(f"steps must be positive integers, got {steps}")
+    return [int(steps[min(q, len(steps) - 1)]) for q in range(n_codebooks)]
+
+
+# -- randomness ---------------------------------------------------------------------------------
+
+
+def candidate_generator(
+    seed: int, candidate: int, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """The random stream of candidate ``candidate`` under ``seed`` (independent across both)."""
+    state = np.random.SeedSequence([int(seed) % 2**63, int(candidate)]).generate_state(2, np.uint32)
+    return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def draw_noise(
+    generators: Sequence[torch.Generator], length: int, vocab: int, device
+) -> tuple[Tensor, Tensor]:
+    """One step's uniforms per row: ``[n, length, vocab]`` for tokens, ``[n, length]`` for
+    confidences, each row from its own generator, tokens first."""
+    tokens, confidence = [], []
+    for g in generators:
+        tokens.append(torch.rand(length, vocab, generator=g, device=device))
+        confidence.append(torch.rand(length, generator=g, device=device))
+    return torch.stack(tokens), torch.stack(confidence)
+
+
+def gumbel(uniform: Tensor) -> Tensor:
+    """Standard Gumbel noise from uniforms in ``[0, 1)``."""
+    tiny = torch.finfo(uniform.dtype).tiny
+    return -torch.log(-torch.log(uniform.clamp(min=tiny, max=1.0 - 1e-7)))
+
+
+# -- one step -----------------------------------------------------------------------------------
+
+
+def step_temperature(temperature: float, step: int, steps: int, anneal: bool) -> float:
+    """Temperature at ``step`` of a level's ``steps``: linear from ``temperature`` towards 0."""
+    return temperature * (1.0 - step / steps) if anneal else temperature
+
+
+def pick_tokens(
+    logits: Tensor,
+    uniform: Tensor,
+    *,
+    temperature: float,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample one token per row of ``logits: [m, vocab]`` (guided, float32).
+
+    ``uniform: [m, vocab]`` drives a Gumbel-max draw. Returns ``tokens: [m]`` int64 and their
+    log-probabilities under ``logits`` at temperature 1 ``[m]`` (the confidence before noise).
+    """
+    vocab = logits.shape[-1]
+    if temperature <= 0:
+        tokens = logits.argmax(dim=-1)
+    else:
+        scores, index = logits / temperature, None
+        if top_k is not None and top_k < vocab:
+            scores, index = scores.topk(top_k, dim=-1)  # sorted, descending
+        if top_p is not None and top_p < 1.0:
+            if index is None:
+                scores, index = scores.sort(dim=-1, descending=True)
+            probs = scores.softmax(dim=-1)
+            before = probs.cumsum(dim=-1) - probs  # mass of the better tokens
+            scores = scores.masked_fill(before > top_p, -torch.inf)  # the best one always stays
+        noise = gumbel(uniform if index is None else uniform.gather(-1, index))
+        choice = (scores + noise).argmax(dim=-1, keepdim=True)
+        tokens = (choice if index is None else index.gather(-1, choice)).squeeze(-1)
+    logp = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
+    return tokens, logp
+
+
+def remask(confidence: Tensor, hidden: Tensor, keep_hidden: Tensor) -> Tensor:
+    """``[n, l]`` bool: per row, the ``keep_hidden[n]`` least confident of the ``hidden`` positions
+    (``confidence``, ``hidden``: ``[n, l]``); ties go to the earlier position."""
+    score = confidence.masked_fill(~hidden, torch.inf)
+    rank = score.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
+    return hidden & (rank < keep_hidden.unsqueeze(1))
+
+
+def decode_step(
+    cond: Tensor | None,
+    uncond: Tensor | None,
+    hidden: Tensor,
+    keep_hidden: Tensor,
+    token_uniform: Tensor,
+    confidence_uniform: Tensor,
+    *,
+    cfg_scale: float,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    noise_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """One decoding step of a level for ``n`` rows.
+
+    ``cond``, ``uncond``: ``[n, l, vocab]`` logits of the level (either may be ``None`` when
+    ``cfg_scale`` does not need it); ``hidden: [n, l]`` the positions to sample;
+    ``keep_hidden: [n]`` how many of them stay hidden; the uniforms from :func:`draw_noise`.
+    Returns ``tokens: [n, l]`` (sampled where ``hidden``, 0 elsewhere) and the new hidden mask.
+    """
+    if cfg_scale == 1:
+        logits = cond[hidden].float()
+    elif cfg_scale == 0:
+        logits = uncond[hidden].float()
+    else:  # guidance on the hidden positions of the level only
+        u = uncond[hidden].float()
+        logits = u + cfg_scale * (cond[hidden].float() - u)
+    picked, logp = pick_tokens(
+        logits, token_uniform[hidden], temperature=temperature, top_k=top_k, top_p=top_p
+    )
+    tokens = torch.zeros(hidden.shape, dtype=torch.int64, device=hidden.device)
+    tokens[hidden] = picked
+    confidence = torch.full(hidden.shape, torch.inf, device=hidden.device)
+    confidence[hidden] = logp + noise_scale * gumbel(confidence_uniform[hidden])
+    return tokens, remask(confidence, hidden, keep_hidden)
+
+
+# -- precision ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _evaluating(module: torch.nn.Module):
+    """``module`` in eval mode inside the block, its training flag restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+#: Half-precision copies by generator, with the dtype and weights they were cast from.
+_HALF_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_state(module: torch.nn.Module) -> tuple:
+    """Changes when any parameter or buffer is replaced or modified in place (optimiser step,
+    ``load_state_dict``): tensor identity, storage and version counter."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+
+def half_copy(generator: MaskedGenerator, dtype: torch.dtype = torch.bfloat16) -> MaskedGenerator:
+    """A copy of ``generator`` in ``dtype`` (bfloat16 or float16), in eval mode, without
+    gradients; the original is left untouched. Cast once and reused while the generator's
+    weights do not change."""
+    state = (dtype, _weights_state(generator))
+    cached = _HALF_COPIES.get(generator)
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    with torch.no_grad():  # cast tensor by tensor: no full fp32 duplicate on the way
+        memo = {}
+        for tensor in list(generator.parameters()) + list(generator.buffers()):
+            cast = tensor.detach()
+            cast = cast.to(dtype) if cast.is_floating_point() else cast.clone()
+            if isinstance(tensor, torch.nn.Parameter):
+                cast = torch.nn.Parameter(cast, requires_grad=False)
+            memo[id(tensor)] = cast
+        twin = copy.deepcopy(generator, memo).eval()
+    _HALF_COPIES[generator] = (state, twin)
+    return twin
+
+
+# -- sampling -----------------------------------------------------------------------------------
+
+
+def sample(
+    generator: MaskedGenerator,
+    condition: Conditioning | PreparedCondition,
+    *,
+    num_frames: int,
+    steps: int | Sequence[int] = (16, 8, 4, 2, 1),
+    temperature: float = 1.0,
+    anneal_temperature: bool = True,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    cfg_scale: float = 3.0,
+    candidates: int = 1,
+    seed: int = 0,
+    precision: Precision = "fp32",
+    prompt: Prompt | tuple[Tensor, Tensor] | None = None,
+    remask_noise: float = 4.5,
+) -> Tensor:
+    """Generate ``candidates`` code sequences of ``num_frames`` frames per video.
+
+    ``condition`` is the fuser's output for ``b`` videos (or a :class:`PreparedCondition` from
+    :func:`prepare_condition`, prepared with the same ``cfg_scale`` and generator).
+    Returns ``codes: [b · candidates, k, num_frames]`` int64, the candidates of video ``i`` in
+    rows ``i · candidates ... (i + 1) · candidates - 1``. See the module docstring for the
+    options.
+    """
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}")
+    if candidates < 1 or num_frames < 1:
+        raise ValueError("candidates and num_frames must be positive")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+    k, vocab = generator.n_codebooks, generator.codebook_size
+    per_level = level_steps(steps, k)
+    device = next(generator.parameters()).device
+    dtype = DTYPES[precision]
+    model = half_copy(generator, dtype) if dtype != torch.float32 else generator
+
+    with _evaluating(model), torch.inference_mode():
+        # conditioning: prepared once per call, then one row per candidate and pass
+        if isinstance(condition, PreparedCondition):
+            if condition.parts != guidance_parts(cfg_scale):
+                raise ValueError(f"condition was prepared for passes {condition.parts}, cfg_scale "
+                                 f"{cfg_scale} needs {guidance_parts(cfg_scale)}")
+            prepared = PreparedCondition(rows=condition.rows.to(device=device, dtype=dtype),
+                                         batch=condition.batch, parts=condition.parts)
+        else:
+            condition = condition.to(device=device, dtype=dtype)
+            prepared = prepare_condition(model, condition, cfg_scale=cfg_scale)
+        b, passes = prepared.batch, len(prepared.parts)
+        n = b * candidates
+        per_pass = torch.arange(b, device=device).repeat_interleave(candidates)  # [n]
+        rows = prepared.rows.index_select(torch.cat([per_pass + p * b for p in range(passes)]))
+
+        # state: codes and hidden mask of every candidate
+        codes = torch.zeros(n, k, num_frames, dtype=torch.int64, device=device)
+        hidden = torch.ones(n, k, num_frames, dtype=torch.bool, device=device)
+        if prompt is not None:
+            p_codes, known = prompt if isinstance(prompt, tuple) else (prompt.codes, prompt.known)
+            if tuple(p_codes.shape) != (b, k, num_frames) or p_codes.shape != known.shape:
+                raise ValueError(f"prompt codes and known must be [b, k, l] = {[b, k, num_frames]}")
+            known = known.to(device).bool().repeat_interleave(candidates, dim=0)
+            p_codes = p_codes.to(device).long().repeat_interleave(candidates, dim=0)
+            codes = torch.where(known, p_codes, codes)
+            hidden = ~known
+        generators = [
+            candidate_generator(seed, c, device) for _ in range(b) for c in range(candidates)
+        ]
+
+        for q in range(k):
+            total = hidden[:, q].sum(dim=1)  # [n]
+            active = [i for i in range(n) if total[i] > 0]  # rows that decode this level
+            if not active:
+                continue
+            active_rows = torch.tensor(active, device=device)
+            counts = masked_counts(total.cpu(), per_level[q]).to(device)  # [steps, n]
+            for s in range(per_level[q]):
+                token_u, conf_u = draw_noise(
+                    [generators[i] for i in active], num_frames, vocab, device
+                )
+                if len(active) < n:  # rows with nothing to decode at this level draw nothing
+                    token_u = token_u.new_zeros(n, num_frames, vocab).index_copy_(
+                        0, active_rows, token_u)
+                    conf_u = conf_u.new_zeros(n, num_frames).index_copy_(0, active_rows, conf_u)
+                level_hidden = hidden[:, q]
+                if not level_hidden.any():
+                    continue
+                logits = model.predict(
+                    codes.repeat(passes, 1, 1), hidden.repeat(passes, 1, 1), rows, level=q
+                )
+                level = logits[:, 0]  # [passes · n, l, vocab]: only this level is computed
+                by_part = dict(zip(prepared.parts, level.split(n)))
+                tokens, still = decode_step(
+                    by_part.get("cond"), by_part.get("uncond"), level_hidden, counts[s],
+                    token_u, conf_u, cfg_scale=cfg_scale,
+                    temperature=step_temperature(temperature, s, per_level[q], anneal_temperature),
+                    top_k=top_k, top_p=top_p,
+                    noise_scale=remask_noise * (1.0 - (s + 1) / per_level[q]),
+                )
+                codes[:, q] = torch.where(level_hidden, tokens, codes[:, q])
+                hidden[:, q] = still
+    return codes
