@@ -13,15 +13,6 @@ VARIANTS = ["adaln", "seq2seq", "hybrid"]
 K, VOCAB, DIM, L, RATE = 3, 16, 8, 16, 86.13
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is as fast and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_generator(variant: str, seed: int = 0):
     torch.manual_seed(seed)
     return default_registry().build_from("generator", {

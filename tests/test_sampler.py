@@ -31,15 +31,6 @@ K, VOCAB, DIM, L = 3, 16, 8, 20
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is as fast and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def load_benchmark():
     """``benchmarks/bench_generate.py`` as a module (it holds the plain reference loop)."""
     name = "bench_generate"
