@@ -178,16 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_fit)
 
-    for name, issue, text in (
-        ("train", "the training issue (#5)", "train a model from a recipe"),
-        ("extract", "the data pipeline issue (#5)", "precompute codes and features"),
-        ("generate", "the generation issue (#6)", "add generated sound to videos"),
-        ("evaluate", "the evaluation issue (#6)", "score generated audio"),
-    ):
-        p = sub.add_parser(name, parents=[common], help=f"{text} (not implemented yet)")
-        p.add_argument("arguments", nargs=argparse.REMAINDER)
-        p.set_defaults(func=not_implemented(name, issue))
+    add_stub(sub, common, "train", "the training issue (#5)", "train a model from a recipe")
+    add_stub(sub, common, "extract", "the data pipeline issue (#5)", "precompute codes and features")
+    add_stub(sub, common, "generate", "the generation issue (#6)", "add generated sound to videos")
+    add_stub(sub, common, "evaluate", "the evaluation issue (#6)", "score generated audio")
     return parser
+
+
+def add_stub(sub, common, name: str, issue: str, text: str) -> None:
+    """A sub-command that exists but is not implemented yet: it says so and exits 1."""
+    p = sub.add_parser(name, parents=[common], help=f"{text} (not implemented yet)")
+    p.add_argument("arguments", nargs=argparse.REMAINDER)
+    p.set_defaults(func=not_implemented(name, issue))
 
 
 def main(argv: list[str] | None = None) -> int:
