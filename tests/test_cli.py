@@ -87,6 +87,15 @@ def test_bad_recipe_exits_2_with_one_line(capsys, recipe_file, use_registry, ove
     assert err.startswith("v2a: error: command line")
 
 
+def test_check_notes_weights_files_that_do_not_exist(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("codec: {plugin: spectral_rvq, weights: fitted/codec.safetensors}\n")
+    code, out, err = run(capsys, "recipe", "check", str(recipe))
+    assert code == 0 and "ok" in out
+    assert "codec.weights names fitted/codec.safetensors, which does not exist yet" in err
+
+
 def test_verbose_shows_the_traceback(capsys, recipe_file, use_registry):
     code, _, err = run(capsys, "recipe", "check", str(recipe_file), "training.lr=x", "--verbose")
     assert code == 2 and "Traceback" in err

@@ -75,10 +75,15 @@ def cmd_recipe_check(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     registry = default_registry()
-    for slot, choice in recipe.components.items():
+    for slot, choice in recipe.all_components():
         status = registry.get(choice.kind, choice.plugin).status
         if status != "ok":
             print(f"note: {slot} ({choice.plugin}) cannot be built here: {status}", file=sys.stderr)
+        weights = choice.options.get("weights")
+        if isinstance(weights, str) and weights.lower() not in ("none", "pretrained"):
+            if not Path(weights).expanduser().is_file():
+                print(f"note: {slot}.weights names {weights}, which does not exist yet",
+                      file=sys.stderr)
     print(f"{recipe.source}: ok ({len(recipe.components)} components)")
     return 0
 

@@ -157,6 +157,19 @@ class Recipe:
         prefix = "visual_encoders."
         return [slot[len(prefix):] for slot in self.components if slot.startswith(prefix)]
 
+    def all_components(self) -> list[tuple[str, ComponentChoice]]:
+        """``(slot, choice)`` of every component, nested ones included (``reranker.audio_encoder``)."""
+        found = []
+
+        def walk(slot: str, choice: ComponentChoice) -> None:
+            found.append((slot, choice))
+            for name, inner in choice.nested.items():
+                walk(f"{slot}.{name}", inner)
+
+        for slot, choice in self.components.items():
+            walk(slot, choice)
+        return found
+
     def has(self, slot: str) -> bool:
         return slot in self.components
 
