@@ -101,8 +101,16 @@ def test_verbose_shows_the_traceback(capsys, recipe_file, use_registry):
     assert code == 2 and "Traceback" in err
 
 
+def test_overrides_may_follow_options(capsys, recipe_file, use_registry):
+    code, out, _ = run(capsys, "recipe", "show", str(recipe_file), "--verbose", "audio_encoder.n_mels=16")
+    assert code == 0 and "n_mels: 16" in out
+    with pytest.raises(SystemExit) as info:
+        run(capsys, "recipe", "show", str(recipe_file), "--nonsense")
+    assert info.value.code == 2 and "unrecognized arguments: --nonsense" in capsys.readouterr().err
+
+
 def test_commands_of_later_issues_say_so(capsys):
-    for command in ("train", "generate", "extract", "evaluate"):
+    for command in ("generate", "evaluate"):
         code, _, err = run(capsys, command, "anything")
         assert code == 1 and "not implemented yet" in err
 

@@ -131,6 +131,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_recipe_arguments(p: argparse.ArgumentParser, overrides_help: str = "recipe overrides") -> None:
+    """The ``RECIPE [key=value ...]`` arguments every command that reads a recipe takes."""
+    p.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+
+
 def not_implemented(command: str, issue: str):
     def run(args: argparse.Namespace) -> int:
         raise UserError(f"`v2a {command}` is not implemented yet; it arrives with {issue}")
@@ -164,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", cmd_recipe_check, "validate a recipe without building anything"),
     ):
         p = rsub.add_parser(name, parents=[common], help=text, description=text)
-        p.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+        add_recipe_arguments(p)
         p.set_defaults(func=func)
     p = rsub.add_parser("list", parents=[common], help="list the built-in recipes")
     p.set_defaults(func=cmd_recipe_list)
@@ -183,8 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_fit)
 
-    add_stub(sub, common, "train", "the training issue (#5)", "train a model from a recipe")
-    add_stub(sub, common, "extract", "the data pipeline issue (#5)", "precompute codes and features")
+    # the commands that live beside the machinery they drive
+    from v2a.cache import add_extract_command
+    from v2a.data import add_manifest_command
+    from v2a.train import add_train_command
+
+    add_manifest_command(sub, common)
+    add_extract_command(sub, common)
+    add_train_command(sub, common)
     add_stub(sub, common, "generate", "the generation issue (#6)", "add generated sound to videos")
     add_stub(sub, common, "evaluate", "the evaluation issue (#6)", "score generated audio")
     return parser
@@ -199,7 +210,13 @@ def add_stub(sub, common, name: str, issue: str, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling `key=value ...` at the first option: collect the ones after it
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if extra and (len(overrides) < len(extra) or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        args.overrides = list(args.overrides) + overrides
     verbose = getattr(args, "verbose", False)
     try:
         return args.func(args) or 0

@@ -88,6 +88,13 @@ class TrainingConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 50
+    task: Literal["generator", "reranker"] = "generator"  # what `v2a train` trains
+    lr_min: float = 0.0  # the cosine decay ends at this learning rate
+    train_split: str = "train"  # manifest split trained on
+    val_split: str = "val"  # manifest split of the validation loss and the logged samples
+    eval_every: int = 1000  # steps between validation losses; 0 = never
+    sample_every: int = 5000  # steps between generated audio samples in TensorBoard; 0 = never
+    num_sample_videos: int = 4  # fixed validation clips whose generated audio is logged
 
 
 @dataclass

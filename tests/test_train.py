@@ -1,0 +1,424 @@
+"""The trainer (v2a.train, `v2a train`): schedule, data order, learning, accumulation, EMA, the
+reranker task, checkpoints that resume exactly after SIGKILL, SIGTERM, and refusals.
+
+In-process tests train the tiny MaskVAT-Hybrid (recipes/small) on clips held in memory (random
+codes and features of the shapes the small recipe's encoders produce); the command-line tests
+run `python -m v2a train` on a feature cache that `v2a extract` writes from generated videos
+(with a few broken files among them, which must be reported as skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.media_fixtures import BROKEN_REASONS, write_broken, write_dataset
+from v2a.cli import main
+from v2a.data import Clip, ClipItem, LiveClips, collate, write_manifest
+from v2a.recipe import load_recipe
+from v2a.sequences import FeatureSequence
+from v2a.train import (
+    ClipOrder,
+    MicroBatches,
+    RerankerTask,
+    Trainer,
+    TrainingError,
+    checkpoints,
+    learning_rate,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "recipes" / "small" / "maskvat_hybrid_small.yaml"
+FRAME_RATE = 44100 / 512  # the small recipe's DAC
+# widths and rates of the small recipe's components: CLIP (embed_dim 32, 8 fps), S3D (1024-d,
+# 25 fps / 8), BEATs (64-d, 6.25 Hz); 4 codebooks of 64
+STREAMS = {"clip": (32, 8.0), "s3d": (1024, 3.125)}
+AUDIO = (64, 6.25)
+QUIET = ["data.num_workers=0", "training.eval_every=0", "training.sample_every=0",
+         "training.log_every=1000"]
+
+
+class MemoryClips(torch.utils.data.Dataset):
+    """``n`` clips of random codes and features, held in memory (items for v2a.data.collate)."""
+
+    def __init__(self, n: int, *, seed: int = 0, k: int = 4, vocab: int = 64, frames: int = 43,
+                 split: str = "train"):
+        g = torch.Generator().manual_seed(seed)
+        seconds = frames / FRAME_RATE
+        self.items = []
+        for i in range(n):
+            streams = {
+                name: FeatureSequence(torch.randn(1, max(1, round(rate * seconds)), dim, generator=g), rate=rate)
+                for name, (dim, rate) in STREAMS.items()
+            }
+            audio = FeatureSequence(torch.randn(1, max(1, round(AUDIO[1] * seconds)), AUDIO[0], generator=g),
+                                    rate=AUDIO[1])
+            self.items.append(ClipItem(
+                clip=Clip(path=f"{split}{i}.mp4", split=split),
+                codes=torch.randint(0, vocab, (k, frames), generator=g), streams=streams,
+                audio_features=audio, frame_rate=FRAME_RATE,
+            ))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> ClipItem:
+        return self.items[index]
+
+
+def recipe(*overrides: str, base: Path = SMALL):
+    return load_recipe(base, [*QUIET, *overrides])
+
+
+def weights(run: Path, name: str = "model") -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoints(run)[-1][1] / f"{name}.safetensors"))
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule and data order
+# ---------------------------------------------------------------------------------------------
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_a_cosine():
+    lr = lambda s: learning_rate(s, lr=1.0, warmup=4, total=14, lr_min=0.1)  # noqa: E731
+    assert [lr(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr(4) == pytest.approx(1.0)
+    assert lr(9) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr(14) == pytest.approx(0.1) and lr(100) == pytest.approx(0.1)
+    assert all(lr(s) >= lr(s + 1) for s in range(4, 20))
+
+
+def test_every_epoch_is_a_permutation_and_slots_tile_each_step():
+    order = ClipOrder(10, seed=3)
+    epochs = [[order.at(e * 10 + i) for i in range(10)] for e in range(3)]
+    assert all(sorted(e) == list(range(10)) for e in epochs)
+    assert epochs[0] != epochs[1]  # reshuffled each epoch
+    assert [order.at(i) for i in range(10)] == [ClipOrder(10, seed=3).at(i) for i in range(10)]
+
+    def step_clips(world: int, accum: int, b: int, start: int = 0) -> list[list[int]]:
+        """The clips of the first two steps, slot by slot, gathered over the ranks."""
+        per_rank = []
+        for rank in range(world):
+            it = iter(MicroBatches(order, start=start, batch_size=b, grad_accum=accum, rank=rank,
+                                   world_size=world))
+            per_rank.append([next(it) for _ in range(2 * accum)])
+        slots = []
+        for step in range(2):
+            for m in range(accum):
+                for rank in range(world):
+                    slots.append(per_rank[rank][step * accum + m])
+        return slots
+
+    # the same clips in the same slots whether a step is split over ranks or micro-batches
+    assert step_clips(world=2, accum=1, b=3) == step_clips(world=1, accum=2, b=3)
+    flat = [i for slot in step_clips(world=2, accum=2, b=2) for i in slot]
+    assert flat == [order.at(i) for i in range(16)]  # the stream, in order, nothing twice
+    # resuming at a position continues the same stream
+    assert step_clips(world=1, accum=1, b=4, start=4)[0] == [order.at(i) for i in range(4, 8)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch_and_log_audio(tmp_path):
+    """Two clips, seen again and again: the validation terms on the same clips (fixed masks)
+    drop well below chance, and TensorBoard gets every term and generated audio."""
+    data = MemoryClips(2)
+    common = ["training.lr=0.003", "training.warmup_steps=2", "training.ema=0",
+              "training.condition_dropout=0.0", "training.batch_size=2"]
+    start = train(recipe(*common, "training.steps=1", "training.eval_every=1"),
+                  out_dir=tmp_path / "one", train_data=data, val_data=data, quiet=True)
+    end = train(recipe(*common, "training.steps=40", "training.eval_every=40",
+                       "training.sample_every=40", "training.num_sample_videos=2",
+                       "training.log_every=20"),
+                out_dir=tmp_path / "many", train_data=data, val_data=data, quiet=True)
+    assert start.metrics["val/ce"] > math.log(64) - 0.2  # about chance after one step
+    assert end.metrics["val/ce"] < start.metrics["val/ce"] - 1.0
+    assert end.metrics["val/accuracy"] > 0.3
+    assert end.metrics["train/loss"] < start.metrics["train/loss"]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "many" / "tensorboard"), size_guidance={"audio": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for term in ("loss", "ce", "aux_regression", "aux_contrastive", "accuracy", "lr", "grad_norm"):
+        assert f"train/{term}" in scalars and (term in ("lr", "grad_norm") or f"val/{term}" in scalars)
+    assert "perf/data_wait_share" in scalars
+    audio = events.Tags()["audio"]
+    assert sorted(a.split("/")[0] for a in audio) == ["generated", "generated", "reference", "reference"]
+    clip = events.Audio(audio[0])[0]
+    assert clip.step == 40 and clip.sample_rate == 44100
+    assert (tmp_path / "many" / "generator.safetensors").is_file()
+    assert (tmp_path / "many" / "fuser.safetensors").is_file()
+
+
+def test_gradient_accumulation_of_two_halves_equals_one_batch_twice_as_large(tmp_path):
+    """2 micro-batches of 2 clips == 1 batch of 4 clips. The masked objective draws a random mask
+    ratio per clip and averages its cross-entropy over the hidden positions of a micro-batch, so
+    the two are only equal when the masks are fixed: clips of one code frame of one codebook (the
+    mask hides it: one loss position per clip), no condition dropout, and no InfoNCE term (its
+    negatives are the other clips of the micro-batch, by definition)."""
+    data = MemoryClips(8, k=1, frames=1)
+    fixed = ["codec.n_codebooks=1", "training.condition_dropout=0.0",
+             "training.aux_contrastive_weight=0.0", "training.steps=3", "training.lr=0.01",
+             "training.warmup_steps=0", "training.ema=0"]
+    halves = train(recipe(*fixed, "training.batch_size=2", "training.grad_accum=2"),
+                   out_dir=tmp_path / "halves", train_data=data, quiet=True)
+    whole = train(recipe(*fixed, "training.batch_size=4"),
+                  out_dir=tmp_path / "whole", train_data=data, quiet=True)
+    other = train(recipe(*fixed, "training.batch_size=2"),  # a control: other clips per step
+                  out_dir=tmp_path / "other", train_data=data, quiet=True)
+    a, b, c = weights(halves.out_dir), weights(whole.out_dir), weights(other.out_dir)
+    assert halves.metrics["train/loss"] == pytest.approx(whole.metrics["train/loss"], rel=1e-5)
+    gap = max(float((a[k] - b[k]).abs().max()) for k in a)
+    control = max(float((a[k] - c[k]).abs().max()) for k in a)
+    # Adam divides by the root of the squared gradients: where a gradient is ~0, the rounding
+    # of a sum in another order moves a weight visibly; elsewhere the runs agree to ~1e-5
+    assert gap < control / 50
+
+
+def test_ema_weights_follow_their_recurrence_and_are_exported(tmp_path):
+    run = train(recipe("training.ema=0.5", "training.steps=3", "training.checkpoint_every=1",
+                       "training.keep_checkpoints=5", "training.lr=0.01"),
+                out_dir=tmp_path, train_data=MemoryClips(4), quiet=True)
+    steps = checkpoints(run.out_dir)
+    assert [s for s, _ in steps] == [1, 2, 3]
+    model = [load_file(str(p / "model.safetensors")) for _, p in steps]
+    ema = [load_file(str(p / "ema.safetensors")) for _, p in steps]
+    trained = [k for k in model[0] if not torch.equal(model[0][k], model[1][k])]
+    assert trained
+    for s in (1, 2):
+        for k in trained:  # ema_s = 0.5 ema_{s-1} + 0.5 model_s
+            torch.testing.assert_close(ema[s][k], 0.5 * ema[s - 1][k] + 0.5 * model[s][k],
+                                       rtol=0, atol=1e-6)
+        assert any(not torch.equal(ema[s][k], model[s][k]) for k in trained)
+    exported = load_file(str(run.out_dir / "generator.safetensors"))
+    assert_same(exported, {k[len("objective.generator."):]: v for k, v in ema[2].items()
+                           if k.startswith("objective.generator.")})
+
+
+def test_bf16_autocast_trains(tmp_path):
+    run = train(recipe("training.precision=bf16", "training.steps=3"), out_dir=tmp_path,
+                train_data=MemoryClips(4), quiet=True)
+    assert math.isfinite(run.metrics["train/loss"])
+    assert all(v.dtype == torch.float32 for v in weights(run.out_dir).values() if v.is_floating_point())
+
+
+# ---------------------------------------------------------------------------------------------
+# The reranker task
+# ---------------------------------------------------------------------------------------------
+
+
+def test_reranker_loss_is_scavs_contrastive_loss_on_the_audio_features():
+    task = RerankerTask(recipe("training.task=reranker"))
+    scav = task.reranker
+    g = torch.Generator().manual_seed(0)
+    wav = torch.randn(3, 1, 16000, generator=g) * 0.1
+    video = FeatureSequence(torch.randn(3, 8, 32, generator=g), rate=8.0)
+    batch = collate([MemoryClips(1).items[0]] * 3)
+    batch.streams = {"clip": video}
+    batch.audio_features = scav.audio_encoder.encode(wav)
+    with torch.no_grad():
+        ours = task(batch, g)["loss"]
+        theirs = scav.contrastive_loss(video, wav)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_reranker_training_learns_pairs_and_exports_weights_scav_loads(tmp_path):
+    """Audio features that are a fixed function of the video stream: after training, each video
+    retrieves its own audio among the batch far above chance."""
+    data = MemoryClips(8)
+    mix = torch.randn(32, AUDIO[0], generator=torch.Generator().manual_seed(9))
+    for item in data.items:  # audio features: the CLIP stream mixed linearly, resampled
+        clip = item.streams["clip"]
+        item.audio_features = FeatureSequence(clip.values @ mix, rate=clip.rate).resample(
+            AUDIO[1], item.audio_features.length)
+    run = train(recipe("training.task=reranker", "training.batch_size=8", "training.steps=30",
+                       "training.lr=0.003", "training.ema=0", "training.warmup_steps=2",
+                       "training.eval_every=30"),
+                out_dir=tmp_path, train_data=data, val_data=data, quiet=True)
+    assert run.metrics["val/accuracy"] >= 0.75  # chance: 1/8
+    path = run.out_dir / "scav.safetensors"
+    assert run.exported == [path]
+    from v2a.registry import default_registry
+
+    r = recipe()
+    options = {**r.choice("reranker").as_data(), "weights": str(path)}
+    loaded = default_registry().build_from("reranker", options)
+    exported = load_file(str(path))
+    assert_same(loaded.projectors.state_dict(), exported)
+    prefix = "reranker.projectors."  # the last checkpoint's weights (no EMA): the exported ones
+    assert_same({k[len(prefix):]: v for k, v in weights(run.out_dir).items() if k.startswith(prefix)},
+                exported)
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["training.stepz=3"], "training.stepz"),
+    (["generator=null"], "has no generator, which the generator task trains; to train its reranker"),
+    (["training.task=critic"], "training.task"),
+    (["training.grad_accum=0", "data.cache=nowhere"], "grad_accum"),
+    ([], "names no data"),
+])
+def test_a_bad_recipe_exits_2_with_one_sentence(tmp_path, capsys, overrides, words):
+    code = main(["train", str(SMALL), *overrides, "--out", str(tmp_path / "run"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert words in err and err.startswith("v2a: error:") and len(err.splitlines()) == 1
+
+
+def test_an_existing_run_needs_resume_and_the_same_recipe(tmp_path):
+    data = MemoryClips(4)
+    train(recipe("training.steps=2"), out_dir=tmp_path, train_data=data, quiet=True)
+    with pytest.raises(TrainingError, match="pass --resume"):
+        train(recipe("training.steps=4"), out_dir=tmp_path, train_data=data, quiet=True)
+    with pytest.raises(TrainingError, match=r"another recipe \(training.lr: 0.0001 then, 0.001 now\)"):
+        train(recipe("training.steps=4", "training.lr=0.001"), out_dir=tmp_path, resume=True,
+              train_data=data, quiet=True)
+    with pytest.raises(TrainingError, match="trained on 4 clips"):
+        train(recipe("training.steps=4"), out_dir=tmp_path, resume=True, train_data=MemoryClips(5),
+              quiet=True)
+    more = train(recipe("training.steps=4"), out_dir=tmp_path, resume=True, train_data=data, quiet=True)
+    assert more.step == 4 and [s for s, _ in checkpoints(tmp_path)] == [2, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line on a feature cache: SIGKILL, SIGTERM, skipped clips
+# ---------------------------------------------------------------------------------------------
+
+BROKEN = ("empty", "not_media", "no_audio")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+STEPS = 60
+
+
+def write_cache(root: Path, broken: tuple[str, ...] = BROKEN) -> list[str]:
+    """Overrides pointing the small recipe at a cache of 8 generated 1 s videos (6 train, 2 val)
+    and the ``broken`` files, written by `v2a extract` below ``root``."""
+    from v2a.cache import extract
+
+    videos = write_dataset(root / "videos", 8, seconds=1.0)
+    bad = write_broken(root / "videos", seconds=1.0) if broken else {}
+    clips = [Clip(path=p.name, split="val" if i >= 6 else "train") for i, p in enumerate(videos)]
+    clips += [Clip(path=bad[kind].name) for kind in broken]
+    write_manifest(clips, root / "manifest.csv")
+    overrides = [f"data.manifest={root / 'manifest.csv'}", f"data.root={root / 'videos'}",
+                 f"data.cache={root / 'cache'}", "data.clip_seconds=1.0"]
+    summary = extract(load_recipe(SMALL, overrides), workers=0, progress=False)
+    assert summary.clips == 8 and len(summary.skipped) == len(broken)
+    return overrides
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> list[str]:
+    return write_cache(tmp_path_factory.mktemp("data"))
+
+
+def command(cache: list[str], out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "v2a", "train", str(SMALL), *cache, f"training.steps={STEPS}",
+            "data.num_workers=1", "training.eval_every=20", "training.sample_every=0",
+            "training.lr=0.001", *extra, "--out", str(out)]
+
+
+def run_to_end(args: list[str], log: Path) -> None:
+    with open(log, "a") as f:
+        done = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT, env=ENV, timeout=120)
+    assert done.returncode == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def reference(cache, tmp_path_factory) -> Path:
+    """A run never interrupted."""
+    out = tmp_path_factory.mktemp("reference")
+    run_to_end(command(cache, out, "training.checkpoint_every=1000"), out / "log.txt")
+    return out
+
+
+def test_skipped_clips_are_reported_with_their_reason(reference):
+    lines = (reference / "skipped.tsv").read_text().splitlines()
+    assert len(lines) == len(BROKEN)
+    for kind in BROKEN:
+        [line] = [x for x in lines if f"broken_{kind}.mp4\t" in x]
+        assert BROKEN_REASONS[kind] in line
+    assert f"{len(BROKEN)} clips were skipped" in (reference / "log.txt").read_text()
+
+
+def test_decoding_on_the_fly_trains_and_reports_the_broken_clips(cache, tmp_path):
+    """Without a cache the clips are decoded and encoded while training (v2a.data.LiveClips);
+    the broken files among them are skipped, and reported exactly, with the reason."""
+    live = [o for o in cache if not o.startswith("data.cache=")]
+    trainer = Trainer(recipe(*live, "training.steps=3", "training.batch_size=3"), out_dir=tmp_path,
+                      quiet=True)
+    assert isinstance(trainer.train_data, LiveClips)
+    run = trainer.run()
+    assert run.step == 3 and math.isfinite(run.metrics["train/loss"])
+    lines = (tmp_path / "skipped.tsv").read_text().splitlines()  # one epoch: 6 good + 3 broken
+    assert sorted(line.split("\t")[0] for line in lines) == sorted(f"broken_{k}.mp4" for k in BROKEN)
+    for kind in BROKEN:
+        assert any(BROKEN_REASONS[kind] in line for line in lines if f"broken_{kind}" in line)
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(cache, reference, tmp_path):
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(command(cache, tmp_path, "training.checkpoint_every=4"),
+                                stdout=f, stderr=subprocess.STDOUT, env=ENV)
+        deadline = time.monotonic() + 60
+        while not checkpoints(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    last = checkpoints(tmp_path)[-1][0]
+    assert 0 < last < STEPS  # killed mid-run, after a checkpoint
+
+    run_to_end(command(cache, tmp_path, "training.checkpoint_every=4", "--resume"), log)
+    assert f"resumed from {tmp_path / 'checkpoints' / f'step_{last:08d}'}" in log.read_text()
+    for name in ("model", "ema", "optimizer"):
+        assert_same(weights(tmp_path, name), weights(reference, name))
+    assert_same(load_file(str(tmp_path / "generator.safetensors")),
+                load_file(str(reference / "generator.safetensors")))
+
+
+def test_sigterm_saves_a_checkpoint_then_resume_finishes_the_same(cache, reference, tmp_path):
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(command(cache, tmp_path, "training.checkpoint_every=1000",
+                                        "training.log_every=1"),
+                                stdout=f, stderr=subprocess.STDOUT, env=ENV)
+        deadline = time.monotonic() + 60
+        while "step 3/" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, log.read_text()[-2000:]
+    [(step, folder)] = checkpoints(tmp_path)  # no periodic checkpoint: the signal's
+    assert 3 <= step < STEPS
+    assert json.loads((folder / "state.json").read_text())["step"] == step
+    assert f"SIGTERM: stopped at step {step}" in log.read_text()
+
+    run_to_end(command(cache, tmp_path, "training.checkpoint_every=1000", "--resume"), log)
+    assert_same(weights(tmp_path), weights(reference))
