@@ -505,3 +505,22 @@ def test_a_forked_worker_decodes_after_the_parent_did(tmp_path):
         assert child.exitcode == 0
     finally:
         gc.enable()
+
+
+def test_write_video_round_trip_and_atomic_failure(tmp_path):
+    from v2a.media import load_video, probe, write_video
+
+    frames = np.zeros((20, 16, 24, 3), dtype=np.uint8)
+    frames[10:, ..., 0] = 255  # red from frame 10 (0.4 s at 25 fps)
+    sr = 16000
+    audio = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(0.8 * sr)) / sr))[None]
+    out = write_video(tmp_path / "v.mp4", frames, 25.0, audio, sr)
+    info = probe(out)
+    assert info.has_video and info.has_audio and (info.width, info.height) == (24, 16)
+    video = load_video(out, fps=25.0)
+    assert video.num_frames == 20
+    assert float(video.frames[5, 0].mean()) < 0.1 and float(video.frames[15, 0].mean()) > 0.9
+    assert abs(load_audio(out, sample_rate=sr).shape[1] - audio.shape[1]) < sr // 50
+    with pytest.raises(ValueError, match="even frame sizes"):
+        write_video(tmp_path / "odd.mp4", np.zeros((3, 15, 16, 3), dtype=np.uint8), 25.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]  # no half file, no temp left

@@ -191,11 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     # the commands that live beside the machinery they drive
     from v2a.cache import add_extract_command
     from v2a.data import add_manifest_command
+    from v2a.synth import add_synth_command
     from v2a.train import add_train_command
 
     add_manifest_command(sub, common)
     add_extract_command(sub, common)
     add_train_command(sub, common)
+    add_synth_command(sub, common)
     add_stub(sub, common, "generate", "the generation issue (#6)", "add generated sound to videos")
     add_stub(sub, common, "evaluate", "the evaluation issue (#6)", "score generated audio")
     return parser

@@ -1,4 +1,4 @@
-"""Media input through PyAV. Nothing else in v2a opens media files.
+"""Media input (and one writer) through PyAV. Nothing else in v2a opens media files.
 
 * :func:`load_audio` — the first audio stream → ``[c, n]`` float at a given sample rate.
 * :func:`load_video` — the first video stream → :class:`Video` frames ``[t, 3, h, w]`` sampled
@@ -6,6 +6,7 @@
   source frame shown at each grid time (variable frame rate is handled: each grid time gets the
   frame on screen then).
 * :func:`probe` — what a file holds (:class:`MediaInfo`), from its header and first frame.
+* :func:`write_video` — the one writer: RGB frames (+ audio) → an H.264/AAC mp4, atomically.
 
 Times are the file's presentation timestamps in seconds (0 is the start of the file for almost
 every file; a stream starting later holds its first frame / begins its samples at its own time).
@@ -536,3 +537,69 @@ def media_files(paths: list[str | Path], suffixes: tuple[str, ...]) -> list[Path
         else:
             raise MediaError(f"{p} does not exist")
     return found
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int | None = None,
+) -> Path:
+    """Write ``frames [t, h, w, 3]`` uint8 RGB at ``fps`` (and ``audio [c, n]`` float in
+    [-1, 1], c = 1 or 2, at ``sample_rate``) as an mp4: H.264 yuv420p + AAC; returns ``path``.
+
+    ``h`` and ``w`` must be even (yuv420p). Frame ``i`` is shown at ``i / fps`` seconds; the
+    audio starts at 0. Atomic: written to a temp file in the same folder, then renamed, so an
+    interrupted run leaves no half file under ``path``.
+    """
+    import os
+    import tempfile
+    from fractions import Fraction
+
+    path = Path(path)
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"write_video needs even frame sizes for yuv420p, got {w}x{h}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp, "w", format="mp4") as out:
+            stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            audio_stream = None
+            if audio is not None:
+                layout = "mono" if audio.shape[0] == 1 else "stereo"
+                audio_stream = out.add_stream("aac", rate=sample_rate, layout=layout)
+            for i in range(t):
+                frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+                frame.pts = i
+                frame.time_base = Fraction(1) / stream.average_rate
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+            if audio_stream is not None:
+                wav = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+                step = 1024
+                for i in range(0, wav.shape[1], step):
+                    chunk = av.AudioFrame.from_ndarray(
+                        np.ascontiguousarray(wav[:, i:i + step]), format="fltp", layout=layout
+                    )
+                    chunk.sample_rate = sample_rate
+                    chunk.pts = i
+                    chunk.time_base = Fraction(1, sample_rate)
+                    for packet in audio_stream.encode(chunk):
+                        out.mux(packet)
+                for packet in audio_stream.encode(None):
+                    out.mux(packet)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
