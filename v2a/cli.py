@@ -198,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_extract_command(sub, common)
     add_train_command(sub, common)
     add_synth_command(sub, common)
-    add_stub(sub, common, "generate", "the generation issue (#6)", "add generated sound to videos")
+    from v2a.generate import add_generate_command
+
+    add_generate_command(sub, common)
     add_stub(sub, common, "evaluate", "the evaluation issue (#6)", "score generated audio")
     return parser
 

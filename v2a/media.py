@@ -603,3 +603,103 @@ def write_video(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _temp_beside(path: Path) -> str:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private
+    return tmp
+
+
+def _audio_frames(audio, sample_rate: int, fmt: str, step: int = 1024):
+    """``audio [c, n]`` float in [-1, 1] → AudioFrames of ``step`` samples in ``fmt`` (fltp or s16)."""
+    from fractions import Fraction
+
+    wav = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    layout = "mono" if wav.shape[0] == 1 else "stereo"
+    for i in range(0, wav.shape[1], step):
+        chunk = wav[:, i:i + step]
+        if fmt == "s16":  # packed: one plane of interleaved samples
+            data = np.round(chunk.T * 32767.0).astype(np.int16).reshape(1, -1)
+        else:
+            data = np.ascontiguousarray(chunk)
+        frame = av.AudioFrame.from_ndarray(data, format=fmt, layout=layout)
+        frame.sample_rate = sample_rate
+        frame.pts = i
+        frame.time_base = Fraction(1, sample_rate)
+        yield frame
+
+
+def write_audio(path: str | Path, audio, sample_rate: int) -> Path:
+    """Write ``audio [c, n]`` float in [-1, 1] (c = 1 or 2) as 16-bit .wav or .flac; atomic
+    (a temp file in the same folder, renamed into place)."""
+    import os
+
+    path = Path(path)
+    codecs = {".wav": ("wav", "pcm_s16le"), ".flac": ("flac", "flac")}
+    if path.suffix.lower() not in codecs:
+        raise MediaError(f"{path}: audio is written as .wav or .flac, not {path.suffix or 'no suffix'}")
+    fmt, codec = codecs[path.suffix.lower()]
+    audio = np.asarray(audio, dtype=np.float32)
+    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    tmp = _temp_beside(path)
+    try:
+        with av.open(tmp, "w", format=fmt) as out:
+            stream = out.add_stream(codec, rate=sample_rate, layout=layout)
+            stream.format = "s16"
+            for frame in _audio_frames(audio, sample_rate, "s16"):
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def mux_audio(video_path: str | Path, audio, sample_rate: int, out_path: str | Path) -> Path:
+    """Write ``out_path`` (mp4): the first video stream of ``video_path`` copied packet for
+    packet (bytes unchanged) and ``audio [c, n]`` float in [-1, 1] encoded as AAC. Other streams
+    of the input are left out. Atomic (temp file in the same folder, renamed into place)."""
+    import os
+
+    video_path, out_path = Path(video_path), Path(out_path)
+    audio = np.asarray(audio, dtype=np.float32)
+    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    tmp = _temp_beside(out_path)
+    try:
+        with open_media(video_path) as src, av.open(tmp, "w", format="mp4") as out:
+            video_in = _video_stream(src)
+            if video_in is None:
+                raise MediaError(f"{video_path} has no video stream")
+            video_out = out.add_stream_from_template(video_in)
+            audio_out = out.add_stream("aac", rate=sample_rate, layout=layout)
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+            for packet in src.demux(video_in):
+                if packet.dts is None:  # the demuxer's flush packet
+                    continue
+                packet.stream = video_out
+                out.mux(packet)
+            for frame in _audio_frames(audio, sample_rate, "s16"):
+                for fltp in resampler.resample(frame):
+                    for packet in audio_out.encode(fltp):
+                        out.mux(packet)
+            for fltp in resampler.resample(None):
+                for packet in audio_out.encode(fltp):
+                    out.mux(packet)
+            for packet in audio_out.encode(None):
+                out.mux(packet)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path

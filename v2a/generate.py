@@ -1,0 +1,339 @@
+"""Generation: ``v2a generate --recipe R [--checkpoint RUN] VIDEO [VIDEO ...]`` and its Python API.
+
+Two lines from a video to its sound::
+
+    model = VideoToAudio.from_recipe(load_recipe("recipes/tiny.yaml"), checkpoint="runs/tiny")
+    audio, sample_rate = model.generate("clip.mp4", seed=0)      # [c, n] at the codec's rate
+
+What :meth:`VideoToAudio.generate` does, for one video:
+
+1. decode the video once per visual encoder, at the encoder's ``fps`` and ``frame_size``;
+2. encode each stream; the fuser turns them into the conditioning of
+   ``num_frames = codec.num_frames(round(duration · sample_rate))`` codec frames;
+3. sample ``candidates`` code sequences (:func:`v2a.sampler.sample`);
+4. when ``candidates > 1`` and the recipe has a reranker, decode every candidate, resample it to
+   the reranker's rate and keep the one it prefers (else the first);
+5. decode the codes with the codec and trim (or zero-pad) to exactly ``round(duration · sr)``
+   samples, so the sound lasts as long as the video.
+
+The frozen components (codec, visual encoders, reranker) are built as the feature cache builds
+them (:func:`v2a.cache.build_frozen`, fixed seed), so random-init encoders match the ones a
+training run saw. The fuser and generator come from a training run folder (``fuser.safetensors``
+and ``generator.safetensors``, loaded strictly); without one they are randomly initialised
+(for plumbing only: the sound means nothing), with a warning.
+
+Videos longer than the recipe's window (``data.clip_seconds``): windows of the window's length
+(in codec frames), consecutive ones overlapping by a quarter of it, the last one ending at the
+video's end. Each window is conditioned on its own stretch of video; the codes already generated
+in its overlap are given to it as a prompt (known positions, never changed), so the sampler
+continues them rather than starting afresh; when ``candidates > 1`` the reranker picks the best
+candidate of each window, which the next window continues. The windows' codes are stitched by
+frame and the whole sequence is decoded at once. Window 0 samples with ``seed``, window ``w``
+with a seed derived from ``(seed, w)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from v2a.errors import UserError
+
+#: seconds a video may exceed the window (frame-rate rounding) and still be generated in one window
+WINDOW_TOLERANCE = 0.05
+
+
+class GenerationError(UserError):
+    """A video or an option that ``v2a generate`` cannot use (one sentence)."""
+
+
+# -- the model --------------------------------------------------------------------------------
+
+
+class VideoToAudio:
+    """A recipe's codec, visual encoders, fuser, generator and (optional) reranker, ready to
+    turn videos into audio. Build it with :meth:`from_recipe`."""
+
+    def __init__(self, recipe, *, codec, encoders: dict, fuser, generator, reranker=None,
+                 device: str | torch.device = "cpu"):
+        self.recipe = recipe
+        self.codec = codec
+        self.encoders = encoders  # stream name → VisualEncoder
+        self.fuser = fuser
+        self.generator = generator
+        self.reranker = reranker
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_recipe(cls, recipe, checkpoint: str | Path | None = None, *,
+                    device: str | torch.device = "cpu", warn=None) -> VideoToAudio:
+        """Build the recipe's components; load the fuser and generator of the training run
+        folder ``checkpoint`` (strictly), or keep them randomly initialised when it is None."""
+        from v2a.cache import build_frozen
+        from v2a.weights import load_checkpoint, load_into
+
+        for slot in ("codec", "fuser", "generator"):
+            recipe.choice(slot)  # one sentence when the recipe lacks it
+        if not recipe.visual_streams:
+            raise GenerationError(f"{recipe.source} has no visual encoder; generation needs one")
+        built = {slot: build_frozen(recipe.choice(slot)) for slot in ("codec", "fuser", "generator")}
+        encoders = {name: build_frozen(recipe.choice(f"visual_encoders.{name}"))
+                    for name in recipe.visual_streams}
+        reranker = build_frozen(recipe.choice("reranker")) if recipe.has("reranker") else None
+        missing = sorted(set(built["fuser"].stream_dims) - set(encoders))
+        if missing:
+            raise GenerationError(f"{recipe.source}: the fuser reads stream {missing[0]!r}, which no "
+                                  f"visual encoder of the recipe provides")
+        if checkpoint is None:
+            (warn or _warn)("v2a: warning: no --checkpoint: the fuser and generator are randomly "
+                            "initialised, so the sound is noise (use this only to test the plumbing)")
+        else:
+            run = Path(checkpoint)
+            if not run.is_dir():
+                raise GenerationError(f"the checkpoint {run} is not a training run folder (it should "
+                                      f"hold fuser.safetensors and generator.safetensors)")
+            for slot in ("fuser", "generator"):
+                path = run / f"{slot}.safetensors"
+                if not path.is_file():
+                    raise GenerationError(f"the checkpoint {run} has no {path.name}; is it a finished "
+                                          f"generator training run?")
+                load_into(built[slot], load_checkpoint(path), path, slot)
+        model = cls(recipe, codec=built["codec"], encoders=encoders, fuser=built["fuser"],
+                    generator=built["generator"], reranker=reranker)
+        return model.to(device)
+
+    def to(self, device: str | torch.device) -> VideoToAudio:
+        self.device = torch.device(device)
+        for module in self._modules():
+            module.to(self.device).eval()
+        return self
+
+    def _modules(self):
+        yield from (self.codec, self.fuser, self.generator, *self.encoders.values())
+        if self.reranker is not None:
+            yield self.reranker
+
+    @property
+    def window(self) -> float:
+        return float(self.recipe.data.clip_seconds)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate)
+
+    # -- generation ----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(self, video_path: str | Path, *, duration: float | None = None,
+                 seed: int | None = None, candidates: int | None = None, steps=None,
+                 cfg: float | None = None, temperature: float | None = None,
+                 precision: str | None = None) -> tuple[Tensor, int]:
+        """Audio for the video at ``video_path``: ``([c, n] float32 on the CPU, sample_rate)``
+        with ``n = round(duration · sample_rate)``; ``duration`` defaults to the video's own.
+        Options left None take the recipe's ``sampling`` values."""
+        from v2a.media import probe
+        from v2a.sampler import Prompt, sample
+
+        sampling = self.recipe.sampling
+        seed = sampling.seed if seed is None else int(seed)
+        candidates = sampling.candidates if candidates is None else int(candidates)
+        if candidates < 1:
+            raise GenerationError(f"--candidates must be at least 1, got {candidates}")
+        path = Path(video_path)
+        info = probe(path)
+        if not info.has_video:
+            raise GenerationError(f"{path} has no video stream")
+        length = info.video_duration or info.duration
+        if duration is None:
+            duration = length
+        elif not duration > 0:
+            raise GenerationError(f"--duration must be positive, got {duration:g}")
+        elif duration > length + WINDOW_TOLERANCE:
+            raise GenerationError(f"--duration {duration:g} s is longer than {path} ({length:.2f} s)")
+        sr = self.sample_rate
+        n = round(duration * sr)
+        total = int(self.codec.num_frames(n))  # codec frames of the whole video
+        frame_rate = float(self.codec.frame_rate)
+        width = int(self.codec.num_frames(round(self.window * sr)))  # frames of one window
+        if duration <= self.window + WINDOW_TOLERANCE:
+            width = total  # one window (a few frames over the window's length are fine)
+        options = dict(
+            steps=sampling.steps if steps is None else steps,
+            temperature=sampling.temperature if temperature is None else float(temperature),
+            anneal_temperature=sampling.anneal_temperature, top_k=sampling.top_k,
+            top_p=sampling.top_p, cfg_scale=sampling.cfg_scale if cfg is None else float(cfg),
+            candidates=candidates, precision=precision or sampling.precision,
+        )
+        codes = torch.zeros(self.codec.n_codebooks, total, dtype=torch.int64)  # [k, L]
+        done = 0  # frames generated so far: [0, done)
+        for w, start in enumerate(window_starts(total, width, overlap=width // 4)):
+            # this window's video, its conditioning, and the codes of the overlap as its prompt
+            t0 = start / frame_rate
+            span = min(width / frame_rate, duration - t0)
+            streams = self.encode_video(path, span, start=t0)
+            condition = self.fuser.fuse({k: streams[k] for k in self.fuser.stream_dims},
+                                        frame_rate=frame_rate, num_frames=width)
+            known = torch.zeros(1, *codes.shape[:1], width, dtype=torch.bool)
+            known[..., :max(0, done - start)] = True
+            prompt = Prompt(codes[None, :, start:start + width].clone(), known) if done else None
+            window_codes = sample(self.generator, condition, num_frames=width, prompt=prompt,
+                                  seed=window_seed(seed, w), **options).cpu()  # [B, k, width]
+            best = 0
+            if candidates > 1 and self.reranker is not None:
+                wavs = self.codec.decode(window_codes.to(self.device)).float()
+                best = self.rerank(wavs, streams)
+            codes[:, start:start + width] = window_codes[best]
+            done = start + width
+        wav = self.codec.decode(codes[None].to(self.device), length=n).float()  # [1, c, n']
+        return fit_length(wav, n)[0].cpu(), sr
+
+    def encode_video(self, path: Path, duration: float, *, start: float = 0.0) -> dict:
+        """Each visual encoder's feature sequence ``[1, t, d]`` of ``duration`` s from ``start``,
+        with times counted from ``start``."""
+        from v2a.media import load_video
+
+        streams = {}
+        for name, enc in self.encoders.items():
+            size = tuple(int(s) for s in enc.frame_size) if enc.frame_size is not None else None
+            video = load_video(path, fps=float(enc.fps), size=size, start=start, duration=duration)
+            frames = video.frames.to(self.device)[None]  # [1, t, 3, h, w] in [0, 1]
+            streams[name] = enc.encode(frames, video.times - start)
+        return streams
+
+    def rerank(self, wavs: Tensor, streams: dict) -> int:
+        """Index of the candidate ``wavs [b, c, n]`` the reranker prefers."""
+        import torchaudio.functional as AF
+
+        rate = int(self.reranker.sample_rate)
+        if rate != self.sample_rate:
+            wavs = AF.resample(wavs, self.sample_rate, rate)
+        video = {name: streams[name] for name in self.reranker.video_streams}
+        return int(self.reranker.select(wavs[None], video)[0])
+
+
+def window_starts(total: int, width: int, *, overlap: int) -> list[int]:
+    """First frames of the windows of ``width`` frames covering ``total`` frames, consecutive
+    windows sharing at least ``overlap`` frames; the last window ends at ``total``."""
+    if total <= width:
+        return [0]
+    hop = max(1, width - overlap)
+    return list(range(0, total - width, hop)) + [total - width]
+
+
+def window_seed(seed: int, window: int) -> int:
+    """The sampling seed of window ``window`` (window 0 uses ``seed`` itself)."""
+    if window == 0:
+        return int(seed)
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(window)]).generate_state(1)[0])
+
+
+def fit_length(wavs: Tensor, n: int) -> Tensor:
+    """Trim or zero-pad the last axis to exactly ``n`` samples."""
+    if wavs.shape[-1] >= n:
+        return wavs[..., :n]
+    return torch.nn.functional.pad(wavs, (0, n - wavs.shape[-1]))
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def output_paths(video: Path, output: Path | None) -> tuple[Path, Path]:
+    """(wav, mp4) for ``video``: ``<OUT>/<stem>.wav`` and ``<OUT>/<stem>.mp4`` in the folder
+    ``output``, else ``<stem>.v2a.wav`` and ``<stem>.v2a.mp4`` beside the video."""
+    if output is None:
+        return video.with_name(f"{video.stem}.v2a.wav"), video.with_name(f"{video.stem}.v2a.mp4")
+    return output / f"{video.stem}.wav", output / f"{video.stem}.mp4"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from v2a.media import MediaError, mux_audio, write_audio
+    from v2a.recipe import load_recipe
+
+    videos = [Path(a) for a in args.inputs if "=" not in a or Path(a).exists()]
+    overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()] + list(args.overrides)
+    if not videos:
+        raise GenerationError("no video was given")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not output.is_dir():
+        raise GenerationError(f"the output {output} is a file; give a folder")
+    jobs = []
+    for video in videos:
+        if not video.is_file():
+            raise GenerationError(f"{video} does not exist")
+        wav, mp4 = output_paths(video, output)
+        for target in (wav, mp4):
+            if target.resolve() == video.resolve():
+                raise GenerationError(f"the output {target} would overwrite the input")
+            if target.exists() and not args.overwrite:
+                raise GenerationError(f"{target} exists; pass --overwrite to replace it")
+        jobs.append((video, wav, mp4))
+    if len({j[1] for j in jobs}) < len(jobs):
+        raise GenerationError("two videos have the same name, so their outputs would collide")
+
+    steps = None
+    if args.steps:
+        try:
+            steps = [int(s) for s in args.steps.split(",")]
+        except ValueError:
+            raise GenerationError(f"--steps takes integers separated by commas (e.g. 16,8,4), "
+                                  f"not {args.steps!r}") from None
+        if min(steps) < 1:
+            raise GenerationError(f"--steps must be positive, got {args.steps}")
+    recipe = load_recipe(args.recipe, overrides)
+    model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
+    for video, wav_path, mp4_path in jobs:
+        try:
+            audio, sr = model.generate(video, duration=args.duration, seed=args.seed,
+                                       candidates=args.candidates, steps=steps, cfg=args.cfg,
+                                       temperature=args.temperature, precision=args.precision)
+        except MediaError as exc:
+            raise GenerationError(str(exc)) from None
+        audio = audio.numpy()
+        write_audio(wav_path, audio, sr)
+        try:
+            mux_audio(video, audio, sr, mp4_path)
+        except BaseException:
+            wav_path.unlink(missing_ok=True)  # no half result: both files or neither
+            raise
+        print(f"wrote {mp4_path} and {wav_path}")
+    return 0
+
+
+def add_generate_command(sub, common: argparse.ArgumentParser) -> None:
+    """Register ``v2a generate`` on the CLI's sub-parsers."""
+    text = "add generated sound to videos"
+    p = sub.add_parser(
+        "generate", parents=[common], help=text,
+        description="Generate the sound of each VIDEO with the model of --recipe (and the trained "
+        "weights of the training run folder --checkpoint) and write <stem>.wav (at the codec's "
+        "rate) and <stem>.mp4 (the video stream copied, the new audio muxed in, lasting exactly as "
+        "long as the video) into the folder -o, or <stem>.v2a.wav/.mp4 beside each video.",
+    )
+    p.add_argument("--recipe", required=True, help="a recipe file, or the name of a built-in recipe")
+    p.add_argument("--checkpoint", metavar="RUN",
+                   help="a training run folder (fuser.safetensors, generator.safetensors); "
+                   "without it the model is randomly initialised")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO|key=value",
+                   help="videos, then recipe overrides key=value")
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: beside each video)")
+    p.add_argument("--candidates", type=int, help="candidates to rerank (default: sampling.candidates)")
+    p.add_argument("--steps", help="decoding steps per RVQ level, e.g. 16,8,4 (default: sampling.steps)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: sampling.cfg_scale)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: sampling.temperature)")
+    p.add_argument("--seed", type=int, help="random seed (default: sampling.seed)")
+    p.add_argument("--duration", type=float, help="seconds to generate from the start (default: the video's)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="generator precision (default: sampling.precision)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_generate, overrides=[])
