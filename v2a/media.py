@@ -24,7 +24,11 @@ sentence naming the file and the problem; a dataset catches it, skips the clip a
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -556,8 +560,6 @@ def write_video(
     audio starts at 0. Atomic: written to a temp file in the same folder, then renamed, so an
     interrupted run leaves no half file under ``path``.
     """
-    import os
-    import tempfile
     from fractions import Fraction
 
     path = Path(path)
@@ -565,10 +567,7 @@ def write_video(
     t, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"write_video needs even frame sizes for yuv420p, got {w}x{h}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         with av.open(tmp, "w", format="mp4") as out:
             stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -598,24 +597,26 @@ def write_video(
                         out.mux(packet)
                 for packet in audio_stream.encode(None):
                     out.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
-def _temp_beside(path: Path) -> str:
-    import os
-    import tempfile
-
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[str]:
+    """A temporary file beside ``path`` to write to; renamed to ``path`` when the block ends
+    normally and removed when it raises, so nobody ever sees a half-written ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private
-    return tmp
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _audio_frames(audio, sample_rate: int, fmt: str, step: int = 1024):
@@ -640,8 +641,6 @@ def _audio_frames(audio, sample_rate: int, fmt: str, step: int = 1024):
 def write_audio(path: str | Path, audio, sample_rate: int) -> Path:
     """Write ``audio [c, n]`` float in [-1, 1] (c = 1 or 2) as 16-bit .wav or .flac; atomic
     (a temp file in the same folder, renamed into place)."""
-    import os
-
     path = Path(path)
     codecs = {".wav": ("wav", "pcm_s16le"), ".flac": ("flac", "flac")}
     if path.suffix.lower() not in codecs:
@@ -649,8 +648,7 @@ def write_audio(path: str | Path, audio, sample_rate: int) -> Path:
     fmt, codec = codecs[path.suffix.lower()]
     audio = np.asarray(audio, dtype=np.float32)
     layout = "mono" if audio.shape[0] == 1 else "stereo"
-    tmp = _temp_beside(path)
-    try:
+    with atomic_output(path) as tmp:
         with av.open(tmp, "w", format=fmt) as out:
             stream = out.add_stream(codec, rate=sample_rate, layout=layout)
             stream.format = "s16"
@@ -659,10 +657,6 @@ def write_audio(path: str | Path, audio, sample_rate: int) -> Path:
                     out.mux(packet)
             for packet in stream.encode(None):
                 out.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -670,13 +664,10 @@ def mux_audio(video_path: str | Path, audio, sample_rate: int, out_path: str | P
     """Write ``out_path`` (mp4): the first video stream of ``video_path`` copied packet for
     packet (bytes unchanged) and ``audio [c, n]`` float in [-1, 1] encoded as AAC. Other streams
     of the input are left out. Atomic (temp file in the same folder, renamed into place)."""
-    import os
-
     video_path, out_path = Path(video_path), Path(out_path)
     audio = np.asarray(audio, dtype=np.float32)
     layout = "mono" if audio.shape[0] == 1 else "stereo"
-    tmp = _temp_beside(out_path)
-    try:
+    with atomic_output(out_path) as tmp:
         with open_media(video_path) as src, av.open(tmp, "w", format="mp4") as out:
             video_in = _video_stream(src)
             if video_in is None:
@@ -698,8 +689,4 @@ def mux_audio(video_path: str | Path, audio, sample_rate: int, out_path: str | P
                     out.mux(packet)
             for packet in audio_out.encode(None):
                 out.mux(packet)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out_path
