@@ -204,3 +204,29 @@ def test_long_videos_are_generated_in_windows_that_continue_each_other(files, mo
     assert torch.equal(second[0, :, :overlap], first[:, start:])
     b, _ = model.generate(files["long"], seed=3, candidates=1)
     assert torch.equal(audio, b)
+
+
+def test_a_folder_or_a_manifest_as_input_and_flac(files, tmp_path, capsys):
+    from v2a.data import Clip, write_manifest
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (folder / name).write_bytes(files["video"].read_bytes())
+    out = tmp_path / "out"
+    code, err = run(capsys, "--recipe", files["recipe"], folder, "-o", out, "--audio-format", "flac")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.flac", "a.mp4", "b.flac", "b.mp4"]
+    assert load_audio(out / "a.flac", sample_rate=SR).shape[1] == round(probe(files["video"]).video_duration * SR)
+
+    listed = tmp_path / "list.csv"
+    write_manifest([Clip(path="videos/b.mp4")], listed)
+    out2 = tmp_path / "out2"
+    code, err = run(capsys, "--recipe", files["recipe"], listed, "-o", out2)
+    assert code == 0, err
+    assert sorted(p.name for p in out2.iterdir()) == ["b.mp4", "b.wav"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = run(capsys, "--recipe", files["recipe"], empty, "-o", tmp_path / "out3")
+    assert code != 0 and "holds no video" in err and not (tmp_path / "out3").exists()

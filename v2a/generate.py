@@ -247,19 +247,41 @@ def _warn(text: str) -> None:
 # -- the command --------------------------------------------------------------------------------
 
 
-def output_paths(video: Path, output: Path | None) -> tuple[Path, Path]:
-    """(wav, mp4) for ``video``: ``<OUT>/<stem>.wav`` and ``<OUT>/<stem>.mp4`` in the folder
-    ``output``, else ``<stem>.v2a.wav`` and ``<stem>.v2a.mp4`` beside the video."""
+def output_paths(video: Path, output: Path | None, audio_format: str = "wav") -> tuple[Path, Path]:
+    """(audio, mp4) for ``video``: ``<OUT>/<stem>.<wav|flac>`` and ``<OUT>/<stem>.mp4`` in the
+    folder ``output``, else ``<stem>.v2a.<wav|flac>`` and ``<stem>.v2a.mp4`` beside the video."""
     if output is None:
-        return video.with_name(f"{video.stem}.v2a.wav"), video.with_name(f"{video.stem}.v2a.mp4")
-    return output / f"{video.stem}.wav", output / f"{video.stem}.mp4"
+        return (video.with_name(f"{video.stem}.v2a.{audio_format}"),
+                video.with_name(f"{video.stem}.v2a.mp4"))
+    return output / f"{video.stem}.{audio_format}", output / f"{video.stem}.mp4"
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Videos named, videos inside folders named, and videos listed by CSV/JSONL manifests."""
+    from v2a.data import read_manifest
+    from v2a.media import VIDEO_SUFFIXES, media_files
+
+    videos: list[Path] = []
+    for path in paths:
+        if path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
+            videos += [clip.resolve(path.parent) for clip in read_manifest(path)]
+        elif path.is_dir():
+            found = media_files([path], VIDEO_SUFFIXES)
+            if not found:
+                raise GenerationError(f"the folder {path} holds no video")
+            videos += found
+        else:
+            videos.append(path)
+    return videos
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from v2a.media import MediaError, mux_audio, write_audio
     from v2a.recipe import load_recipe
 
-    videos = [Path(a) for a in args.inputs if "=" not in a or Path(a).exists()]
+    videos = expand_inputs([Path(a) for a in args.inputs if "=" not in a or Path(a).exists()])
     overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()] + list(args.overrides)
     if not videos:
         raise GenerationError("no video was given")
@@ -270,7 +292,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for video in videos:
         if not video.is_file():
             raise GenerationError(f"{video} does not exist")
-        wav, mp4 = output_paths(video, output)
+        wav, mp4 = output_paths(video, output, args.audio_format)
         for target in (wav, mp4):
             if target.resolve() == video.resolve():
                 raise GenerationError(f"the output {target} would overwrite the input")
@@ -291,7 +313,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise GenerationError(f"--steps must be positive, got {args.steps}")
     recipe = load_recipe(args.recipe, overrides)
     model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
-    for video, wav_path, mp4_path in jobs:
+    for video, wav_path, mp4_path in tqdm(jobs, desc="generating", unit="video",
+                                          disable=len(jobs) < 2):
         try:
             audio, sr = model.generate(video, duration=args.duration, seed=args.seed,
                                        candidates=args.candidates, steps=steps, cfg=args.cfg,
@@ -323,8 +346,8 @@ def add_generate_command(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="RUN",
                    help="a training run folder (fuser.safetensors, generator.safetensors); "
                    "without it the model is randomly initialised")
-    p.add_argument("inputs", nargs="+", metavar="VIDEO|key=value",
-                   help="videos, then recipe overrides key=value")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO|FOLDER|LIST.csv|key=value",
+                   help="videos, folders of videos or CSV/JSONL manifests, then recipe overrides")
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: beside each video)")
     p.add_argument("--candidates", type=int, help="candidates to rerank (default: sampling.candidates)")
     p.add_argument("--steps", help="decoding steps per RVQ level, e.g. 16,8,4 (default: sampling.steps)")
@@ -336,4 +359,6 @@ def add_generate_command(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                    help="generator precision (default: sampling.precision)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--audio-format", choices=("wav", "flac"), default="wav",
+                   help="the audio file written beside the mp4 (default wav)")
     p.set_defaults(func=cmd_generate, overrides=[])
