@@ -9,6 +9,7 @@ import pytest
 import torch
 from einops import rearrange
 
+from tests.unsafe_pickle import RunsCode
 from v2a.errors import UserError
 from v2a.registry import default_registry
 from v2a.testing import from_registry, parametrize_with_checks
@@ -330,17 +331,10 @@ def test_a_state_dict_that_does_not_fit_is_one_sentence(saved, tmp_path):
     assert "\n" not in str(info.value)
 
 
-class RunsCode:
-    """Unpickling this calls ``print``: a stand-in for a checkpoint that runs code."""
-
-    def __reduce__(self):
-        return (print, ("this checkpoint ran code",))
-
-
 def test_a_checkpoint_that_would_run_code_is_refused(saved, tmp_path, capsys):
     source, _ = saved
     path = tmp_path / "evil.pt"
-    torch.save({"cfg": official_cfg(), "model": source.beats.state_dict(), "extra": RunsCode()}, path)
+    torch.save({"cfg": official_cfg(), "model": source.beats.state_dict(), "extra": RunsCode("this checkpoint ran code")}, path)
     with pytest.raises(WeightsError, match="refused"):
         BeatsEncoder(BeatsConfig(weights=str(path)))
     assert "ran code" not in capsys.readouterr().out

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("dac")
 
+from tests.unsafe_pickle import TouchesFile  # noqa: E402
 from v2a.errors import PluginError  # noqa: E402
 from v2a.registry import default_registry  # noqa: E402
 from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
@@ -48,8 +48,7 @@ def test_conformance(factory, check):
 
 
 def build(**options) -> DACCodec:
-    registry = default_registry()
-    return registry.build("codec", "dac", registry.config_for("codec", "dac", options))
+    return default_registry().build_from("codec", {"plugin": "dac", **options})
 
 
 def noise(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> torch.Tensor:
@@ -245,17 +244,11 @@ def test_safetensors_state_dict_with_the_options(tmp_path):
     assert part.n_codebooks == 4 and len(part.model.quantizer.quantizers) == 9
 
 
-class _RunsCode:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker, path = tmp_path / "ran", tmp_path / "evil.pth"
-    torch.save({"state_dict": {}, "metadata": {"kwargs": _RunsCode(marker)}}, path)
+    torch.save({"state_dict": {}, "metadata": {"kwargs": TouchesFile(marker)}}, path)
     with pytest.raises(WeightsError, match="refused: loading it would run code"):
         build(weights=str(path))
     assert not marker.exists()

@@ -3,13 +3,13 @@ weights, on the real EnCodec architectures with random weights (no download)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("encodec")
 
+from tests.unsafe_pickle import TouchesFile  # noqa: E402
 from v2a.errors import PluginError  # noqa: E402
 from v2a.registry import default_registry  # noqa: E402
 from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
@@ -34,8 +34,7 @@ def test_conformance(factory, check):
 
 
 def build(**options) -> EncodecCodec:
-    registry = default_registry()
-    return registry.build("codec", "encodec", registry.config_for("codec", "encodec", options))
+    return default_registry().build_from("codec", {"plugin": "encodec", **options})
 
 
 def noise(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> torch.Tensor:
@@ -213,17 +212,11 @@ def test_pretrained_downloads_with_a_hash_check_and_no_code(monkeypatch, codec24
     assert "\n" not in str(info.value)
 
 
-class _RunsCode:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker, path = tmp_path / "ran", tmp_path / "evil.th"
-    torch.save({"encoder.model.0.conv.conv.bias": _RunsCode(marker)}, path)
+    torch.save({"encoder.model.0.conv.conv.bias": TouchesFile(marker)}, path)
     with pytest.raises(WeightsError, match="refused: loading it would run code"):
         build(weights=str(path))
     assert not marker.exists()

@@ -12,6 +12,7 @@ pytest.importorskip("torchvision")
 
 from torchvision.models.video import S3D_Weights, s3d  # noqa: E402
 
+from tests.unsafe_pickle import RunsCode  # noqa: E402
 from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
 from v2a.weights import WeightsError  # noqa: E402
 from v2a_plugins.s3d_encoder import S3DConfig, S3DEncoder, num_features  # noqa: E402
@@ -238,14 +239,9 @@ def test_a_missing_weights_file_is_one_sentence(tmp_path):
     assert "\n" not in message and str(missing) in message and "does not exist" in message
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (print, ("this ran",))
-
-
 def test_a_pickle_that_runs_code_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth"
-    torch.save({"features.0.0.0.weight": _RunsCode()}, path)
+    torch.save({"features.0.0.0.weight": RunsCode()}, path)
     with pytest.raises(WeightsError, match="refused"):
         small(weights=str(path))
     assert "this ran" not in capsys.readouterr().out

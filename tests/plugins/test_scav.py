@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.unsafe_pickle import RunsCode
 from v2a import FeatureSequence
 from v2a.errors import UserError
 from v2a.recipe import load_recipe
@@ -323,12 +324,8 @@ def test_weights_errors(tmp_path):
     with pytest.raises(WeightsError, match="does not fit the SCAV projectors"):
         build(weights=str(path))
 
-    class RunsCode:
-        def __reduce__(self):
-            return (print, ("pwned",))
-
     evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"video.input.weight": RunsCode()}, protocol=2))
+    evil.write_bytes(pickle.dumps({"video.input.weight": RunsCode("pwned")}, protocol=2))
     with pytest.raises(WeightsError, match="refused"):
         build(weights=str(evil))
 

@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from tests.unsafe_pickle import RunsCode
 from v2a.testing import from_registry, parametrize_with_checks
 from v2a.weights import WeightsError, save_state
 from v2a_plugins.spectral_codec import SpectralRVQCodec, SpectralRVQConfig
@@ -299,14 +300,9 @@ def test_pretrained_and_missing_files_are_one_sentence_errors(tmp_path):
     assert "nowhere.safetensors" in str(info.value)
 
 
-class RunsCode:
-    def __reduce__(self):
-        return (print, ("this checkpoint runs code",))
-
-
 def test_a_pickle_that_runs_code_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps({"codebooks": RunsCode()}, protocol=2))
+    path.write_bytes(pickle.dumps({"codebooks": RunsCode("this checkpoint runs code")}, protocol=2))
     with pytest.raises(WeightsError, match="refused"):
         SpectralRVQCodec(SpectralRVQConfig(weights=str(path)))
     assert "runs code" not in capsys.readouterr().out
