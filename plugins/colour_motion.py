@@ -30,8 +30,15 @@ this order (:meth:`ColourMotionEncoder.layout` gives the slices):
   at the frame of the bounce (the extreme position), where ``motion`` stays flat; a flash
   that fades back peaks at its first frame too; a steady motion or a lasting change gives
   zero. It looks one frame ahead, which an offline encoder may.
+* ``reversal_colour`` ``[3]``: *what* turns back at frame ``t``: the mean RGB of frame ``t``
+  over the pixels whose motion turns back there, each weighted by how much
+  (``max(0, -d[t] · d[t + 1])`` per pixel, channels summed); zero where nothing turns back.
+  With two objects on screen, ``reversal`` says *when* one of them bounced or flashed, this
+  says which (a bounce's moving edges mix the object's colour with the background's). Between
+  events it follows whatever moves, since pixels grazed by a moving antialiased edge turn back
+  a little too; at a bounce or a flash the object that makes it dominates.
 
-``dim = (6 + orientations) · grid² + 2`` (642 at the defaults). The output is one step per
+``dim = (6 + orientations) · grid² + 5`` (645 at the defaults). The output is one step per
 input frame at ``rate = fps``, starting at ``times[0]``. A static scene gives exactly zero in
 ``motion``, ``motion_energy`` and ``reversal``.
 """
@@ -115,14 +122,15 @@ class ColourMotionEncoder(VisualEncoder):
         self.rate = float(config.fps)
         self.frame_size = (config.size, config.size)
         cells = config.grid**2
-        self.dim = (6 + config.orientations) * cells + 2
+        self.dim = (6 + config.orientations) * cells + 5
 
     def layout(self) -> dict[str, slice]:
         """Where each feature lies in the ``dim`` axis: ``colour``, ``shape``, ``motion``,
-        ``motion_energy``, ``reversal`` (cell features are channel-major, then row, column)."""
+        ``motion_energy``, ``reversal``, ``reversal_colour`` (cell features are channel-major,
+        then row, column)."""
         cells = self.config.grid**2
         widths = {"colour": 3 * cells, "shape": self.config.orientations * cells,
-                  "motion": 3 * cells, "motion_energy": 1, "reversal": 1}
+                  "motion": 3 * cells, "motion_energy": 1, "reversal": 1, "reversal_colour": 3}
         out, start = {}, 0
         for name, width in widths.items():
             out[name] = slice(start, start + width)
@@ -168,9 +176,17 @@ class ColourMotionEncoder(VisualEncoder):
         following = F.pad(change[:, 1:], (0, 0, 0, 1))
         turn = (change * following).mean(dim=-1)  # [b, t]
         reversal = torch.where(turn < 0, (-turn).sqrt(), 0.0)
+        # the colour of what turns back: per-pixel turns (channels summed) weigh frame t's RGB
+        per_pixel = rearrange(change * following, "b t (c hw) -> b t c hw", c=3).sum(dim=2)
+        weight = (-per_pixel).clamp(min=0)  # [b, t, h w]
+        rgb = rearrange(pixels, "b t (c hw) -> b t c hw", c=3)
+        total = weight.sum(dim=-1, keepdim=True)  # [b, t, 1]
+        turning_colour = torch.einsum("btcp,btp->btc", rgb, weight) / total.clamp(min=1e-12)
+        turning_colour = torch.where(total > 0, turning_colour, 0.0)  # [b, t, 3]
 
         cells = torch.cat([rearrange(p, "b t c gh gw -> b t (c gh gw)") for p in parts], dim=-1)
-        values = torch.cat([cells, energy.unsqueeze(-1), reversal.unsqueeze(-1)], dim=-1)
+        values = torch.cat([cells, energy.unsqueeze(-1), reversal.unsqueeze(-1), turning_colour],
+                           dim=-1)
         return FeatureSequence(values=values, rate=self.rate, start=start)
 
     def extra_repr(self) -> str:

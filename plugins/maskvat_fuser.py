@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from v2a import ComponentSpec, ConditionFuser, Conditioning, FeatureSequence, hookimpl
 from v2a.errors import UserError
+from v2a.weights import load_trained
 
 #: Periods (seconds) of the sinusoidal time embedding, geometrically spaced between these two.
 MIN_PERIOD, MAX_PERIOD = 0.04, 10_000.0
@@ -49,7 +50,8 @@ class MaskVATFuserConfig:
     ``aligned`` / ``context``: which conditioning to produce (AdaLN needs aligned, Seq2Seq
     context, Hybrid both). ``context_layers``, ``heads``: the context encoder (``heads`` divides
     ``dim``); ``context_layers: 0`` keeps the tagged projections as they are. ``dropout``: in the
-    MLPs and the encoder.
+    MLPs and the encoder. ``weights``: ``none`` (random initialisation) or the
+    ``fuser.safetensors`` a training run exports, loaded strictly (training starts from it).
     """
 
     streams: dict[str, int] = field(default_factory=lambda: {"clip": 512, "s3d": 1024})
@@ -59,6 +61,7 @@ class MaskVATFuserConfig:
     context_layers: int = 2
     heads: int = 8
     dropout: float = 0.0
+    weights: str = "none"  # "none" (random) or a fuser.safetensors exported by `v2a train`
 
     def __post_init__(self) -> None:
         if not self.streams:
@@ -144,6 +147,7 @@ class MaskVATFuser(ConditionFuser):
                 for _ in range(config.context_layers)
             )
             self.context_norm = nn.LayerNorm(dim)
+        load_trained(self, config.weights, what="the maskvat fuser")
 
     def fuse(
         self, streams: Mapping[str, FeatureSequence], *, frame_rate: float, num_frames: int

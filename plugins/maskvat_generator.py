@@ -64,6 +64,7 @@ from torch import Tensor, nn
 
 from v2a import ComponentSpec, Conditioning, FeatureSequence, MaskedGenerator, hookimpl
 from v2a.errors import UserError
+from v2a.weights import load_trained
 
 Variant = Literal["adaln", "seq2seq", "hybrid"]
 
@@ -85,6 +86,8 @@ class MaskVATConfig:
     ``width`` into an even head size. ``ffn_mult``: MLP hidden width over ``width``.
     ``dropout``: on attention weights, the MLP hidden layer and the residual branches.
     ``max_frames``: the longest code sequence accepted (4096 frames = 47.6 s of DAC 44 kHz).
+    ``weights``: ``none`` (random initialisation) or the ``generator.safetensors`` a training
+    run exports, loaded strictly (training starts from it: fine-tuning).
     """
 
     n_codebooks: int = 9
@@ -96,6 +99,7 @@ class MaskVATConfig:
     ffn_mult: float = 4.0
     dropout: float = 0.0
     max_frames: int = 4096
+    weights: str = "none"  # "none" (random) or a generator.safetensors exported by `v2a train`
 
     def __post_init__(self) -> None:
         for name in ("n_codebooks", "codebook_size", "condition_dim", "width", "layers", "heads",
@@ -274,6 +278,7 @@ class MaskVATGenerator(MaskedGenerator):
         )
         self.final_norm = nn.LayerNorm(w, elementwise_affine=not self.uses_aligned)
         self.to_logits = nn.Linear(w, k * vocab)  # the k output heads, fused
+        load_trained(self, config.weights, what=f"the maskvat_{variant} generator")
 
     # -- conditioning, once per video -------------------------------------------------------
     def prepare(self, condition: Conditioning, *, drop: Tensor | None = None) -> Conditioning:

@@ -132,7 +132,7 @@ def test_cache_gives_the_shapes_and_rates_the_trainer_needs(dataset, reference):
     assert batch.valid.shape == (b, 63) and batch.valid.all() and batch.frame_rate == 62.5
     assert int(batch.codes.max()) < 16
     motion, clip = batch.streams["motion"], batch.streams["clip"]
-    assert motion.values.shape == (b, 4, (6 + 2) * 4 + 2) and (motion.rate, motion.start) == (4.0, 0.0)
+    assert motion.values.shape == (b, 4, (6 + 2) * 4 + 5) and (motion.rate, motion.start) == (4.0, 0.0)
     assert clip.values.shape == (b, 2, 16) and clip.rate == 2.0 and clip.values.dtype == torch.float32
     audio = batch.audio_features
     assert audio.values.shape == (b, 63, 8) and audio.rate == 62.5

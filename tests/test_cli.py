@@ -109,12 +109,6 @@ def test_overrides_may_follow_options(capsys, recipe_file, use_registry):
     assert info.value.code == 2 and "unrecognized arguments: --nonsense" in capsys.readouterr().err
 
 
-def test_commands_of_later_issues_say_so(capsys):
-    for command in ("evaluate",):
-        code, _, err = run(capsys, command, "anything")
-        assert code == 1 and "not implemented yet" in err
-
-
 def test_console_script_end_to_end(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("reranker: {plugin: none, sample_rat: 8000}\n")

@@ -58,6 +58,13 @@ def test_fit_writes_weights_that_the_recipe_loads(tmp_path, monkeypatch, audio_f
     assert main(["fit", str(recipe), "codec", str(audio_folder), "-o", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
 
+    # recipe overrides may also follow the options (the recipe's weights file need not exist yet)
+    recipe.write_text("codec: {plugin: spectral_rvq, n_codebooks: 2, codebook_size: 16, "
+                      "weights: ./missing.safetensors}\n")
+    argv = ["fit", str(recipe), "codec", str(audio_folder), "-o", str(out), "--overwrite"]
+    assert main(argv) == 1 and "missing.safetensors" in capsys.readouterr().err
+    assert main([*argv, "codec.weights=none"]) == 0
+
 
 def test_fit_refuses_what_cannot_be_fitted(tmp_path, monkeypatch, audio_folder, capsys):
     monkeypatch.chdir(tmp_path)

@@ -70,6 +70,24 @@ def test_component_yaml_is_pulled_relative_to_the_recipe(write, registry):
     assert (mel.n_mels, mel.hop_length) == (16, 160)
 
 
+def test_weights_starting_with_dot_are_relative_to_the_file_that_sets_them(write, tmp_path):
+    write("models/parts/codec.yaml", "plugin: spectral_rvq\nweights: ../codec.safetensors\n")
+    top = write("models/top.yaml", """
+        codec: parts/codec.yaml
+        visual_encoders: {v: {plugin: colour_motion}}
+    """)
+    here = load_recipe(top).choice("codec").config.weights
+    assert Path(here) == (tmp_path / "models" / "codec.safetensors").resolve()
+    inline = write("models/inline.yaml", "codec: {plugin: spectral_rvq, weights: ./w/c.safetensors}\n")
+    assert Path(load_recipe(inline).choice("codec").config.weights) == (
+        tmp_path / "models" / "w" / "c.safetensors").resolve()
+    # other relative paths (and overrides) stay relative to the working directory
+    plain = write("models/plain.yaml", "codec: {plugin: spectral_rvq, weights: c.safetensors}\n")
+    assert load_recipe(plain).choice("codec").config.weights == "c.safetensors"
+    assert load_recipe(top, ["codec.weights=./x.safetensors"]).choice("codec").config.weights == (
+        "./x.safetensors")
+
+
 def test_changing_the_plugin_replaces_the_slot(write, registry):
     write("base.yaml", "visual_encoders: {v: {plugin: mean_colour, space: grey}}\n")
     top = write("top.yaml", "extends: base.yaml\nreranker: {plugin: none, sample_rate: 8000}\n")
@@ -93,6 +111,13 @@ def test_overrides_parse_yaml_values_and_can_drop_a_stream(write, registry):
     assert recipe.sampling.top_p is None and recipe.training.precision == "bf16"
     assert recipe.visual_streams == ["colour"] and recipe.name == "renamed"
     assert recipe.choice("visual_encoders.colour").config.size == [16, 24]
+
+
+def test_exponent_floats_without_a_dot_are_floats(write, registry):
+    """YAML 1.1 reads `1e-3` as a string; recipes read it as YAML 1.2 does, a float."""
+    top = write("top.yaml", "training: {lr: 1e-3, weight_decay: 2E-5}\n")
+    recipe = load_recipe(top, ["training.lr_min=1e-6"], registry=registry)
+    assert (recipe.training.lr, recipe.training.weight_decay, recipe.training.lr_min) == (1e-3, 2e-5, 1e-6)
 
 
 def test_override_adds_a_stream_to_a_recipe_without_any(write, registry):

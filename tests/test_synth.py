@@ -9,7 +9,7 @@ import pytest
 
 from v2a.cli import main
 from v2a.data import read_manifest
-from v2a.media import load_audio, load_video
+from v2a.media import load_audio, load_video, probe
 from v2a.synth import (
     CLASSES,
     MIN_GAP,
@@ -200,6 +200,12 @@ def test_cli_writes_the_dataset(tmp_path, capsys):
     assert tuple(video.frames.shape) == (20, 3, 32, 32)
     assert main(["synth", "--out", str(out), "--clips", "2"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert probe(out / "clip0000.mp4").has_audio
+    silent = tmp_path / "silent"
+    assert main(["synth", "--out", str(silent), "--clips", "1", "--seconds", "2", "--silent"]) == 0
+    info = probe(silent / "clip0000.mp4")
+    assert info.has_video and not info.has_audio
+    assert (silent / "events.jsonl").read_text().strip()  # the truth stays
 
 
 @pytest.mark.parametrize("option", [["--clips", "0"], ["--clips", "1", "--size", "33"],

@@ -105,7 +105,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from v2a.weights import save_state
 
     files = [a for a in args.inputs if "=" not in a or Path(a).exists()]
-    overrides = [a for a in args.inputs if a not in files]
+    overrides = [a for a in args.inputs if a not in files] + list(args.overrides)
     recipe = load_recipe(args.recipe, overrides)
     choice = recipe.choice(args.slot)
     output = Path(args.output)
@@ -135,13 +135,6 @@ def add_recipe_arguments(p: argparse.ArgumentParser, overrides_help: str = "reci
     """The ``RECIPE [key=value ...]`` arguments every command that reads a recipe takes."""
     p.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
-
-
-def not_implemented(command: str, issue: str):
-    def run(args: argparse.Namespace) -> int:
-        raise UserError(f"`v2a {command}` is not implemented yet; it arrives with {issue}")
-
-    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="media files or folders to fit on, and recipe overrides")
     p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.set_defaults(func=cmd_fit)
+    p.set_defaults(func=cmd_fit, overrides=[])  # overrides after the options land here
 
     # the commands that live beside the machinery they drive
     from v2a.cache import add_extract_command
@@ -201,15 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     from v2a.generate import add_generate_command
 
     add_generate_command(sub, common)
-    add_stub(sub, common, "evaluate", "the evaluation issue (#6)", "score generated audio")
+    from v2a.evaluate import add_evaluate_command
+
+    add_evaluate_command(sub, common)
     return parser
-
-
-def add_stub(sub, common, name: str, issue: str, text: str) -> None:
-    """A sub-command that exists but is not implemented yet: it says so and exits 1."""
-    p = sub.add_parser(name, parents=[common], help=f"{text} (not implemented yet)")
-    p.add_argument("arguments", nargs=argparse.REMAINDER)
-    p.set_defaults(func=not_implemented(name, issue))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,16 +253,10 @@ def write_manifest(clips: Iterable[Clip], path: str | Path) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from v2a.media import atomic_output
+
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def data_root(recipe: Recipe, manifest: str | Path) -> Path:

@@ -5,9 +5,17 @@ Two lines from a video to its sound::
     model = VideoToAudio.from_recipe(load_recipe("recipes/tiny.yaml"), checkpoint="runs/tiny")
     audio, sample_rate = model.generate("clip.mp4", seed=0)      # [c, n] at the codec's rate
 
+The video may also be frames in memory: ``model.generate(frames, fps=25.0)`` with ``frames`` a
+uint8 tensor ``[t, h, w, 3]`` (RGB bytes, as video readers return them) or a float tensor
+``[t, 3, h, w]`` in [0, 1] (v2a's own layout), frame ``i`` shown from ``i / fps`` s; or a
+:class:`v2a.media.Video` (what :func:`v2a.media.load_video` returns; its times are counted from
+its first frame).
+
 What :meth:`VideoToAudio.generate` does, for one video:
 
-1. decode the video once per visual encoder, at the encoder's ``fps`` and ``frame_size``;
+1. sample the video once per visual encoder, at the encoder's ``fps`` and ``frame_size``: a file
+   is decoded with :func:`v2a.media.load_video`, frames in memory go through
+   :func:`v2a.media.resample_video` (the same frame-on-screen rule and the same scaler);
 2. encode each stream; the fuser turns them into the conditioning of
    ``num_frames = codec.num_frames(round(duration · sample_rate))`` codec frames;
 3. sample ``candidates`` code sequences (:func:`v2a.sampler.sample`);
@@ -19,8 +27,14 @@ What :meth:`VideoToAudio.generate` does, for one video:
 The frozen components (codec, visual encoders, reranker) are built as the feature cache builds
 them (:func:`v2a.cache.build_frozen`, fixed seed), so random-init encoders match the ones a
 training run saw. The fuser and generator come from a training run folder (``fuser.safetensors``
-and ``generator.safetensors``, loaded strictly); without one they are randomly initialised
-(for plumbing only: the sound means nothing), with a warning.
+and ``generator.safetensors``, loaded strictly) or, without one, from their ``weights`` options
+(a bundled model such as ``recipes/tiny.yaml`` names its files there); with neither they are
+randomly initialised (for plumbing only: the sound means nothing), with a warning. The run's
+``recipe.yaml`` must
+agree with the recipe on what the weights mean (:data:`WEIGHT_SECTIONS`: codec, visual
+encoders, fuser, generator; ``weights`` files by place or content; the fuser's and generator's
+own ``weights``, which the run replaces, left out), else the run is refused in
+one sentence naming the keys that differ; a run without ``recipe.yaml`` is used with a warning.
 
 Videos longer than the recipe's window (``data.clip_seconds``): windows of the window's length
 (in codec frames), consecutive ones overlapping by a quarter of it, the last one ending at the
@@ -42,9 +56,13 @@ import torch
 from torch import Tensor
 
 from v2a.errors import UserError
+from v2a.media import Video
 
 #: seconds a video may exceed the window (frame-rate rounding) and still be generated in one window
 WINDOW_TOLERANCE = 0.05
+
+#: The recipe sections that decide what a training run's fuser and generator weights mean.
+WEIGHT_SECTIONS = ("codec", "visual_encoders", "fuser", "generator")
 
 
 class GenerationError(UserError):
@@ -72,14 +90,34 @@ class VideoToAudio:
     def from_recipe(cls, recipe, checkpoint: str | Path | None = None, *,
                     device: str | torch.device = "cpu", warn=None) -> VideoToAudio:
         """Build the recipe's components; load the fuser and generator of the training run
-        folder ``checkpoint`` (strictly), or keep them randomly initialised when it is None."""
+        folder ``checkpoint`` (strictly), or keep them randomly initialised when it is None.
+
+        A run whose ``recipe.yaml`` differs from ``recipe`` in :data:`WEIGHT_SECTIONS` is refused
+        (:func:`check_run_recipe`); ``warn(text)`` receives the warnings (default: stderr)."""
         from v2a.cache import build_frozen
-        from v2a.weights import load_checkpoint, load_into
+        from v2a.weights import is_random, load_checkpoint, load_into
 
         for slot in ("codec", "fuser", "generator"):
             recipe.choice(slot)  # one sentence when the recipe lacks it
         if not recipe.visual_streams:
             raise GenerationError(f"{recipe.source} has no visual encoder; generation needs one")
+        warn = warn or _warn
+        run = None if checkpoint is None else Path(checkpoint)
+        untrained = [slot for slot in ("fuser", "generator") if is_random(
+            recipe.choice(slot).as_data().get("weights"))]
+        if run is None and untrained:
+            warn(f"v2a: warning: no --checkpoint and no {untrained[0]}.weights in the recipe: the "
+                 f"{' and '.join(untrained)} {'are' if len(untrained) > 1 else 'is'} randomly "
+                 f"initialised, so the sound is noise (use this only to test the plumbing)")
+        if run is not None:  # the run is checked before anything is built (or downloaded)
+            if not run.is_dir():
+                raise GenerationError(f"the checkpoint {run} is not a training run folder (it should "
+                                      f"hold fuser.safetensors and generator.safetensors)")
+            for slot in ("fuser", "generator"):
+                if not (run / f"{slot}.safetensors").is_file():
+                    raise GenerationError(f"the checkpoint {run} has no {slot}.safetensors; is it a "
+                                          f"finished generator training run?")
+            check_run_recipe(run, recipe, warn)
         built = {slot: build_frozen(recipe.choice(slot)) for slot in ("codec", "fuser", "generator")}
         encoders = {name: build_frozen(recipe.choice(f"visual_encoders.{name}"))
                     for name in recipe.visual_streams}
@@ -88,19 +126,9 @@ class VideoToAudio:
         if missing:
             raise GenerationError(f"{recipe.source}: the fuser reads stream {missing[0]!r}, which no "
                                   f"visual encoder of the recipe provides")
-        if checkpoint is None:
-            (warn or _warn)("v2a: warning: no --checkpoint: the fuser and generator are randomly "
-                            "initialised, so the sound is noise (use this only to test the plumbing)")
-        else:
-            run = Path(checkpoint)
-            if not run.is_dir():
-                raise GenerationError(f"the checkpoint {run} is not a training run folder (it should "
-                                      f"hold fuser.safetensors and generator.safetensors)")
+        if run is not None:
             for slot in ("fuser", "generator"):
                 path = run / f"{slot}.safetensors"
-                if not path.is_file():
-                    raise GenerationError(f"the checkpoint {run} has no {path.name}; is it a finished "
-                                          f"generator training run?")
                 load_into(built[slot], load_checkpoint(path), path, slot)
         model = cls(recipe, codec=built["codec"], encoders=encoders, fuser=built["fuser"],
                     generator=built["generator"], reranker=reranker)
@@ -128,12 +156,19 @@ class VideoToAudio:
     # -- generation ----------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def generate(self, video_path: str | Path, *, duration: float | None = None,
-                 seed: int | None = None, candidates: int | None = None, steps=None,
-                 cfg: float | None = None, temperature: float | None = None,
-                 precision: str | None = None) -> tuple[Tensor, int]:
-        """Audio for the video at ``video_path``: ``([c, n] float32 on the CPU, sample_rate)``
-        with ``n = round(duration · sample_rate)``; ``duration`` defaults to the video's own.
+    def generate(self, video: str | Path | Tensor | Video, *, fps: float | None = None,
+                 duration: float | None = None, seed: int | None = None,
+                 candidates: int | None = None, steps=None, cfg: float | None = None,
+                 temperature: float | None = None, precision: str | None = None
+                 ) -> tuple[Tensor, int]:
+        """Audio for ``video``: ``([c, n] float32 on the CPU, sample_rate)`` with
+        ``n = round(duration · sample_rate)``; ``duration`` defaults to the video's own.
+
+        ``video``: a file's path; a uint8 tensor ``[t, h, w, 3]`` (RGB bytes) or a float tensor
+        ``[t, 3, h, w]`` in [0, 1], with its frame rate ``fps`` (frame ``i`` is shown from
+        ``i / fps`` s, the video lasts ``t / fps``); or a :class:`~v2a.media.Video`. Frames in
+        memory give exactly the audio of the file they were decoded from (``load_video(path,
+        fps=the file's rate)``) when no encoder needs them resized; see :func:`video_source`.
         Options left None take the recipe's ``sampling`` values."""
         from v2a.media import probe
         from v2a.sampler import Prompt, sample
@@ -143,17 +178,20 @@ class VideoToAudio:
         candidates = sampling.candidates if candidates is None else int(candidates)
         if candidates < 1:
             raise GenerationError(f"--candidates must be at least 1, got {candidates}")
-        path = Path(video_path)
-        info = probe(path)
-        if not info.has_video:
-            raise GenerationError(f"{path} has no video stream")
-        length = info.video_duration or info.duration
+        source = video_source(video, fps)
+        if isinstance(source, Video):
+            name, length = "the frames", source.duration
+        else:
+            info = probe(source)
+            if not info.has_video:
+                raise GenerationError(f"{source} has no video stream")
+            name, length = str(source), info.video_duration or info.duration
         if duration is None:
             duration = length
         elif not duration > 0:
             raise GenerationError(f"--duration must be positive, got {duration:g}")
         elif duration > length + WINDOW_TOLERANCE:
-            raise GenerationError(f"--duration {duration:g} s is longer than {path} ({length:.2f} s)")
+            raise GenerationError(f"--duration {duration:g} s is longer than {name} ({length:.2f} s)")
         sr = self.sample_rate
         n = round(duration * sr)
         total = int(self.codec.num_frames(n))  # codec frames of the whole video
@@ -174,7 +212,7 @@ class VideoToAudio:
             # this window's video, its conditioning, and the codes of the overlap as its prompt
             t0 = start / frame_rate
             span = min(width / frame_rate, duration - t0)
-            streams = self.encode_video(path, span, start=t0)
+            streams = self.encode_video(source, span, start=t0)
             condition = self.fuser.fuse({k: streams[k] for k in self.fuser.stream_dims},
                                         frame_rate=frame_rate, num_frames=width)
             known = torch.zeros(1, *codes.shape[:1], width, dtype=torch.bool)
@@ -191,18 +229,10 @@ class VideoToAudio:
         wav = self.codec.decode(codes[None].to(self.device), length=n).float()  # [1, c, n']
         return fit_length(wav, n)[0].cpu(), sr
 
-    def encode_video(self, path: Path, duration: float, *, start: float = 0.0) -> dict:
-        """Each visual encoder's feature sequence ``[1, t, d]`` of ``duration`` s from ``start``,
-        with times counted from ``start``."""
-        from v2a.media import load_video
-
-        streams = {}
-        for name, enc in self.encoders.items():
-            size = tuple(int(s) for s in enc.frame_size) if enc.frame_size is not None else None
-            video = load_video(path, fps=float(enc.fps), size=size, start=start, duration=duration)
-            frames = video.frames.to(self.device)[None]  # [1, t, 3, h, w] in [0, 1]
-            streams[name] = enc.encode(frames, video.times - start)
-        return streams
+    def encode_video(self, video: str | Path | Video, duration: float, *,
+                     start: float = 0.0) -> dict:
+        """:func:`encode_video` with this model's visual encoders."""
+        return encode_video(self.encoders, video, duration, start=start, device=self.device)
 
     def rerank(self, wavs: Tensor, streams: dict) -> int:
         """Index of the candidate ``wavs [b, c, n]`` the reranker prefers."""
@@ -213,6 +243,130 @@ class VideoToAudio:
             wavs = AF.resample(wavs, self.sample_rate, rate)
         video = {name: streams[name] for name in self.reranker.video_streams}
         return int(self.reranker.select(wavs[None], video)[0])
+
+
+# -- the video: a file or frames in memory ---------------------------------------------------
+
+
+def video_source(video: str | Path | Tensor | Video, fps: float | None = None) -> Path | Video:
+    """What :meth:`VideoToAudio.generate` reads: a file's path as it is, or frames in memory as
+    a :class:`~v2a.media.Video` on the CPU whose times start at 0.
+
+    * ``str`` / ``Path``: a video file (``fps`` must be None: the file has its frame times);
+    * uint8 ``[t, h, w, 3]``: RGB bytes, frame ``i`` shown from ``i / fps`` s;
+    * float ``[t, 3, h, w]`` in [0, 1]: the same, in v2a's layout;
+    * a :class:`~v2a.media.Video` (float or uint8 ``[t, 3, h, w]``): its frames at its own times,
+      counted from its first frame; ``fps``, if given, must be its own.
+    """
+    from einops import rearrange
+
+    if isinstance(video, (str, Path)):
+        if fps is not None:
+            raise GenerationError(f"fps is given for frames in memory; the file {video} has its "
+                                  "own frame times")
+        return Path(video)
+    if isinstance(video, Video):
+        if fps is not None and float(fps) != video.fps:
+            raise GenerationError(f"fps={fps:g} was given for a Video at {video.fps:g} fps; leave "
+                                  "fps out (a Video has its own frame times)")
+        frames, times, frame_times, rate = video.frames, video.times, video.frame_times, video.fps
+    elif isinstance(video, Tensor):
+        if fps is None or not float(fps) > 0:
+            raise GenerationError("frames given as a tensor need their frame rate, a positive fps "
+                                  "(e.g. generate(frames, fps=25.0))")
+        if video.dim() == 4 and video.dtype == torch.uint8 and video.shape[-1] == 3:
+            frames = rearrange(video, "t h w c -> t c h w")
+        elif video.dim() == 4 and video.is_floating_point() and video.shape[1] == 3:
+            frames = video
+        else:
+            raise GenerationError(f"frames must be a uint8 tensor [t, h, w, 3] or a float tensor "
+                                  f"[t, 3, h, w] in [0, 1], not {video.dtype} {list(video.shape)}")
+        rate = float(fps)
+        times = frame_times = torch.arange(video.shape[0], dtype=torch.float64) / rate
+    else:
+        raise GenerationError(f"a video is a file's path, a tensor of frames or a v2a.media.Video, "
+                              f"not {type(video).__name__}")
+    if frames.dim() != 4 or frames.shape[1] != 3 or frames.shape[0] == 0:
+        raise GenerationError(f"the frames must be [t, 3, h, w] with t > 0, not {list(frames.shape)}")
+    if frames.is_floating_point() and not (0.0 <= float(frames.min()) and float(frames.max()) <= 1.0):
+        raise GenerationError(f"float frames must lie in [0, 1], these span {float(frames.min()):g} "
+                              f"to {float(frames.max()):g} (give bytes as uint8 [t, h, w, 3])")
+    first = float(times[0])
+    return Video(frames=frames.cpu(), times=times.double().cpu() - first,
+                 frame_times=frame_times.double().cpu() - first, fps=rate)
+
+
+# -- a training run's recipe ------------------------------------------------------------------
+
+
+def check_run_recipe(run: Path, recipe, warn=None) -> None:
+    """Refuse the training run folder ``run`` when its ``recipe.yaml`` differs from ``recipe`` in
+    :data:`WEIGHT_SECTIONS`, in one sentence naming up to three differing keys and suggesting
+    ``--recipe RUN/recipe.yaml``. ``weights`` options differ only when they name other weights
+    (:func:`same_weights`). Without a readable ``recipe.yaml`` it only warns."""
+    from v2a.recipe import read_saved_recipe, recipe_differences
+
+    warn = warn or _warn
+    saved = read_saved_recipe(run / "recipe.yaml")
+    if saved is None:
+        warn(f"v2a: warning: {run} has no readable recipe.yaml, so its weights cannot be checked "
+             f"against {recipe.source}")
+        return
+    own = recipe.as_data()
+    differ = []
+    for key, then, now in recipe_differences({s: saved.get(s) for s in WEIGHT_SECTIONS},
+                                             {s: own.get(s) for s in WEIGHT_SECTIONS},
+                                             ignore=("fuser.weights", "generator.weights")):
+        if key.rpartition(".")[2] == "weights" and isinstance(then, str) and isinstance(now, str):
+            same = same_weights(then, now)
+            if same is None:
+                warn(f"v2a: warning: cannot tell whether {key} {then!r} of {run} and {now!r} of "
+                     f"the recipe are the same weights (a file is missing here)")
+            if same is not False:
+                continue
+        differ.append(f"{key}: {then!r} in the run, {now!r} in the recipe")
+    if differ:
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise GenerationError(
+            f"the checkpoint {run} was trained with another recipe ({', '.join(differ[:3])}{more}); "
+            f"generate with --recipe {run / 'recipe.yaml'}")
+
+
+def same_weights(a: str, b: str) -> bool | None:
+    """Whether two ``weights`` options name the same weights: the same keyword (``none``,
+    ``pretrained``), or local files at the same place or with the same content; None when it
+    cannot be told (a file is missing here)."""
+    from v2a.cache import file_digest
+    from v2a.weights import NONE, PRETRAINED
+
+    if a.lower() in (NONE, PRETRAINED) or b.lower() in (NONE, PRETRAINED):
+        return a.lower() == b.lower()
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.resolve() == pb.resolve():
+        return True
+    if not (pa.is_file() and pb.is_file()):
+        return None
+    return file_digest(pa) == file_digest(pb)
+
+
+# -- windows --------------------------------------------------------------------------------
+
+
+def encode_video(encoders: dict, video: str | Path | Video, duration: float, *,
+                 start: float = 0.0, device: str | torch.device = "cpu") -> dict:
+    """Each visual encoder's (stream name → encoder) feature sequence ``[1, t, d]`` of
+    ``duration`` s from ``start`` of ``video`` (a file, or frames in memory as
+    :func:`video_source` gives them), with times counted from ``start``."""
+    from v2a.media import load_video, resample_video
+
+    streams = {}
+    for name, enc in encoders.items():
+        size = tuple(int(s) for s in enc.frame_size) if enc.frame_size is not None else None
+        sampled = (resample_video if isinstance(video, Video) else load_video)(
+            video, fps=float(enc.fps), size=size, start=start, duration=duration)
+        frames = sampled.frames.to(device)[None]  # [1, t, 3, h, w] in [0, 1]
+        streams[name] = enc.encode(frames, sampled.times - start)
+    return streams
 
 
 def window_starts(total: int, width: int, *, overlap: int) -> list[int]:
@@ -247,13 +401,44 @@ def _warn(text: str) -> None:
 # -- the command --------------------------------------------------------------------------------
 
 
+#: What ``-o FILE`` may end in: the mp4, or the audio written beside it.
+OUTPUT_SUFFIXES = (".mp4", ".wav", ".flac")
+
+
+def names_a_file(output: Path) -> bool:
+    """Whether ``-o output`` names one video's output files rather than a folder: it ends in a
+    media suffix (``out.mp4``, ``out.wav``) and is not an existing folder."""
+    from v2a.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+
+    return output.suffix.lower() in (*VIDEO_SUFFIXES, *AUDIO_SUFFIXES) and not output.is_dir()
+
+
 def output_paths(video: Path, output: Path | None, audio_format: str = "wav") -> tuple[Path, Path]:
-    """(audio, mp4) for ``video``: ``<OUT>/<stem>.<wav|flac>`` and ``<OUT>/<stem>.mp4`` in the
-    folder ``output``, else ``<stem>.v2a.<wav|flac>`` and ``<stem>.v2a.mp4`` beside the video."""
+    """(audio, mp4) for ``video``: with ``output`` a file name (:func:`names_a_file`), that name
+    with the suffixes ``.<wav|flac>`` and ``.mp4``; with ``output`` a folder,
+    ``<OUT>/<stem>.<wav|flac>`` and ``<OUT>/<stem>.mp4``; else ``<stem>.v2a.<wav|flac>`` and
+    ``<stem>.v2a.mp4`` beside the video."""
     if output is None:
         return (video.with_name(f"{video.stem}.v2a.{audio_format}"),
                 video.with_name(f"{video.stem}.v2a.mp4"))
+    if names_a_file(output):
+        return output.with_suffix(f".{audio_format}"), output.with_suffix(".mp4")
     return output / f"{video.stem}.{audio_format}", output / f"{video.stem}.mp4"
+
+
+def output_audio_format(output: Path | None, given: str | None) -> str:
+    """The audio format: from ``-o out.wav`` / ``-o out.flac``, else ``--audio-format`` (wav)."""
+    if output is not None and names_a_file(output):
+        if output.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise GenerationError(f"-o {output}: v2a generate writes an .mp4 and a .wav or .flac "
+                                  f"beside it; end the name in .mp4, .wav or .flac, or give a folder")
+        own = output.suffix.lower()[1:]
+        if own != "mp4":
+            if given not in (None, own):
+                raise GenerationError(f"-o {output} asks for {own} audio but --audio-format asks "
+                                      f"for {given}; give one of them")
+            return own
+    return given or "wav"
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
@@ -278,7 +463,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from v2a.media import MediaError, mux_audio, write_audio
+    from v2a.media import MediaError, mux_audio, probe, write_audio
     from v2a.recipe import load_recipe
 
     videos = expand_inputs([Path(a) for a in args.inputs if "=" not in a or Path(a).exists()])
@@ -286,22 +471,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not videos:
         raise GenerationError("no video was given")
     output = Path(args.output) if args.output else None
-    if output is not None and output.exists() and not output.is_dir():
+    audio_format = output_audio_format(output, args.audio_format)
+    if output is not None and names_a_file(output) and len(videos) > 1:
+        raise GenerationError(f"-o {output} names the output of one video, but {len(videos)} "
+                              f"videos were given; give a folder for their outputs")
+    if output is not None and output.exists() and not output.is_dir() and not names_a_file(output):
         raise GenerationError(f"the output {output} is a file; give a folder")
-    jobs = []
-    for video in videos:
-        if not video.is_file():
-            raise GenerationError(f"{video} does not exist")
-        wav, mp4 = output_paths(video, output, args.audio_format)
-        for target in (wav, mp4):
-            if target.resolve() == video.resolve():
-                raise GenerationError(f"the output {target} would overwrite the input")
-            if target.exists() and not args.overwrite:
-                raise GenerationError(f"{target} exists; pass --overwrite to replace it")
-        jobs.append((video, wav, mp4))
-    if len({j[1] for j in jobs}) < len(jobs):
-        raise GenerationError("two videos have the same name, so their outputs would collide")
-
     steps = None
     if args.steps:
         try:
@@ -311,6 +486,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                   f"not {args.steps!r}") from None
         if min(steps) < 1:
             raise GenerationError(f"--steps must be positive, got {args.steps}")
+    jobs = []
+    for video in videos:
+        if not video.is_file():
+            raise GenerationError(f"{video} does not exist")
+        wav, mp4 = output_paths(video, output, audio_format)
+        for target in (wav, mp4):
+            if target.resolve() == video.resolve():
+                raise GenerationError(f"the output {target} would overwrite the input")
+            if target.exists() and not args.overwrite:
+                raise GenerationError(f"{target} exists; pass --overwrite to replace it")
+        jobs.append((video, wav, mp4))
+    if len({j[1] for j in jobs}) < len(jobs):
+        raise GenerationError("two videos have the same name, so their outputs would collide")
+    for video, _, _ in jobs:  # every input readable before anything is written
+        try:
+            if not probe(video).has_video:
+                raise GenerationError(f"{video} has no video stream (it holds only audio)")
+        except MediaError as exc:
+            raise GenerationError(str(exc)) from None
+
     recipe = load_recipe(args.recipe, overrides)
     model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
     for video, wav_path, mp4_path in tqdm(jobs, desc="generating", unit="video",
@@ -340,7 +535,9 @@ def add_generate_command(sub, common: argparse.ArgumentParser) -> None:
         description="Generate the sound of each VIDEO with the model of --recipe (and the trained "
         "weights of the training run folder --checkpoint) and write <stem>.wav (at the codec's "
         "rate) and <stem>.mp4 (the video stream copied, the new audio muxed in, lasting exactly as "
-        "long as the video) into the folder -o, or <stem>.v2a.wav/.mp4 beside each video.",
+        "long as the video) into the folder -o (created if needed), or <stem>.v2a.wav/.mp4 beside "
+        "each video. With one VIDEO, -o may name the files instead: -o out.mp4 writes out.mp4 and "
+        "out.wav, -o out.flac writes out.mp4 and out.flac.",
     )
     p.add_argument("--recipe", required=True, help="a recipe file, or the name of a built-in recipe")
     p.add_argument("--checkpoint", metavar="RUN",
@@ -348,7 +545,10 @@ def add_generate_command(sub, common: argparse.ArgumentParser) -> None:
                    "without it the model is randomly initialised")
     p.add_argument("inputs", nargs="+", metavar="VIDEO|FOLDER|LIST.csv|key=value",
                    help="videos, folders of videos or CSV/JSONL manifests, then recipe overrides")
-    p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: beside each video)")
+    p.add_argument("-o", "--output", metavar="DIR|FILE",
+                   help="output folder, created if needed (default: beside each video); with one "
+                   "video, a file name ending in .mp4, .wav or .flac: -o out.mp4 writes out.mp4 and "
+                   "out.wav")
     p.add_argument("--candidates", type=int, help="candidates to rerank (default: sampling.candidates)")
     p.add_argument("--steps", help="decoding steps per RVQ level, e.g. 16,8,4 (default: sampling.steps)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: sampling.cfg_scale)")
@@ -359,6 +559,7 @@ def add_generate_command(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                    help="generator precision (default: sampling.precision)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--audio-format", choices=("wav", "flac"), default="wav",
-                   help="the audio file written beside the mp4 (default wav)")
+    p.add_argument("--audio-format", choices=("wav", "flac"),
+                   help="the audio file written beside the mp4 (default: the suffix of -o FILE "
+                   "when it is .wav or .flac, else wav)")
     p.set_defaults(func=cmd_generate, overrides=[])

@@ -4,7 +4,7 @@
 * :func:`load_video` — the first video stream → :class:`Video` frames ``[t, 3, h, w]`` sampled
   at a target frame rate on the grid ``start + i / fps``, with the presentation time of the
   source frame shown at each grid time (variable frame rate is handled: each grid time gets the
-  frame on screen then).
+  frame on screen then). :func:`resample_video` does the same for frames already in memory.
 * :func:`probe` — what a file holds (:class:`MediaInfo`), from its header and first frame.
 * :func:`write_video` — the one writer: RGB frames (+ audio) → an H.264/AAC mp4, atomically.
 
@@ -525,6 +525,71 @@ def _walk(container, stream, path, fps, convert, start, duration, *, after_seek:
     if shown is not None:
         hand_out(*shown, until=end if count is None else end + WINDOW_TOLERANCE)
     return out, out_times, end
+
+
+def frames_on_screen(times: Tensor, grid: Tensor) -> Tensor:
+    """Index of the frame on screen at each ``grid`` time, for frames shown from ``times``
+    (increasing): the last frame whose time is not after it, the first one before it — the rule
+    of :func:`load_video`, with its tolerance."""
+    after = torch.searchsorted(times.double(), grid.double() + 1e-6, right=True)
+    return (after - 1).clamp(min=0)
+
+
+def resample_video(
+    video: Video,
+    *,
+    fps: float,
+    size: int | tuple[int, int] | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Video:
+    """:func:`load_video` for frames already in memory: ``video`` on the grid ``start + i / fps``.
+
+    Frame ``j`` of ``video`` is on screen from ``video.times[j]`` until the next one (the last
+    for ``1 / video.fps``); each grid time gets the frame on screen then, as :func:`load_video`
+    hands out decoded frames. ``duration``, ``size`` and ``dtype`` mean what they mean there, and
+    frames are resized with the same scaler (FFmpeg's, area-averaging when shrinking, bicubic
+    when enlarging), from 8-bit RGB: float frames that need resizing are rounded to bytes first.
+    ``load_video(path, fps=f, size=s)`` equals ``resample_video(load_video(path, fps=f), fps=f,
+    size=s)`` where no resizing is needed; with resizing the two differ by the scaler's rounding
+    (it converts a file's YUV pixels to RGB while scaling, here RGB is scaled).
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if start < 0 or (duration is not None and duration <= 0):
+        raise ValueError(f"the window must start at or after 0 s and last a positive time, "
+                         f"got start={start}, duration={duration}")
+    end = float(video.times[-1]) + 1.0 / video.fps if video.num_frames else 0.0
+    count = (round(duration * fps) if duration is not None
+             else max(0, math.ceil((end - start - 1e-6) * fps)))
+    if count == 0 or start + (count - 1) / fps >= end + WINDOW_TOLERANCE:
+        window = (_window_text(start, duration) if duration is not None
+                  else f"the window starting at {start:g} s")
+        raise MediaError(f"the frames last {end:.2f} s, shorter than {window}")
+    times = start + torch.arange(count, dtype=torch.float64) / fps
+    source = frames_on_screen(video.times, times)  # [count] into video's frames
+    frames, index = video.frames, source
+    h, w = frames.shape[-2:]
+    scaled_w, scaled_h, crop_w, crop_h = _output_size(w, h, size)
+    if (scaled_w, scaled_h, crop_w, crop_h) != (w, h, w, h):
+        # resize each distinct frame once, with load_video's scaler, from bytes
+        used, index = torch.unique(source, return_inverse=True)
+        pixels = frames[used].cpu()
+        if pixels.is_floating_point():
+            pixels = pixels.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        convert = _FrameConverter(size)
+        frames = torch.from_numpy(np.stack([
+            convert(av.VideoFrame.from_ndarray(rgb, format="rgb24"))
+            for rgb in pixels.permute(0, 2, 3, 1).contiguous().numpy()  # [h, w, 3] each
+        ])).permute(0, 3, 1, 2)  # [distinct, 3, h', w'] uint8
+    frames = frames[index]
+    if dtype == torch.uint8 and frames.is_floating_point():
+        frames = frames.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    elif dtype != torch.uint8 and not frames.is_floating_point():
+        frames = frames.to(dtype).div_(255.0)
+    return Video(frames=frames.to(dtype).contiguous(), times=times,
+                 frame_times=video.frame_times[source], fps=float(fps))
 
 
 # -- files -------------------------------------------------------------------------------------

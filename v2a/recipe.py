@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.resources
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,8 +223,74 @@ RecipeDumper.add_representer(list, _represent_list)
 
 
 # ---------------------------------------------------------------------------------------------
+# Comparing a recipe with a saved one (a training run's recipe.yaml)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "absent"
+
+
+#: The value :func:`recipe_differences` gives a key that one side lacks (shown as ``absent``).
+ABSENT: Any = _Absent()
+
+
+def flat_keys(data: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys: ``{"codec": {"n_codebooks": 4}}`` →
+    ``{"codec.n_codebooks": 4}`` (lists and other values are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in (data or {}).items():
+        if isinstance(value, Mapping):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def recipe_differences(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, *,
+                       ignore: Sequence[str] = ()) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` wherever the recipe data ``old`` and ``new``
+    (:meth:`Recipe.as_data`, or a saved copy of it) differ, keys in ``ignore`` left out: the
+    ``plugin`` keys first (a swapped plug-in explains its other keys), then in key order. A key
+    one side lacks has the value :data:`ABSENT` there."""
+    a, b = flat_keys(old), flat_keys(new)
+    differ = [k for k in a.keys() | b.keys()
+              if a.get(k, ABSENT) != b.get(k, ABSENT) and k not in ignore]
+    differ.sort(key=lambda k: (k.rpartition(".")[2] != "plugin", k))
+    return [(k, a.get(k, ABSENT), b.get(k, ABSENT)) for k in differ]
+
+
+def read_saved_recipe(path: str | Path) -> dict[str, Any] | None:
+    """The data of a saved resolved recipe (what :meth:`Recipe.to_yaml` wrote), or None when the
+    file is missing or unreadable. It is compared, not loaded: nothing is validated or built."""
+    try:
+        data = load_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------
 # Finding and reading files
 # ---------------------------------------------------------------------------------------------
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a float as YAML 1.2 does (YAML 1.1 wants a dot,
+    ``1.0e-3``, and would hand ``lr: 1e-3`` to the schema as a string)."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse recipe YAML: safe (no Python objects), numbers as YAML 1.2 reads them."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def builtin_recipes_dir() -> Path:
@@ -269,7 +336,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {display(path)}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -295,6 +362,22 @@ def slot_kind(path: str) -> str | None:
     if head in MULTI_SLOTS and tail and "." not in tail:
         return MULTI_SLOTS[head]
     return None
+
+
+def resolve_relative_weights(data: Any, base_dir: Path) -> Any:
+    """``data`` with every ``weights`` value that starts with ``./`` or ``../`` made absolute
+    against ``base_dir`` (the folder of the file that sets it), at any depth, so that a recipe
+    can ship with its weights files; other values are left as they are."""
+    if isinstance(data, Mapping):
+        return {
+            k: str((base_dir / v).resolve())
+            if k == "weights" and isinstance(v, str) and v.startswith(("./", "../"))
+            else resolve_relative_weights(v, base_dir)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [resolve_relative_weights(v, base_dir) for v in data]
+    return data
 
 
 class Composer:
@@ -334,7 +417,7 @@ class Composer:
             data = read_yaml(file)
             if "plugin" not in data:
                 raise RecipeError(f"{display(file)} (used for {path}) has no 'plugin' key")
-            return data
+            return resolve_relative_weights(data, file.parent)
         return {"plugin": value}
 
     def merge(self, dst: dict, src: Mapping, source: str, base_dir: Path | None, prefix: str = "") -> None:
@@ -379,7 +462,7 @@ class Composer:
             raise RecipeError(f"{display(path)}: extends must be a file name or a list of them")
         for base in bases:
             self.add_file(locate(base, path.parent), (*chain, resolved))
-        self.merge(self.data, data, display(path), path.parent)
+        self.merge(self.data, resolve_relative_weights(data, path.parent), display(path), path.parent)
 
     def add_override(self, text: str) -> None:
         key, sep, raw = text.partition("=")
@@ -387,7 +470,7 @@ class Composer:
         if not sep or not key:
             raise RecipeError(f"override {text!r} is not of the form key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         parts = key.split(".")

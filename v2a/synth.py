@@ -261,8 +261,9 @@ def clip_id(index: int) -> str:
 
 def write_synth(out: str | Path, clips: int, seed: int, *, seconds: float = 4.0,
                 fps: float = 25.0, size: int = 64, sample_rate: int = 16000,
-                split: str = "train") -> Path:
-    """Write the dataset (clips, ``manifest.csv``, ``events.jsonl``) to ``out``; returns it."""
+                split: str = "train", silent: bool = False) -> Path:
+    """Write the dataset (clips, ``manifest.csv``, ``events.jsonl``) to ``out``; returns it.
+    ``silent``: videos without their sound (inputs for ``v2a generate``; the events stay)."""
     from v2a.data import Clip, write_manifest, write_text_atomic
     from v2a.media import write_video
 
@@ -273,7 +274,7 @@ def write_synth(out: str | Path, clips: int, seed: int, *, seconds: float = 4.0,
     for k in range(clips):
         clip = synth_clip(seed, k, seconds=seconds, fps=fps, size=size, sample_rate=sample_rate)
         name = f"{clip_id(k)}.mp4"
-        write_video(out / name, clip.frames, fps, clip.audio, sample_rate)
+        write_video(out / name, clip.frames, fps, None if silent else clip.audio, sample_rate)
         label = "+".join(o.cls.name for o in clip.objects)
         row = Clip(path=name, start=0.0, duration=seconds, label=label, split=split)
         rows.append(row)
@@ -466,7 +467,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if (out / "manifest.csv").exists() and not args.overwrite:
         raise SynthError(f"{out} already holds a synthetic dataset; add --overwrite to replace it")
     write_synth(out, args.clips, args.seed, seconds=args.seconds, fps=args.fps, size=args.size,
-                sample_rate=args.sample_rate, split=args.split)
+                sample_rate=args.sample_rate, split=args.split, silent=args.silent)
     print(f"wrote {args.clips} clips, {out / 'manifest.csv'} and {out / 'events.jsonl'}")
     return 0
 
@@ -483,5 +484,7 @@ def add_synth_command(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=64, help="frame width = height in pixels (64)")
     p.add_argument("--sample-rate", type=int, default=16000, help="audio rate in Hz (16000)")
     p.add_argument("--split", default="train", help="the manifest's split column (train)")
+    p.add_argument("--silent", action="store_true",
+                   help="videos without their sound (to give sound to; events.jsonl keeps the truth)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.set_defaults(func=cmd_synth)

@@ -1078,30 +1078,16 @@ class Trainer:
 
 def recipe_difference(run_dir: Path, recipe) -> str:
     """Which keys of the run's saved recipe differ from ``recipe`` (for the resume error)."""
-    import yaml
+    from v2a.recipe import read_saved_recipe, recipe_differences
 
-    saved_file = Path(run_dir) / "recipe.yaml"
-    try:
-        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    saved = read_saved_recipe(Path(run_dir) / "recipe.yaml")
+    if saved is None:
         return "its recipe hash differs"
-
-    def flat(data, prefix=""):
-        out = {}
-        for k, v in (data or {}).items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                out.update(flat(v, key + "."))
-            else:
-                out[key] = v
-        return out
-
-    a, b = flat(saved), flat(recipe.as_data())
-    differ = [k for k in sorted(a.keys() | b.keys())
-              if a.get(k) != b.get(k) and k not in RESUMABLE_FIELDS and k not in ("name", "description")]
+    differ = recipe_differences(saved, recipe.as_data(),
+                                ignore=(*RESUMABLE_FIELDS, "name", "description"))
     if not differ:
         return "its recipe hash differs"
-    return ", ".join(f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in differ[:3])
+    return ", ".join(f"{k}: {then!r} then, {now!r} now" for k, then, now in differ[:3])
 
 
 def train(recipe, *, out_dir: str | Path | None = None, resume: bool = False,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -77,17 +76,11 @@ def load_checkpoint(path: str | Path) -> Any:
 
 def save_state(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors atomically (a temp file renamed over the target)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from v2a.media import atomic_output
+
     tensors = {k: v.detach().contiguous().clone().cpu() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_into(module: torch.nn.Module, state: Mapping[str, Tensor], path: str | Path, what: str) -> None:
@@ -113,3 +106,18 @@ def load_into(module: torch.nn.Module, state: Mapping[str, Tensor], path: str | 
             "model options match the checkpoint"
         )
     module.load_state_dict(state, strict=True)
+
+
+def load_trained(module: torch.nn.Module, weights: str | None, *, what: str) -> None:
+    """Load the ``weights`` option of a trained component (a fuser, a generator) into ``module``:
+    ``none`` keeps the random initialisation; a path is loaded strictly (the
+    ``fuser.safetensors`` / ``generator.safetensors`` a training run exports)."""
+    if is_random(weights):
+        return
+    if weights.lower() == PRETRAINED:
+        raise WeightsError(
+            f"{what} has no published weights; give the .safetensors file a training run exported "
+            f"(`v2a train` writes <run>/fuser.safetensors and <run>/generator.safetensors) or 'none'"
+        )
+    path = local_file(weights, what=what, hint="A training run exports it (`v2a train`).")
+    load_into(module, load_checkpoint(path), path, what)

@@ -75,15 +75,15 @@ def test_conformance(factory, check):
 
 
 def test_dim_layout_rate_and_start(encoder):
-    assert encoder.dim == (6 + 4) * 64 + 2 == 642
+    assert encoder.dim == (6 + 4) * 64 + 5 == 645
     assert encoder.frame_size == (64, 64) and encoder.rate == encoder.fps == 25.0
     layout = encoder.layout()
-    assert [s.stop - s.start for s in layout.values()] == [192, 256, 192, 1, 1]
+    assert [s.stop - s.start for s in layout.values()] == [192, 256, 192, 1, 1, 3]
     assert max(s.stop for s in layout.values()) == encoder.dim
     frames = torch.rand(2, 7, 3, 64, 64)
     times = 3.0 + torch.arange(7) / 25.0
     out = encoder.encode(frames, times)
-    assert out.values.shape == (2, 7, 642) and out.rate == 25.0 and out.start == pytest.approx(3.0)
+    assert out.values.shape == (2, 7, 645) and out.rate == 25.0 and out.start == pytest.approx(3.0)
     batched = encoder.encode(frames, times.expand(2, 7))  # [b, t] times are accepted too
     assert torch.equal(batched.values, out.values) and batched.start == out.start
 
@@ -96,7 +96,7 @@ def test_any_frame_size_is_resized(encoder):
     b = encoder.encode(*video([small]))
     colour = lambda out: part(encoder, out.values, "colour")  # noqa: E731
     assert (colour(a) - colour(b)).abs().max() < 0.02
-    assert encoder.encode(*video([big])).values.shape == (1, 1, 642)
+    assert encoder.encode(*video([big])).values.shape == (1, 1, 645)
 
 
 def test_colour_cells_say_where_the_colour_is(encoder):
@@ -116,7 +116,7 @@ def test_static_scene_has_zero_motion(encoder):
     frame = render(64, [("disc", 20.0, 30.0, 9.0, COLOURS["blue"]), ("square", 45.0, 40.0, 7.0, COLOURS["yellow"])])
     frame = frame + 0.1 * torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))  # texture
     values = encoder.encode(*video([frame] * 12)).values
-    for name in ("motion", "motion_energy", "reversal"):
+    for name in ("motion", "motion_energy", "reversal", "reversal_colour"):
         assert torch.count_nonzero(part(encoder, values, name)) == 0, name
     assert part(encoder, values, "shape").sum() > 0  # the appearance is still there
 
@@ -183,6 +183,30 @@ def test_a_ball_falling_under_gravity_peaks_at_the_impact():
     frames = [render(128, [("disc", 64.0, y, 12.0, COLOURS["blue"])]) for y in positions]
     values = encoder.encode(*video(frames)).values[0]
     assert peaks(part(encoder, values, "reversal")[:, 0], fraction=0.3) == list(impacts)
+
+
+def test_reversal_colour_says_which_object_turned_back(encoder):
+    """A red disc bouncing between walls (turns at frames 10 and 24) beside a dim blue square
+    that flashes at frame 17 (full brightness, then fading back over two frames): at each event
+    the reversal colour is the colour of the object that made it."""
+    frames = []
+    for t in range(30):
+        phase = (t - 10) % 28
+        x = 45.0 - 2.5 * min(phase, 28 - phase)
+        level = {17: 1.0, 18: 0.7, 19: 0.5}.get(t, 0.3)
+        blue = tuple(level * c for c in COLOURS["blue"])
+        frames.append(render(64, [("disc", x, 20.0, 7.0, COLOURS["red"]),
+                                  ("square", 32.0, 50.0, 6.0, blue)]))
+    values = encoder.encode(*video(frames)).values[0]
+    colour = part(encoder, values, "reversal_colour")  # [t, 3]
+    red, blue = torch.tensor(COLOURS["red"]), torch.tensor(COLOURS["blue"])
+    assert float(colour[17].sub(blue).abs().max()) < 0.02  # a flash turns back on the object (its
+    # antialiased edge blends in a little grey)
+    for t in (10, 24):  # a bounce turns back on the disc's edges: red and the grey around it
+        assert (colour[t] - red).norm() < (colour[t] - blue).norm(), t
+    # between events only the disc moves: pixels its antialiased edge grazes turn back a little
+    moving = [t for t in range(1, 29) if t != 17]
+    assert all((colour[t] - red).norm() < (colour[t] - blue).norm() for t in moving)
 
 
 # -- appearance ---------------------------------------------------------------------------------------

@@ -191,3 +191,23 @@ def test_wrong_stream_width_is_a_user_error():
 def test_bad_options_are_recipe_errors(options, message):
     with pytest.raises(PluginError, match=message):
         default_registry().config_for("fuser", "maskvat", options)
+
+
+# -- weights ---------------------------------------------------------------------------------------
+
+
+def test_weights_option_loads_an_exported_fuser_strictly(tmp_path):
+    from v2a.weights import WeightsError, save_state
+
+    trained = small(seed=1)
+    save_state(trained.state_dict(), tmp_path / "fuser.safetensors")
+    loaded = small(seed=2, weights=str(tmp_path / "fuser.safetensors"))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert not torch.equal(small(seed=2).project["clip"][0].weight, trained.project["clip"][0].weight)
+    with pytest.raises(WeightsError, match="does not fit the maskvat fuser"):
+        small(dim=32, weights=str(tmp_path / "fuser.safetensors"))
+    with pytest.raises(WeightsError, match="does not exist"):
+        small(weights=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(WeightsError, match="no published weights"):
+        small(weights="pretrained")

@@ -302,3 +302,20 @@ def test_bf16_autocast_matches_fp32(variant):
             fast = generator.predict(codes, mask, prepared)
     assert fast.dtype == torch.bfloat16
     assert float((fast.float() - reference).abs().max()) < 0.05 * float(reference.abs().max())
+
+
+def test_weights_option_loads_an_exported_generator_strictly(tmp_path):
+    from v2a.weights import WeightsError, save_state
+
+    torch.manual_seed(1)
+    trained = MaskVATGenerator(MaskVATConfig(**SMALL), variant="hybrid")
+    save_state(trained.state_dict(), tmp_path / "generator.safetensors")
+    torch.manual_seed(2)
+    config = MaskVATConfig(**SMALL, weights=str(tmp_path / "generator.safetensors"))
+    loaded = MaskVATGenerator(config, variant="hybrid")
+    for key, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with pytest.raises(WeightsError, match="does not fit the maskvat_adaln generator"):
+        MaskVATGenerator(config, variant="adaln")  # no cross-attention: other parameters
+    with pytest.raises(WeightsError, match="no published weights"):
+        MaskVATGenerator(MaskVATConfig(**SMALL, weights="pretrained"), variant="hybrid")

@@ -1,0 +1,388 @@
+"""`v2a evaluate` on a small `v2a synth` set: identical, shifted and silent "generated" audio, the
+Fréchet distance against closed forms, MFCC against a direct DCT, the command line end to end
+(results files, plots, one-sentence errors), FDD and the sync score through a tiny recipe of real
+components (spectral RVQ codec, colour_motion, SCAV on mel), and a third-party audio encoder."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
+from v2a.cli import main
+from v2a.evaluate import (
+    Moments,
+    Options,
+    audio_sources,
+    dct_matrix,
+    evaluate,
+    frechet_distance,
+    mfcc,
+    truth_by_stem,
+)
+from v2a.media import load_audio, write_audio
+from v2a.synth import onset_f1, write_synth
+
+SR = 16000
+CLIPS = 4
+SHIFT = 0.2  # seconds
+
+# the shipped light components (paths resolve to recipes/); the tests add codec.sample_rate=8000
+RECIPE = """\
+name: tiny_evaluate
+codec: components/codecs/spectral_rvq_16khz.yaml
+visual_encoders: {motion: components/visual_encoders/colour_motion.yaml}
+reranker: {plugin: scav, audio_encoder: mel, video_stream: motion, video_dim: 645, dim: 8,
+           layers: 1, heads: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> dict[str, Path]:
+    """A synthetic reference set (mp4 + manifest + events) and "generated" folders made from it:
+    ``same`` (its audio as wav), ``shifted`` (200 ms late), ``silence``; ``ref_wav`` holds the
+    same wavs as ``same`` beside the reference's events, for a bit-exact comparison."""
+    root = tmp_path_factory.mktemp("evaluate")
+    # seed 77: no two events of a clip lie 130-270 ms apart, so audio 200 ms late matches none
+    ref = write_synth(root / "ref", CLIPS, seed=77, seconds=2.0, fps=25, size=32, sample_rate=SR)
+    folders = {name: root / name for name in ("same", "shifted", "silence", "ref_wav")}
+    for folder in folders.values():
+        folder.mkdir()
+    for name in ("events.jsonl", "manifest.csv"):
+        shutil.copy(ref / name, folders["ref_wav"] / name)
+    shift = round(SHIFT * SR)
+    for video in sorted(ref.glob("*.mp4")):
+        wav = load_audio(video, sample_rate=SR).numpy()  # [1, n]
+        late = np.concatenate([np.zeros((1, shift), np.float32), wav[:, :-shift]], axis=1)
+        for name, audio in (("same", wav), ("ref_wav", wav), ("shifted", late),
+                            ("silence", np.zeros_like(wav))):
+            write_audio(folders[name] / f"{video.stem}.wav", audio, SR)
+    recipe = root / "tiny.yaml"
+    recipe.write_text(RECIPE)
+    return {"root": root, "ref": ref, "recipe": recipe, **folders}
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["evaluate", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# -- the metrics on known cases ------------------------------------------------------------------
+
+
+def test_identical_audio_scores_perfectly_and_shifted_audio_does_not(sets):
+    same = evaluate(Options(generated=sets["same"], reference=sets["ref_wav"]))
+    shifted = evaluate(Options(generated=sets["shifted"], reference=sets["ref"]))
+    assert same["counts"]["pairs"] == shifted["counts"]["pairs"] == CLIPS
+    assert same["counts"]["with_events"] == CLIPS
+
+    onsets = same["onsets"]["generated"]
+    assert onsets["onset_f1"] == 1.0 and onsets["class_accuracy"] == 1.0
+    assert onsets["onset_offset_ms"] < 10 and onsets["matched"] == onsets["events"] > CLIPS
+    assert same["onsets"]["reference"] == onsets  # the same audio on both sides
+    for name in ("mel", "mfcc"):
+        fd_same, fd_shifted = same["frechet"][name], shifted["frechet"][name]
+        assert fd_same["frames_generated"] == fd_same["frames_reference"] > 100
+        assert fd_shifted["distance"] > 0.1
+        assert fd_same["distance"] <= 1e-6 * fd_shifted["distance"]
+    assert (same["frechet"]["mel"]["dim"], same["frechet"]["mfcc"]["dim"]) == (64, 20)
+    assert "FD codec latents (FDD) skipped: it needs the codec of a --recipe" in same["notes"]
+
+    # the control: each clip's audio against another clip's events (different random events)
+    control = same["onsets"]["generated_wrong_video"]
+    assert control["clips"] == CLIPS and control["onset_f1"] < 0.5
+    stems = sorted(same["clips"])
+    assert [same["clips"][s]["wrong_video"] for s in stems] == stems[-1:] + stems[:-1]
+
+    # 200 ms late: every onset is outside ±50 ms; the reference (the ground truth) stays perfect
+    assert shifted["onsets"]["generated"]["onset_f1"] < 0.1
+    assert shifted["onsets"]["reference"]["onset_f1"] == 1.0
+    for stem, clip in shifted["clips"].items():
+        assert clip["seconds"] == pytest.approx(2.0, abs=0.01)
+        assert clip["onsets"]["generated"]["events"] == clip["onsets"]["reference"]["events"] > 0
+
+
+def test_silence_finds_no_onsets(sets):
+    results = evaluate(Options(generated=sets["silence"], reference=sets["ref"], encoders=[]))
+    generated = results["onsets"]["generated"]
+    assert generated["onset_f1"] == 0.0 and generated["detected"] == generated["matched"] == 0
+    assert math.isnan(generated["class_accuracy"]) and math.isnan(generated["onset_offset_ms"])
+    assert results["frechet"] == {}
+
+
+def test_tolerance_decides_what_matches(sets):
+    tolerance = SHIFT + 0.03
+    wide = evaluate(Options(generated=sets["shifted"], reference=sets["ref"], encoders=[],
+                            tolerance=tolerance))
+    # what the shifted ground truth itself scores (onsets pushed past the clip's end are lost)
+    truth = truth_by_stem(sets["ref"] / "events.jsonl")
+    expected = np.mean([onset_f1([e.time + SHIFT for e in events if e.time + SHIFT < 2.0],
+                                 [e.time for e in events], tolerance) for events in truth.values()])
+    assert expected > 0.5
+    assert wide["onsets"]["generated"]["onset_f1"] == pytest.approx(expected, abs=0.05)
+    assert wide["onsets"]["tolerance"] == tolerance
+
+
+# -- Fréchet distance and MFCC ---------------------------------------------------------------------
+
+
+def closed_form(mu1, var1, mu2, var2) -> float:
+    """FD of Gaussians whose covariances share eigenvectors: |Δμ|² + Σ (√λ1 − √λ2)²."""
+    return float(np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2))
+
+
+def test_frechet_distance_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    d = 6
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    var1, var2 = rng.uniform(0.1, 4, size=d), rng.uniform(0.1, 4, size=d)
+    expected = closed_form(mu1, var1, mu2, var2)
+    assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected, rel=1e-10)
+    # the same in a rotated basis (commuting, non-diagonal covariances)
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    s1, s2 = q @ np.diag(var1) @ q.T, q @ np.diag(var2) @ q.T
+    assert frechet_distance(q @ mu1, s1, q @ mu2, s2) == pytest.approx(expected, rel=1e-9)
+    # symmetric, zero for identical sets, and fine with rank-deficient covariances
+    a = rng.normal(size=(d, d))
+    s3 = a @ a.T
+    assert frechet_distance(mu1, s1, mu2, s3) == pytest.approx(frechet_distance(mu2, s3, mu1, s1), rel=1e-9)
+    assert frechet_distance(mu1, s3, mu1, s3) == pytest.approx(0.0, abs=1e-9 * np.trace(s3))
+    low1, low2 = var1.copy(), var2.copy()
+    low1[:3] = 0.0
+    low2[2:] = 0.0
+    assert frechet_distance(mu1, np.diag(low1), mu2, np.diag(low2)) == pytest.approx(
+        closed_form(mu1, low1, mu2, low2), rel=1e-9)
+
+
+def test_running_moments_match_numpy():
+    rng = np.random.default_rng(1)
+    frames = rng.normal(loc=50.0, scale=[1.0, 3.0, 0.5], size=(300, 3))
+    moments = Moments()
+    for chunk in np.array_split(frames, 7):
+        moments.add(chunk)
+    moments.add(np.zeros((0, 3)))
+    assert moments.count == 300 and moments.dim == 3
+    np.testing.assert_allclose(moments.mean(), frames.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(moments.covariance(), np.cov(frames.T), rtol=1e-9)
+
+
+def test_mfcc_is_the_orthonormal_dct_of_the_log_mel_frames():
+    rng = np.random.default_rng(2)
+    log_mel = rng.normal(size=(5, 64))
+    n = log_mel.shape[1]
+    direct = np.array([[
+        math.sqrt((1 if k == 0 else 2) / n)
+        * sum(frame[i] * math.cos(math.pi * k * (2 * i + 1) / (2 * n)) for i in range(n))
+        for k in range(20)] for frame in log_mel])
+    np.testing.assert_allclose(mfcc(log_mel), direct, atol=1e-10)
+    basis = dct_matrix(n, n)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(n), atol=1e-12)  # orthonormal
+    assert mfcc(log_mel[:, :8]).shape == (5, 8)  # at most n_mels coefficients
+
+
+# -- pairing and events --------------------------------------------------------------------------
+
+
+def test_pairing_prefers_audio_files_and_the_v2a_suffix(tmp_path):
+    for name in ("a.wav", "a.mp4", "b.mp4", "c.mp4", "c.v2a.wav", "c.v2a.mp4", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    found = {stem: path.name for stem, path in audio_sources(tmp_path).items()}
+    assert found == {"a": "a.wav", "b": "b.mp4", "c": "c.v2a.wav"}
+
+
+def test_events_map_clip_ids_to_stems(tmp_path, capsys):
+    lines = [{"clip": "a.mp4", "time": 0.5, "class": "red_disc"},
+             {"clip": "b.mp4@2", "time": 0.3, "class": "red_disc"}]
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    truth = truth_by_stem(events)
+    assert list(truth) == ["a"] and truth["a"][0].time == 0.5
+    assert "1 clips" in capsys.readouterr().err
+    # with the manifest beside it: ids are the manifest's, a clip without events has none
+    (tmp_path / "manifest.csv").write_text("path,start,duration,label,split,id\n"
+                                           "videos/a.mp4,0,2,,,a.mp4\nvideos/c.mp4,0,2,,,\n")
+    assert truth_by_stem(events) == {"a": truth["a"], "c": []}
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_writes_results_and_one_plot_per_clip(sets, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, sets["same"], "--reference", sets["ref"], "-o", out, "--plots")
+    assert code == 0, err
+    assert stdout.startswith("| metric | generated | generated, wrong video | reference | note |")
+    for row in ("| FD mel (FDM) |", "| FD MFCC |", "| onset F1 (±50 ms) | 1 | ",
+                "| class accuracy | 1 | "):
+        assert row in stdout
+    assert (out / "results.md").read_text() == stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["command"].startswith("v2a evaluate ") and "--plots" in results["command"]
+    assert results["options"]["tolerance"] == 0.05
+    assert results["counts"] == {"pairs": CLIPS, "generated_only": [], "reference_only": [],
+                                 "with_events": CLIPS}
+    assert sorted(results["clips"]) == [f"clip{k:04d}" for k in range(CLIPS)]
+    clip = results["clips"]["clip0000"]
+    assert clip["reference"].endswith("clip0000.mp4") and clip["generated"].endswith("clip0000.wav")
+    assert clip["onsets"]["generated"]["onset_f1"] == 1.0
+    # 16-bit wav against the mp4's AAC audio: close, not identical
+    assert 0 < results["frechet"]["mel"]["distance"] < 0.5
+    plots = sorted((out / "plots").iterdir())
+    assert [p.name for p in plots] == [f"clip{k:04d}.png" for k in range(CLIPS)]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+
+
+def test_cli_warns_about_unpaired_clips(sets, tmp_path, capsys):
+    generated = tmp_path / "gen"
+    shutil.copytree(sets["same"], generated)
+    (generated / "clip0003.wav").unlink()
+    shutil.copy(generated / "clip0000.wav", generated / "stray.wav")
+    code, stdout, err = run(capsys, generated, "--reference", sets["ref"], "--encoders", "none")
+    assert code == 0, err
+    assert "1 generated clips have no reference" in err and "'stray'" in err
+    assert "1 references have no generated clip" in err and "'clip0003'" in err
+    assert "3 pairs, 3 with ground-truth events" in stdout
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing_reference", "does not exist"),
+    ("no_pairs", "no file of"),
+    ("unknown_encoder", "the registered ones are"),
+    ("plots_without_output", "needs -o OUT"),
+    ("unreadable", "is not a media file"),
+])
+def test_user_errors_are_one_sentence(sets, tmp_path, capsys, case, words):
+    generated, reference, extra = sets["same"], sets["ref"], []
+    if case == "missing_reference":
+        reference = tmp_path / "nowhere"
+    elif case == "no_pairs":
+        generated = tmp_path / "other"
+        generated.mkdir()
+        write_audio(generated / "unrelated.wav", np.zeros((1, SR), np.float32), SR)
+    elif case == "unknown_encoder":
+        extra = ["--encoders", "mel,vggish"]
+    elif case == "plots_without_output":
+        extra = ["--plots"]
+    elif case == "unreadable":
+        generated = tmp_path / "broken"
+        shutil.copytree(sets["same"], generated)
+        (generated / "clip0002.wav").write_text("not audio at all")
+    code, stdout, err = run(capsys, generated, "--reference", reference, *extra)
+    assert code != 0
+    assert err.startswith("v2a: error: ") and err.count("\n") == 1 and words in err, err
+    assert "Traceback" not in err and stdout == ""
+    if case == "unknown_encoder":
+        assert "'vggish'" in err and "mel" in err and "codec_latents" in err
+
+
+# -- FDD, the codec ceiling and the sync score through a recipe ----------------------------------
+
+
+def test_recipe_gives_fdd_the_codec_ceiling_and_the_sync_score(sets, tmp_path, capsys):
+    from v2a.cache import build_frozen
+    from v2a.recipe import load_recipe
+
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, sets["same"], "--reference", sets["ref_wav"], "--recipe",
+                            sets["recipe"], "-o", out, "codec.sample_rate=8000")
+    assert code == 0, err
+    assert "| FD codec latents (FDD) |" in stdout and "reference via codec" in stdout
+    assert "the reranker 'scav' is untrained" in stdout and "sync score (scav)" not in stdout
+    results = json.loads((out / "results.json").read_text())
+    fdd = results["frechet"]["codec_latents"]
+    assert fdd["dim"] == 513 and fdd["frames_generated"] > 100 and fdd["distance"] < 1e-6
+    assert (fdd["sample_rate"], fdd["encoder_rate"]) == (8000, 8000 / 256)  # not the onsets' rate
+    assert fdd["encoder"]["codec"]["plugin"] == "spectral_rvq"
+    # fewer frames than dimensions: said to be biased
+    frames = fdd["frames_generated"]
+    assert f"FD codec latents (FDD) rests on {frames} frames of 513 dimensions" in stdout
+    # the random (unfitted) codec turns the reference into noise: a low ceiling
+    ceiling = results["onsets"]["reference_via_codec"]
+    assert ceiling["onset_f1"] < results["onsets"]["reference"]["onset_f1"] == 1.0
+
+    # a reranker training run: its scav.safetensors becomes the reranker's weights
+    run_dir = tmp_path / "run"
+    recipe = load_recipe(sets["recipe"], ["codec.sample_rate=8000"])
+    reranker = build_frozen(recipe.choice("reranker"))
+    with torch.no_grad():
+        for p in reranker.projectors.parameters():
+            p.normal_(0, 0.5)
+    reranker.save_weights(run_dir / "scav.safetensors")
+    shifted_out = tmp_path / "shifted"
+    for generated, target in ((sets["same"], out), (sets["shifted"], shifted_out)):
+        code, stdout, err = run(capsys, generated, "--reference", sets["ref"], "--recipe",
+                                sets["recipe"], "--checkpoint", run_dir, "--encoders", "none",
+                                "-o", target, "codec.sample_rate=8000")
+        assert code == 0, err
+        assert "| sync score (scav) |" in stdout
+    same = json.loads((out / "results.json").read_text())
+    shifted = json.loads((shifted_out / "results.json").read_text())
+    assert same["sync"]["clips"] == CLIPS and same["sync"]["reranker"] == "scav"
+    for clip in same["clips"].values():
+        assert clip["video"].endswith(".mp4")
+        assert clip["sync"]["generated"] == pytest.approx(clip["sync"]["reference"], abs=1e-3)
+    assert shifted["sync"]["reference"] == pytest.approx(same["sync"]["reference"])
+    assert shifted["sync"]["generated"] != pytest.approx(same["sync"]["generated"], abs=1e-4)
+
+
+# -- a third-party audio encoder -----------------------------------------------------------------
+
+
+@dataclass
+class FrameEnergyConfig:
+    sample_rate: int = 8000
+    frame: int = 200
+
+
+class FrameEnergy(AudioEncoder):
+    """Per frame of ``frame`` samples: log energy and zero-crossing rate (an outside plug-in)."""
+
+    def __init__(self, config: FrameEnergyConfig):
+        super().__init__()
+        self.frame = config.frame
+        self.sample_rate, self.dim, self.rate = config.sample_rate, 2, config.sample_rate / config.frame
+
+    def encode(self, wav):
+        x = wav.mean(dim=1)
+        x = x[:, : x.shape[1] // self.frame * self.frame].unflatten(1, (-1, self.frame))
+        energy = torch.log(x.pow(2).mean(dim=-1) + 1e-6)
+        crossings = (x[..., 1:] * x[..., :-1] < 0).float().mean(dim=-1)
+        return FeatureSequence(values=torch.stack([energy, crossings], dim=-1), rate=self.rate)
+
+
+def test_a_registered_third_party_encoder_is_usable(sets, registry, use_registry, capsys):
+    module = types.ModuleType("frame_energy_plugin")
+
+    @hookimpl
+    def v2a_register_components(register):
+        register(ComponentSpec(kind="audio_encoder", name="frame_energy", build=FrameEnergy,
+                               config=FrameEnergyConfig, description="tests only"))
+
+    module.v2a_register_components = v2a_register_components
+    registry.register_module(module)
+    code, stdout, err = run(capsys, sets["shifted"], "--reference", sets["ref"],
+                            "--encoders", "frame_energy")
+    assert code == 0, err
+    row = next(line for line in stdout.splitlines() if line.startswith("| FD frame_energy |"))
+    assert float(row.split("|")[2]) > 0 and "2 dims" in row
+
+
+def test_plots_without_matplotlib_say_how_to_install_it(sets, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a))
+    code, stdout, err = run(capsys, sets["same"], "--reference", sets["ref"], "-o", tmp_path / "o",
+                            "--plots")
+    assert code == 2 and err.count("\n") == 1 and "pip install 'v2a[plots]'" in err
+    assert not (tmp_path / "o").exists()
