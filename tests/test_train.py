@@ -291,6 +291,15 @@ def test_a_bad_recipe_exits_2_with_one_sentence(tmp_path, capsys, overrides, wor
     assert words in err and err.startswith("v2a: error:") and len(err.splitlines()) == 1
 
 
+def test_features_of_another_width_than_the_fuser_reads_are_refused(tmp_path):
+    """A cache written by an older version of an encoder: one sentence naming the stream."""
+    name, (width, _) = next(iter(STREAMS.items()))
+    with pytest.raises(TrainingError, match=rf"hold {width}-wide features of visual stream "
+                                            rf"'{name}' but the fuser reads it {width + 3} wide"):
+        train(recipe(f"fuser.streams.{name}={width + 3}"), out_dir=tmp_path,
+              train_data=MemoryClips(2), quiet=True)
+
+
 def test_an_existing_run_needs_resume_and_the_same_recipe(tmp_path):
     data = MemoryClips(4)
     train(recipe("training.steps=2"), out_dir=tmp_path, train_data=data, quiet=True)

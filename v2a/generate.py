@@ -2,7 +2,7 @@
 
 Two lines from a video to its sound::
 
-    model = VideoToAudio.from_recipe(load_recipe("recipes/tiny.yaml"), checkpoint="runs/tiny")
+    model = VideoToAudio.from_recipe(load_recipe("tiny"))        # + checkpoint="runs/NAME"
     audio, sample_rate = model.generate("clip.mp4", seed=0)      # [c, n] at the codec's rate
 
 The video may also be frames in memory: ``model.generate(frames, fps=25.0)`` with ``frames`` a

@@ -305,6 +305,16 @@ class GeneratorTask(nn.Module):
                 "add the recipe's audio_encoder to the cache (`v2a extract`) or set "
                 "training.aux_regression_weight=0"
             )
+        for name, width in getattr(self.fuser, "stream_dims", {}).items():
+            seq = batch.streams.get(name)
+            if seq is not None and seq.dim != width:
+                raise TrainingError(
+                    f"the data hold {seq.dim}-wide features of visual stream {name!r} but the "
+                    f"fuser reads it {width} wide (fuser.streams.{name}): either that option is "
+                    f"wrong, or the encoder changed since `v2a extract` wrote the cache (the cache "
+                    f"key covers options and weights, not code): then delete the cache and "
+                    f"extract again"
+                )
 
     def condition(self, batch):
         return self.fuser.fuse(batch.streams, frame_rate=batch.frame_rate,
