@@ -32,3 +32,10 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_second():
     assert len(commands) == 2
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci
+
+
+def test_the_readme_and_results_give_the_same_retraining_commands():
+    readme = (ROOT / "README.md").read_text().split("## Retraining the tiny model", 1)[1]
+    commands = re.search(r"```\n(.*?)```", readme, flags=re.S).group(1)
+    assert commands.count("\n") == 5 and "v2a train recipes/tiny.yaml" in commands
+    assert commands in (ROOT / "docs" / "results.md").read_text()
