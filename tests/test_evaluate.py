@@ -259,6 +259,7 @@ def test_cli_warns_about_unpaired_clips(sets, tmp_path, capsys):
     ("unknown_encoder", "the registered ones are"),
     ("plots_without_output", "needs -o OUT"),
     ("unreadable", "is not a media file"),
+    ("silent_reference", "is a video without sound"),
 ])
 def test_user_errors_are_one_sentence(sets, tmp_path, capsys, case, words):
     generated, reference, extra = sets["same"], sets["ref"], []
@@ -276,6 +277,9 @@ def test_user_errors_are_one_sentence(sets, tmp_path, capsys, case, words):
         generated = tmp_path / "broken"
         shutil.copytree(sets["same"], generated)
         (generated / "clip0002.wav").write_text("not audio at all")
+    elif case == "silent_reference":
+        reference = write_synth(tmp_path / "silent", clips=CLIPS, seconds=2.0, seed=3, size=32,
+                                silent=True)
     code, stdout, err = run(capsys, generated, "--reference", reference, *extra)
     assert code != 0
     assert err.startswith("v2a: error: ") and err.count("\n") == 1 and words in err, err

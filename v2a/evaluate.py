@@ -213,6 +213,16 @@ def load(path: Path, sample_rate: int, channels: int) -> Tensor:
     try:
         return load_audio(path, sample_rate=sample_rate, channels=channels)
     except MediaError as exc:
+        from v2a.media import probe
+
+        try:
+            silent = probe(path).has_video and not probe(path).has_audio
+        except MediaError:
+            silent = False
+        if silent:  # e.g. a `v2a synth --silent` folder given as the reference
+            raise EvaluationError(f"{path} is a video without sound, so there is no audio to "
+                                  "compare; give the folder of the true sound (a `v2a synth` set "
+                                  "made without --silent)") from None
         raise EvaluationError(str(exc)) from None
 
 

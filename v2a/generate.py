@@ -103,12 +103,6 @@ class VideoToAudio:
             raise GenerationError(f"{recipe.source} has no visual encoder; generation needs one")
         warn = warn or _warn
         run = None if checkpoint is None else Path(checkpoint)
-        untrained = [slot for slot in ("fuser", "generator") if is_random(
-            recipe.choice(slot).as_data().get("weights"))]
-        if run is None and untrained:
-            warn(f"v2a: warning: no --checkpoint and no {untrained[0]}.weights in the recipe: the "
-                 f"{' and '.join(untrained)} {'are' if len(untrained) > 1 else 'is'} randomly "
-                 f"initialised, so the sound is noise (use this only to test the plumbing)")
         if run is not None:  # the run is checked before anything is built (or downloaded)
             if not run.is_dir():
                 raise GenerationError(f"the checkpoint {run} is not a training run folder (it should "
@@ -130,6 +124,12 @@ class VideoToAudio:
             for slot in ("fuser", "generator"):
                 path = run / f"{slot}.safetensors"
                 load_into(built[slot], load_checkpoint(path), path, slot)
+        untrained = [slot for slot in ("fuser", "generator")
+                     if is_random(recipe.choice(slot).as_data().get("weights"))]
+        if run is None and untrained:  # said once all is built, not before an error that stops it
+            warn(f"v2a: warning: no --checkpoint and no {untrained[0]}.weights in the recipe: the "
+                 f"{' and '.join(untrained)} {'are' if len(untrained) > 1 else 'is'} randomly "
+                 f"initialised, so the sound is noise (use this only to test the plumbing)")
         model = cls(recipe, codec=built["codec"], encoders=encoders, fuser=built["fuser"],
                     generator=built["generator"], reranker=reranker)
         return model.to(device)
