@@ -35,6 +35,13 @@ class MelConfig:
     floor: float = 1e-5  # added before the log
 
 
+def mel_properties(config: MelConfig) -> dict:
+    """The attributes of the encoder ``config`` builds, known without building it
+    (``ComponentSpec.properties``)."""
+    return {"sample_rate": config.sample_rate, "dim": config.n_mels,
+            "rate": config.sample_rate / config.hop_length}
+
+
 class MelEncoder(AudioEncoder):
     """Log-mel spectrogram of the mono mix: ``[b, c, n]`` → ``[b, n // hop + 1, n_mels]``.
 
@@ -69,6 +76,14 @@ class CodecLatentsConfig:
     codec: dict = component_option("codec", "spectral_rvq")
 
 
+def codec_latents_properties(config: CodecLatentsConfig) -> dict:
+    """The encoder attributes of the nested codec's declaration (see
+    ``ComponentSpec.properties``): its sample rate, latent width and frame rate, where declared."""
+    codec = default_registry().properties_from("codec", config.codec)  # as the build resolves it
+    found = {"sample_rate": "sample_rate", "dim": "latent_dim", "rate": "frame_rate"}
+    return {ours: codec[theirs] for ours, theirs in found.items() if theirs in codec}
+
+
 class CodecLatents(AudioEncoder):
     """The continuous latents of any codec: ``latents(encode(wav))`` (for FDD-style metrics).
 
@@ -93,9 +108,11 @@ class CodecLatents(AudioEncoder):
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="mel", build=MelEncoder, config=MelConfig,
+        properties=mel_properties,
         description="log-mel spectrogram (no weights); metrics, tests",
     ))
     register(ComponentSpec(
         kind="audio_encoder", name="codec_latents", build=CodecLatents, config=CodecLatentsConfig,
+        properties=codec_latents_properties,
         description="continuous latents of any codec (FDD-style metrics)",
     ))

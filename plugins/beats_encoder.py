@@ -566,10 +566,33 @@ class BeatsEncoder(AudioEncoder):
         return FeatureSequence(values=values, rate=self.rate, start=self.start)
 
 
+def beats_properties(config: BeatsConfig) -> dict:
+    """The attributes of the encoder ``config`` builds, known without building it
+    (``ComponentSpec.properties``).
+
+    The sample rate is fixed. ``dim`` and ``rate`` follow ``encoder_embed_dim`` and
+    ``input_patch_size``: with random weights always; with a checkpoint only when the option
+    differs from its default (a checkpoint's cfg may replace a default, and must agree with an
+    option that was set).
+    """
+    defaults = BeatsConfig()
+
+    def known(name: str) -> bool:
+        return is_random(config.weights) or getattr(config, name) != getattr(defaults, name)
+
+    props: dict = {"sample_rate": SAMPLE_RATE}
+    if known("encoder_embed_dim"):
+        props["dim"] = config.encoder_embed_dim
+    if known("input_patch_size"):
+        props["rate"] = 1000.0 / FRAME_SHIFT_MS / config.input_patch_size
+    return props
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="beats", build=BeatsEncoder, config=BeatsConfig,
+        properties=beats_properties,
         requires=("torchaudio",), install="pip install 'v2a[beats]'",
         description="BEATs transformer (Microsoft 2022): 768-d features at 6.25 Hz; local checkpoint",
     ))

@@ -105,6 +105,31 @@ class ClipConfig:
         return overrides
 
 
+#: ``(embed_dim, image_size)`` of the open_clip models most used with this encoder (their
+#: ``-quickgelu`` twins have the same sizes), so that a recipe learns a CLIP stream's width
+#: without importing open_clip. Another model's sizes are known only from the options.
+MODEL_SIZES: dict[str, tuple[int, int]] = {
+    "ViT-B-32": (512, 224), "ViT-B-16": (512, 224), "ViT-L-14": (768, 224),
+    "ViT-L-14-336": (768, 336), "ViT-H-14": (1024, 224), "ViT-g-14": (1024, 224),
+    "ViT-bigG-14": (1280, 224), "RN50": (1024, 224), "RN101": (512, 224), "RN50x4": (640, 288),
+    "RN50x16": (768, 384), "RN50x64": (1024, 448),
+}
+
+
+def clip_properties(config: ClipConfig) -> dict:
+    """The encoder attributes ``config`` gives, without building or importing open_clip (see
+    ``ComponentSpec.properties``): ``fps`` and ``rate`` always; ``dim`` and ``frame_size``
+    from the ``embed_dim`` / ``image_size`` options, else from :data:`MODEL_SIZES`."""
+    props: dict = {"fps": float(config.fps), "rate": float(config.fps)}
+    embed_dim, image_size = MODEL_SIZES.get(config.model.removesuffix("-quickgelu"), (None, None))
+    embed_dim, image_size = config.embed_dim or embed_dim, config.image_size or image_size
+    if embed_dim is not None:
+        props["dim"] = embed_dim
+    if image_size is not None:
+        props["frame_size"] = (image_size, image_size)
+    return props
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 
@@ -297,5 +322,6 @@ def v2a_register_components(register):
     register(ComponentSpec(
         kind="visual_encoder", name="clip", build=ClipEncoder, config=ClipConfig,
         requires=("open_clip", "torchvision"), install="pip install 'v2a[clip]'",
+        properties=clip_properties,
         description="CLIP image embedding per frame (open_clip; ViT-B-32 at 8 fps)",
     ))

@@ -78,6 +78,18 @@ class ColourMotionConfig:
             raise ValueError(f"orientations must be >= 0, got {self.orientations}")
 
 
+def feature_width(config: ColourMotionConfig) -> int:
+    """``dim``: per cell colour, orientations and motion, then 5 frame-wide values."""
+    return (6 + config.orientations) * config.grid**2 + 5
+
+
+def colour_motion_properties(config: ColourMotionConfig) -> dict:
+    """The attributes of the encoder ``config`` builds, known without building it
+    (``ComponentSpec.properties``)."""
+    return {"fps": float(config.fps), "rate": float(config.fps),
+            "frame_size": (config.size, config.size), "dim": feature_width(config)}
+
+
 # -- features -------------------------------------------------------------------------------------
 
 
@@ -121,8 +133,7 @@ class ColourMotionEncoder(VisualEncoder):
         self.fps = float(config.fps)
         self.rate = float(config.fps)
         self.frame_size = (config.size, config.size)
-        cells = config.grid**2
-        self.dim = (6 + config.orientations) * cells + 5
+        self.dim = feature_width(config)
 
     def layout(self) -> dict[str, slice]:
         """Where each feature lies in the ``dim`` axis: ``colour``, ``shape``, ``motion``,
@@ -201,6 +212,6 @@ class ColourMotionEncoder(VisualEncoder):
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="visual_encoder", name="colour_motion", build=ColourMotionEncoder,
-        config=ColourMotionConfig,
+        config=ColourMotionConfig, properties=colour_motion_properties,
         description="per-frame cell colours, gradient orientations and motion (no weights)",
     ))

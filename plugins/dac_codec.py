@@ -245,6 +245,37 @@ def load_dac(config: DACConfig):
         return model
 
 
+def dac_properties(config: DACConfig) -> dict[str, Any]:
+    """The codec attributes ``config`` gives, without building (see ``ComponentSpec.properties``).
+
+    Random and published weights: every attribute, from the published model and the options
+    over it (``latent_dim`` unset is DAC's ``encoder_dim * 2 ** len(encoder_rates)``). A
+    ``.safetensors`` file: the options decide the architecture but the file the number of
+    codebooks, so ``n_codebooks`` only when the options set it. A library checkpoint decides
+    its architecture: only the sample rate (checked against ``model``) and what the options set.
+    """
+    kwargs = dac_kwargs(config)
+    rate = int(kwargs["sample_rate"])
+    latent_dim = kwargs["latent_dim"] or kwargs["encoder_dim"] * 2 ** len(kwargs["encoder_rates"])
+    architecture = {
+        "frame_rate": rate / math.prod(kwargs["encoder_rates"]),
+        "codebook_size": int(kwargs["codebook_size"]),
+        "latent_dim": int(latent_dim),
+    }
+    props: dict[str, Any] = {"sample_rate": rate, "channels": 1}
+    weights = config.weights.strip().lower()
+    if is_random(weights) or weights == PRETRAINED:
+        return {**props, **architecture, "n_codebooks": int(kwargs["n_codebooks"])}
+    if Path(config.weights).suffix == ".safetensors":  # as load_checkpoint tells the formats
+        props.update(architecture)
+    else:  # the checkpoint's metadata decides; the options that are set must agree with it
+        props.update({name: architecture[name] for name in ("codebook_size", "latent_dim")
+                      if getattr(config, name) is not None})
+    if config.n_codebooks is not None:
+        props["n_codebooks"] = config.n_codebooks
+    return props
+
+
 # -- the codec ----------------------------------------------------------------------------------------
 
 
@@ -344,6 +375,6 @@ class DACCodec(AudioCodec):
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="codec", name="dac", build=DACCodec, config=DACConfig, requires=("dac",),
-        install="pip install 'v2a[dac]'",
+        install="pip install 'v2a[dac]'", properties=dac_properties,
         description="Descript Audio Codec (44.1/24/16 kHz, RVQ 1024-entry codebooks); MaskVAT's codec",
     ))

@@ -35,6 +35,7 @@ depend on the mode.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -56,6 +57,11 @@ BANDWIDTHS: dict[str, tuple[float, ...]] = {
 }
 #: The library's checkpoint files (``EncodecModel.encodec_model_*``), under ``encodec.model.ROOT_URL``.
 CHECKPOINTS = {"24khz": "encodec_24khz-d7cc33bc.th", "48khz": "encodec_48khz-7e698e3e.th"}
+#: ``(sample_rate, channels)`` of each model; both hop 320 samples per code frame.
+MODELS: dict[str, tuple[int, int]] = {"24khz": (24000, 1), "48khz": (48000, 2)}
+HOP_LENGTH = 320
+CODEBOOK_SIZE = 1024
+LATENT_DIM = 128
 
 
 @dataclass
@@ -83,6 +89,21 @@ class EncodecConfig:
             )
         if not self.output_rms > 0:
             raise ValueError(f"output_rms must be positive, got {self.output_rms}")
+
+
+def encodec_properties(config: EncodecConfig) -> dict:
+    """The codec attributes ``config`` gives, without building (see ``ComponentSpec.properties``):
+    the model fixes everything but the number of codebooks, which the bandwidth gives as the
+    library counts it, ``floor(bandwidth / (log2(codebook_size) * frame_rate / 1000))``. A
+    weights file cannot change them: it is loaded strictly into the model the options name."""
+    sample_rate, channels = MODELS[config.model]
+    frame_rate = sample_rate / HOP_LENGTH
+    kbps_per_codebook = math.log2(CODEBOOK_SIZE) * frame_rate / 1000
+    return {
+        "sample_rate": sample_rate, "channels": channels, "frame_rate": frame_rate,
+        "n_codebooks": max(1, math.floor(config.bandwidth / kbps_per_codebook)),
+        "codebook_size": CODEBOOK_SIZE, "latent_dim": LATENT_DIM,
+    }
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -230,6 +251,6 @@ class EncodecCodec(AudioCodec):
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="codec", name="encodec", build=EncodecCodec, config=EncodecConfig,
-        requires=("encodec",), install="pip install 'v2a[encodec]'",
+        requires=("encodec",), install="pip install 'v2a[encodec]'", properties=encodec_properties,
         description="Meta EnCodec (24 kHz mono / 48 kHz stereo, 1.5-24 kbps)",
     ))

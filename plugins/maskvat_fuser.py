@@ -219,9 +219,17 @@ class MaskVATFuser(ConditionFuser):
         )
 
 
+def fuser_properties(config: MaskVATFuserConfig) -> dict:
+    """The attributes of the fuser ``config`` builds, known without building it
+    (``ComponentSpec.properties``)."""
+    return {"dim": config.dim, "stream_dims": dict(config.streams),
+            "provides_aligned": config.aligned, "provides_context": config.context}
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="fuser", name="maskvat", build=MaskVATFuser, config=MaskVATFuserConfig,
+        properties=fuser_properties, state_dict_weights=True,
         description="MaskVAT fuser: stream MLPs, aligned sum at the codec rate, context encoder",
     ))

@@ -413,6 +413,18 @@ class MaskVATGenerator(MaskedGenerator):
 # -- registration -------------------------------------------------------------------------------
 
 
+def generator_properties(variant: Variant):
+    """``properties(config)`` of one variant (see ``ComponentSpec.properties``)."""
+
+    def properties(config: MaskVATConfig) -> dict:
+        uses_aligned, uses_context = VARIANTS[variant]
+        return {"n_codebooks": config.n_codebooks, "codebook_size": config.codebook_size,
+                "condition_dim": config.condition_dim, "hidden_dim": config.width,
+                "uses_aligned": uses_aligned, "uses_context": uses_context}
+
+    return properties
+
+
 def build_adaln(config: MaskVATConfig) -> MaskVATGenerator:
     return MaskVATGenerator(config, variant="adaln")
 
@@ -429,13 +441,16 @@ def build_hybrid(config: MaskVATConfig) -> MaskVATGenerator:
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="generator", name="maskvat_adaln", build=build_adaln, config=MaskVATConfig,
+        properties=generator_properties("adaln"), state_dict_weights=True,
         description="MaskVAT-AdaLN: masked token transformer modulated per frame (AdaLN-Zero)",
     ))
     register(ComponentSpec(
         kind="generator", name="maskvat_seq2seq", build=build_seq2seq, config=MaskVATConfig,
+        properties=generator_properties("seq2seq"), state_dict_weights=True,
         description="MaskVAT-Seq2Seq: masked token transformer cross-attending to the video",
     ))
     register(ComponentSpec(
         kind="generator", name="maskvat_hybrid", build=build_hybrid, config=MaskVATConfig,
+        properties=generator_properties("hybrid"), state_dict_weights=True,
         description="MaskVAT-Hybrid: AdaLN-Zero modulation and cross-attention",
     ))

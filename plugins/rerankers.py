@@ -33,5 +33,6 @@ class KeepFirst(Reranker):
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="reranker", name="none", build=KeepFirst, config=KeepFirstConfig,
+        properties=lambda config: {"sample_rate": config.sample_rate, "video_streams": {}},
         description="no reranking: keeps the first candidate",
     ))

@@ -94,6 +94,17 @@ class S3DConfig:
             raise ValueError(f"crop must be a positive integer, got {self.crop}")
 
 
+#: Width of the features: S3D's last inception block has 1024 channels.
+DIM = 1024
+
+
+def s3d_properties(config: S3DConfig) -> dict:
+    """The attributes of the encoder ``config`` builds, known without building it
+    (``ComponentSpec.properties``)."""
+    return {"fps": float(config.fps), "rate": config.fps / STRIDE,
+            "frame_size": (config.crop, config.crop), "dim": DIM}
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 
@@ -241,7 +252,7 @@ class S3DEncoder(VisualEncoder):
         self.fps = float(config.fps)
         self.rate = self.fps / STRIDE
         self.frame_size = (config.crop, config.crop)
-        self.dim = 1024
+        self.dim = DIM
         self.eval()
 
     def train(self, mode: bool = True) -> S3DEncoder:
@@ -269,6 +280,6 @@ class S3DEncoder(VisualEncoder):
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="visual_encoder", name="s3d", build=S3DEncoder, config=S3DConfig,
-        requires=("torchvision",), install="pip install 'v2a[s3d]'",
+        requires=("torchvision",), install="pip install 'v2a[s3d]'", properties=s3d_properties,
         description="S3D features before pooling (torchvision, Kinetics-400), fps / 8 per second",
     ))

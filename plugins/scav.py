@@ -424,9 +424,20 @@ class Scav(Reranker):
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+def scav_properties(config: ScavConfig) -> dict:
+    """The reranker attributes ``config`` gives, without building (see
+    ``ComponentSpec.properties``): the stream it reads, and its audio encoder's sample rate
+    where that encoder declares it."""
+    audio = default_registry().properties_from("audio_encoder", config.audio_encoder)
+    props: dict = {"video_streams": {config.video_stream: config.video_dim}}
+    if "sample_rate" in audio:
+        props["sample_rate"] = audio["sample_rate"]
+    return props
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
-        kind="reranker", name="scav", build=Scav, config=ScavConfig,
+        kind="reranker", name="scav", build=Scav, config=ScavConfig, properties=scav_properties,
         description="SCAV (Tsiamas et al. 2024): sequence embeddings, interpolated Euclidean",
     ))

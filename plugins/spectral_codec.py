@@ -216,8 +216,9 @@ class SpectralRVQCodec(AudioCodec):
 
         window = torch.hann_window(config.n_fft)  # periodic
         self.register_buffer("window", window, persistent=False)
-        # a sine of amplitude a has an STFT peak of a · sum(window) / 2: divide it out
-        self.magnitude_scale = float(window.sum()) / 2
+        # a sine of amplitude a has an STFT peak of a · sum(window) / 2: divide it out (summed
+        # on the CPU, so that a build on the meta device, which has no values, works too)
+        self.magnitude_scale = float(torch.hann_window(config.n_fft, device="cpu").sum()) / 2
 
         # The fitted state: the codebooks, and the analysis options they were fitted under (so
         # that loading a file fitted with other options fails with a clear sentence).
@@ -329,7 +330,7 @@ class SpectralRVQCodec(AudioCodec):
             angles = rebuilt - alpha * previous
             angles = angles / (angles.abs() + 1e-16)
             previous = rebuilt
-        wav = self._istft(magnitude * angles, frames).clamp(-1.0, 1.0)
+        wav = self._istft(magnitude * angles, frames)  # peaks past ±1 are the output stage's job
         return rearrange(wav, "b n -> b 1 n")
 
     # -- residual VQ --------------------------------------------------------------------------
@@ -373,7 +374,9 @@ class SpectralRVQCodec(AudioCodec):
         return self.quantise(self.features(wav))
 
     def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
-        """``codes [b, k, l]`` → ``wav [b, 1, length or l * hop_length]`` in [-1, 1]."""
+        """``codes [b, k, l]`` → ``wav [b, 1, length or l * hop_length]``, nominally in [-1, 1]
+        (not clipped: a reconstruction may overshoot, and clipping here would flatten peaks
+        that a limiter can still shape)."""
         wav = self.synthesise(self.dequantise(codes))
         if length is not None:
             n = wav.shape[-1]
@@ -466,6 +469,15 @@ class SpectralRVQCodec(AudioCodec):
         )
 
 
+def spectral_rvq_properties(config: SpectralRVQConfig) -> dict:
+    """The codec attributes ``config`` gives, without building (see ``ComponentSpec.properties``);
+    a fitted weights file must agree with them, or it is refused."""
+    return {"sample_rate": config.sample_rate, "channels": 1,
+            "frame_rate": config.sample_rate / config.hop_length,
+            "n_codebooks": config.n_codebooks, "codebook_size": config.codebook_size,
+            "latent_dim": config.n_fft // 2 + 1}
+
+
 # -- registration ---------------------------------------------------------------------------------
 
 
@@ -473,5 +485,6 @@ class SpectralRVQCodec(AudioCodec):
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="codec", name="spectral_rvq", build=SpectralRVQCodec, config=SpectralRVQConfig,
+        properties=spectral_rvq_properties, state_dict_weights=True,
         description="STFT-magnitude RVQ codec fitted on your audio (k-means, Griffin-Lim); no download",
     ))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,3 +40,29 @@ def use_registry(monkeypatch, registry) -> Registry:
     """Make ``registry`` the process-wide default (what the CLI uses)."""
     monkeypatch.setattr("v2a.registry.default_registry", lambda: registry)
     return registry
+
+
+@pytest.fixture
+def write(tmp_path, monkeypatch):
+    """``write(name, text)`` writes ``text`` (dedented) to ``tmp_path / name`` and returns the path;
+    the working directory is ``tmp_path``, so messages name files as the user gave them."""
+    monkeypatch.chdir(tmp_path)
+
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def float64_by_default():
+    """Torch's default dtype is float64 for one test (restored after): modules, ``torch.randn``
+    and torchaudio's mel filters are built in float64. For tests whose claim is an equality that
+    float32 rounding would blur by amounts that depend on the CPU's kernels."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -20,11 +20,17 @@ Helpers (all keyword arguments after the path; sizes are ``width``/``height`` in
   frequencies differ per video.
 * :func:`write_broken` — one file per kind of bad media (:data:`BROKEN_KINDS`), with the words
   :class:`v2a.media.MediaError` uses for each in :data:`BROKEN_REASONS`.
+* :func:`write_picture` — one still image (PNG, JPEG) under any name.
+* :func:`write_corpus` — one short video per case of :data:`CORPUS`: the containers, codecs and
+  timings v2a meets in the wild (B-frames in Matroska, ProRes, GIF, variable frame rates,
+  timestamps shared by two frames, rotation, odd sizes...).
 * :func:`frame_colour` / :func:`frame_index` / :func:`frame_indices` — the colour code.
 
-Codecs this PyAV build writes (no ffmpeg binary is needed): ``libx264`` (mp4/mov/mkv; even sizes
-for yuv420p, any size for yuv444p), ``mpeg4`` (mp4/avi/mkv, any size, yuv420p), ``ffv1`` (mkv,
-8-bit pixel formats including ``gray``), ``mjpeg`` (avi, yuvj420p), ``libvpx-vp9`` (webm).
+Codecs this PyAV build writes (no ffmpeg binary is needed): ``libx264`` (mp4/mov/mkv/ts; even
+sizes for yuv420p, any size for yuv444p; B-frames unless ``options={"bf": "0"}``), ``libx265``,
+``mpeg4`` (mp4/avi/mkv, any size, yuv420p), ``ffv1`` (mkv, 8-bit pixel formats including
+``gray``), ``mjpeg`` (avi, yuvj420p), ``libvpx-vp9`` (webm), ``prores_ks`` (mov, yuv422p10le),
+``gif`` (``gray`` keeps the colour code exact; its 8-bit colour formats do not).
 ``codec=None`` picks one that fits the suffix, size and pixel format. (Encoding RGB frames as
 ``gray16le`` gave wrong levels here: use 8-bit ``gray``.)
 """
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -159,6 +166,7 @@ def write_video(
     codec: str | None = None,
     options: dict[str, str] | None = None,
     rotation: int = 0,
+    mirrored: bool = False,
     audio: bool = False,
     audio_seconds: float | None = None,
     sample_rate: int = 16000,
@@ -177,7 +185,8 @@ def write_video(
     RGB picture.
 
     ``rotation``: counter-clockwise degrees written as the stream's display matrix (what a
-    phone does); the stored pictures stay ``width`` x ``height``.
+    phone does), mirrored left to right after the turn with ``mirrored`` (a front camera); the
+    stored pictures stay ``width`` x ``height``.
 
     Audio (``audio=True`` or ``wave`` given): ``wave [c, n]`` float, else :func:`tone` of
     ``frequency`` Hz lasting ``audio_seconds`` (default: the video's length) at
@@ -187,6 +196,7 @@ def write_video(
     a truncated copy still opens; by default the index is at the end.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     codec = codec or _pick_codec(suffix, width, height, pix_fmt)
     gray = pix_fmt == "gray"
@@ -195,6 +205,8 @@ def write_video(
     times = list(times)
     span = times[-1] + 1 / fps if times else 0.0
     time_base = Fraction(1, 6000)  # divides every usual rate; mpeg4 needs a denominator < 2**16
+    if suffix == ".avi":  # AVI counts frames: its tick is one frame (so no variable rate)
+        time_base = 1 / Fraction(fps).limit_denominator(1001)
     container_options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", options=container_options) as out:
         rate = Fraction(fps).limit_denominator(1001)
@@ -202,8 +214,8 @@ def write_video(
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.time_base = time_base
         stream.time_base = time_base
-        if rotation:
-            stream.set_display_rotation(rotation)
+        if rotation or mirrored:
+            stream.set_display_rotation(rotation, hflip=mirrored)
         audio_stream = None
         if audio or wave is not None:
             if wave is None:
@@ -301,3 +313,119 @@ def write_broken(folder, *, seconds: float = 2.0, sample_rate: int = 16000) -> d
     write_video(files["no_audio"], seconds=seconds, fps=8)
     write_video(files["too_short"], seconds=seconds / 4, fps=8, audio=True, sample_rate=sample_rate)
     return files
+
+
+# -- still pictures ----------------------------------------------------------------------------
+
+
+def write_picture(path, *, codec: str = "png", width: int = 32, height: int = 24,
+                  index: int = 0) -> Path:
+    """One still image (``codec`` ``png`` or ``mjpeg``, a JPEG) of :func:`frame_colour`
+    ``(index)`` at ``path``, whatever its suffix says: a picture renamed ``.mp4``."""
+    path = Path(path)
+    fmt = {"png": "rgb24", "mjpeg": "yuvj420p"}[codec]
+    with av.open(str(path), "w", format="image2", options={"update": "1"}) as out:
+        stream = out.add_stream(codec)
+        stream.width, stream.height, stream.pix_fmt = width, height, fmt
+        frame = av.VideoFrame.from_ndarray(flat_image(index, width, height), format="rgb24")
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+# -- a corpus of containers, codecs and timings ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusCase:
+    """One video of the corpus: its file ``name`` (the suffix picks the container), the
+    :func:`write_video` arguments that make it, whether v2a can copy its video stream into an
+    mp4 (``copies``; else it re-encodes it), and what the case is there for (``why``)."""
+
+    name: str
+    write: dict
+    copies: bool
+    why: str
+
+    @property
+    def gray(self) -> bool:
+        """Whether its frames carry the gray colour code (:func:`frame_index` ``gray=True``)."""
+        return self.write.get("pix_fmt") == "gray"
+
+    @property
+    def end(self) -> float:
+        """Seconds from the start to the end of its last frame."""
+        fps = self.write.get("fps", CORPUS_FPS)
+        times = self.write.get("times")
+        return times[-1] + 1 / fps if times else self.write.get("seconds", CORPUS_SECONDS)
+
+
+CORPUS_SECONDS, CORPUS_FPS, CORPUS_WIDTH, CORPUS_HEIGHT = 1.0, 10.0, 64, 48
+
+_B_FRAMES = {"bf": "3", "g": "8"}  # x264: three B-frames between references, a key frame every 8
+_VFR = [0.0, 0.05, 0.2, 0.23, 0.5, 0.8, 0.85, 1.1]  # 8 frames, 30 to 300 ms apart
+# Matroska counts milliseconds: 0.1 and 0.1003 s (0.6 and 0.6004 s) round to one timestamp
+_SHARED_TIMES = [0.0, 0.1, 0.1003, 0.25, 0.3, 0.55, 0.6, 0.6004, 0.9]
+_X265 = {"x265-params": "log-level=error"}  # x265 prints its statistics otherwise
+_PRORES = dict(codec="prores_ks", pix_fmt="yuv422p10le")
+
+CORPUS: tuple[CorpusCase, ...] = (
+    CorpusCase("h264.mp4", dict(codec="libx264", options={"bf": "0"}), True,
+               "H.264 without B-frames: decode order is presentation order"),
+    CorpusCase("h264_bframes.mp4", dict(codec="libx264", options=_B_FRAMES), True,
+               "H.264 with B-frames, an edit list hiding the decode delay"),
+    CorpusCase("h264_bframes.mkv", dict(codec="libx264", options=_B_FRAMES), True,
+               "Matroska leaves dts unset on a B-frame stream's first packets"),
+    CorpusCase("h264_bframes.mov", dict(codec="libx264", options=_B_FRAMES), True,
+               "QuickTime with B-frames"),
+    CorpusCase("h264_bframes.ts", dict(codec="libx264", options=_B_FRAMES), True,
+               "MPEG-TS: a clock starting after 0, H.264 in Annex B byte-stream form"),
+    CorpusCase("h264_10bit.mkv", dict(codec="libx264", pix_fmt="yuv420p10le",
+                                      options=_B_FRAMES), True,
+               "10-bit H.264 (High 10) with B-frames in Matroska"),
+    CorpusCase("hevc.mp4", dict(codec="libx265", options=_X265), True, "HEVC with B-frames"),
+    CorpusCase("hevc.mkv", dict(codec="libx265", options=_X265), True,
+               "HEVC in Matroska: no frame decoded from its copy before"),
+    CorpusCase("vp9.webm", dict(codec="libvpx-vp9"), True, "VP9 in WebM"),
+    CorpusCase("mpeg4.avi", dict(codec="mpeg4"), True, "MPEG-4 part 2 in AVI"),
+    CorpusCase("mjpeg.avi", dict(codec="mjpeg", pix_fmt="yuvj420p"), True,
+               "Motion JPEG (full-range YUV) in AVI"),
+    CorpusCase("prores.mov", dict(_PRORES), False, "ProRes: mp4 cannot hold it"),
+    CorpusCase("animation.gif", dict(codec="gif", pix_fmt="gray"), False,
+               "GIF: mp4 cannot hold it"),
+    CorpusCase("vfr.mkv", dict(codec="libx264", options=_B_FRAMES, times=_VFR), True,
+               "variable frame rate with B-frames"),
+    CorpusCase("vfr_prores.mov", dict(_PRORES, times=_VFR), False,
+               "variable frame rate, re-encoded: it stays variable"),
+    CorpusCase("shared_times.mkv", dict(codec="libx264", options={"bf": "0"},
+                                        times=_SHARED_TIMES), True,
+               "two pairs of frames with one timestamp each"),
+    CorpusCase("shared_times_bframes.mkv", dict(codec="libx264", options=_B_FRAMES,
+                                                times=_SHARED_TIMES), True,
+               "shared timestamps and B-frames"),
+    CorpusCase("shared_times_prores.mov", dict(_PRORES, times=_SHARED_TIMES), False,
+               "shared timestamps, re-encoded"),
+    CorpusCase("rotated.mp4", dict(codec="libx264", rotation=90), True,
+               "a phone's display matrix, kept by the copy"),
+    CorpusCase("rotated_prores.mov", dict(_PRORES, rotation=-90), False,
+               "a display matrix carried over to the re-encoded stream"),
+    CorpusCase("mirrored_prores.mov", dict(_PRORES, rotation=90, mirrored=True), False,
+               "a front camera's turned and mirrored picture, re-encoded"),
+    CorpusCase("odd_size.mkv", dict(codec="mpeg4", width=63, height=47), True,
+               "an odd width and height, copied as they are"),
+    CorpusCase("odd_size_prores.mov", dict(_PRORES, width=63, height=47), False,
+               "an odd width and height, re-encoded as yuv420p"),
+)
+"""The corpus :func:`write_corpus` writes: ~1 s clips of 64x48 at 10 frames a second."""
+
+
+def write_corpus(folder, cases: Sequence[CorpusCase] = CORPUS) -> dict[str, Path]:
+    """Write each case of ``cases`` into ``folder`` (created); returns the paths by name."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for case in cases:
+        arguments = dict(seconds=CORPUS_SECONDS, fps=CORPUS_FPS, width=CORPUS_WIDTH,
+                         height=CORPUS_HEIGHT) | case.write
+        paths[case.name] = write_video(folder / case.name, **arguments)
+    return paths

@@ -10,11 +10,13 @@ with a 1 s window.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import re
+import shutil
 import signal
-import subprocess
-import sys
-import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -33,12 +35,20 @@ from v2a.cache import (
     first_difference,
 )
 from v2a.cli import main
-from v2a.data import CachedClips, Clip, LiveClips, Skipped, collate, write_manifest
+from v2a.files import is_temporary, temporary_path
+from v2a.data import (
+    CachedClips,
+    Clip,
+    LiveClips,
+    Skipped,
+    collate,
+    find_video,
+    folder_manifest,
+    write_manifest,
+)
 from v2a.media import load_audio, load_video
 from v2a.recipe import load_recipe
 from v2a.weights import save_state
-
-ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = """\
 name: tiny_data
@@ -222,8 +232,10 @@ def test_resume_after_an_exception_gives_the_same_cache(dataset, reference, monk
         extract(recipe, workers=0, batch_size=2, shard_size=3, progress=False)
     index = (cache / "index.json").read_text()
     assert '"complete": false' in index and calls == [0, 1]
-    with pytest.raises(CacheError, match=r"unfinished \(2 of 5 shards\); finish it with `v2a extract"):
+    with pytest.raises(CacheError, match=r"unfinished \(2 of 5 shards\); finish it with `v2a extract") as error:
         CachedClips(cache, recipe)
+    assert f"`v2a extract {recipe.source} data.manifest=" in str(error.value)  # as the user gave it
+    assert f" data.cache={cache}` (it continues where it stopped)" in str(error.value)
     partial = CachedClips(cache, recipe, allow_partial=True)
     assert [c.id for c in partial.clips] == GOOD[:2]  # shard 1 holds only bad clips
 
@@ -238,31 +250,185 @@ def test_resume_after_an_exception_gives_the_same_cache(dataset, reference, monk
     assert files_of(cache) == files_of(reference[0])
 
 
-def test_resume_after_sigkill_gives_the_same_cache(dataset, tmp_path):
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    def args(cache: Path) -> list[str]:
-        return extract_args(dataset, cache, "--shard-size", "1", "--batch-size", "2",
-                            "--workers", "0", "--no-progress")
+#: Where a SIGKILL can land while a shard is written, as (file renamed into place, which of
+#: its renames, before or after it): every file is written to a temporary and renamed, so
+#: these are all the states a killed extraction can leave (shard size 3: shard 2 is the first
+#: after one without tensors).
+KILL_POINTS = {
+    "cache.json written, not renamed": ("cache.json", 1, "before"),
+    "shard tensors written, not renamed": ("shards/000002.safetensors", 1, "before"),
+    "shard tensors renamed, their JSON not written": ("shards/000002.safetensors", 1, "after"),
+    "shard JSON written, not renamed": ("shards/000002.json", 1, "before"),
+    "shard JSON renamed, the index not rewritten": ("shards/000002.json", 1, "after"),
+    "index written, not renamed": ("index.json", 4, "before"),  # at the start, after shards 0-2
+}
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "v2a", *args(killed)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    first = killed / "shards" / "000000.json"
-    deadline = time.monotonic() + 50
-    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
-    assert '"complete": false' in (killed / "index.json").read_text()
-    # what a kill in the middle of writing leaves: a temporary file, tensors without their JSON
-    (killed / "shards" / ".000013.safetensors.999.tmp").write_bytes(b"half a file")
-    (killed / "shards" / "000014.safetensors").write_bytes(b"tensors whose JSON never came")
 
-    assert main(args(killed)) == 0
-    assert main(args(clean)) == 0
-    assert files_of(killed) == files_of(clean)
-    assert len(list((clean / "shards").glob("*.json"))) == 15
+def extract_killed(recipe, cache: Path, target: str, occurrence: int, when: str) -> int:
+    """Run extract in a forked child that SIGKILLs itself just before or after the
+    ``occurrence``-th rename onto ``cache / target``; returns the child's exit status."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            real_replace, seen = os.replace, []
+
+            def replace(src, dst, *args, **kwargs):
+                hit = Path(dst) == cache / target
+                seen.extend([dst] if hit else [])
+                kill = hit and len(seen) == occurrence
+                if kill and when == "before":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                real_replace(src, dst, *args, **kwargs)
+                if kill and when == "after":
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            os.replace = replace
+            extract(recipe, workers=0, batch_size=2, shard_size=3, progress=False)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_resume_after_sigkill_gives_the_same_cache(dataset, reference, tmp_path, point):
+    target, occurrence, when = KILL_POINTS[point]
+    killed = tmp_path / "killed"
+    assert extract_killed(recipe_for(dataset, killed), killed, target, occurrence, when) == -signal.SIGKILL
+    left = [p.relative_to(killed).as_posix() for p in killed.rglob("*") if p.is_file()]
+    temporaries = [p for p in left if is_temporary(p)]
+    if when == "before":  # the kill left the temporary of the file it was about to rename
+        assert [Path(p).parent for p in temporaries] == [Path(target).parent], left
+        assert target not in left or target == "index.json"
+    else:
+        assert target in left and not temporaries, left
+    if target != "cache.json":
+        assert '"complete": false' in (killed / "index.json").read_text()
+        # what other runs may have left: tensors whose JSON never came, the temporary of a dead
+        # process (a pid above pid_max)
+        (killed / "shards" / "000004.safetensors").write_bytes(b"tensors whose JSON never came")
+        dead = str(temporary_path(killed / "shards" / "000003.safetensors")).replace(
+            f"-{os.getpid()}-", "-99999999-")
+        Path(dead).write_bytes(b"half a file")
+
+    assert main(extract_args(dataset, killed, "--shard-size", "3", "--workers", "0",
+                             "--no-progress")) == 0
+    assert files_of(killed) == files_of(reference[0])  # nothing but complete files remain
+
+
+# -- damaged shards -------------------------------------------------------------------------------
+
+
+def tensor_span(shard: Path, name: str) -> tuple[int, int]:
+    """Where tensor ``name``'s bytes lie in a safetensors file (absolute offsets)."""
+    length = int.from_bytes(shard.read_bytes()[:8], "little")
+    first, last = json.loads(shard.read_bytes()[8:8 + length])[name]["data_offsets"]
+    return 8 + length + first, 8 + length + last
+
+
+def damaged_copy(reference: Path, tmp_path: Path) -> tuple[Path, Path]:
+    cache = tmp_path / "cache"
+    shutil.copytree(reference, cache)
+    return cache, cache / "shards" / "000002.safetensors"
+
+
+def test_a_shard_whose_tensor_bytes_changed_is_named_with_the_command_that_redoes_it(
+        dataset, reference, tmp_path, monkeypatch, capsys):
+    cache, shard = damaged_copy(reference[0], tmp_path)
+    size = shard.stat().st_size
+    first, last = tensor_span(shard, "0.codes")  # clip002's codes: out of the codebook, as a
+    with open(shard, "r+b") as f:                # disk error can make them
+        f.seek(first)
+        f.write(b"\xff\x7f" * ((last - first) // 2))
+    assert shard.stat().st_size == size
+    recipe = recipe_for(dataset, cache, "training.batch_size=7")  # an override to repeat
+    data = CachedClips(cache, recipe)  # the header is intact: found when the tensors are read
+    position = data.clips.index(Clip("clip002.mp4"))
+    with pytest.raises(CacheError) as error:
+        data[position]
+    command = ("v2a extract " + str(recipe.source) + f" data.manifest={dataset / 'manifest.csv'}"
+               f" data.root={dataset / 'videos'} data.cache={cache} training.batch_size=7 --verify")
+    assert str(error.value) == (
+        f"the shard {shard} is damaged (the tensors of clip002.mp4 changed since extraction: "
+        f"their checksum differs); extract it again with `{command}`")
+    assert data[0].codes is not None  # the other clips still read
+
+    # `v2a extract` checks headers only (cheap); --verify hashes the shards and redoes that one
+    real_write_shard, redone = v2a.cache.write_shard, []
+    monkeypatch.setattr(v2a.cache, "write_shard",
+                        lambda *a, **k: redone.append(a[1]) or real_write_shard(*a, **k))
+    assert main(extract_args(dataset, cache, "--no-progress")) == 0 and redone == []
+    capsys.readouterr()
+    assert main(extract_args(dataset, cache, "--no-progress", "--verify")) == 0 and redone == [2]
+    out = capsys.readouterr().out  # 4 checksums: shard 1 holds no tensors
+    assert ("checked the checksums of 4 shards: 1 damaged\nextracted 1 damaged shards again:\n"
+            "  shards/000002.safetensors: its bytes changed since extraction (the checksum "
+            "differs)") in out
+    assert files_of(cache) == files_of(reference[0])
+
+
+@pytest.mark.parametrize("damage", ["header", "cut", "gone"])
+def test_a_shard_with_a_damaged_header_or_size_is_found_at_start_and_redone(
+        dataset, reference, tmp_path, monkeypatch, damage):
+    cache, shard = damaged_copy(reference[0], tmp_path)
+    content = shard.read_bytes()
+    if damage == "header":  # the same length, so only the header's contents tell
+        assert content.count(b'"shape":[2,63]') >= 1
+        shard.write_bytes(content.replace(b'"shape":[2,63]', b'"shape":[3,42]', 1))
+        words = "its header is corrupted (at tensor"
+    elif damage == "cut":
+        shard.write_bytes(content[:-100])
+        words = f"its tensor file has {len(content) - 100} bytes, not the {len(content)} written"
+    else:
+        shard.unlink()
+        words = "its tensor file is missing"
+    recipe = recipe_for(dataset, cache)
+    with pytest.raises(CacheError, match=rf"^the shard {shard} is damaged \({re.escape(words)}.*\); "
+                                         r"extract it again with `v2a extract .* --verify`$"):
+        CachedClips(cache, recipe)
+    real_write_shard, redone = v2a.cache.write_shard, []
+    monkeypatch.setattr(v2a.cache, "write_shard",
+                        lambda *a, **k: redone.append(a[1]) or real_write_shard(*a, **k))
+    summary = extract(recipe, workers=0, progress=False)
+    assert redone == [2] and len(summary.damaged) == 1
+    assert summary.damaged[0].startswith(f"shards/000002.safetensors: {words}")
+    assert files_of(cache) == files_of(reference[0])
+
+
+def test_a_full_disk_stops_extraction_in_one_sentence_and_it_continues_later(
+        dataset, reference, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    recipe = recipe_for(dataset, cache)
+    real_write_shard = v2a.cache.write_shard
+
+    def write_shard(cache_dir, index, *args, **kwargs):
+        if index == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(cache_dir / "shards"))
+        return real_write_shard(cache_dir, index, *args, **kwargs)
+
+    monkeypatch.setattr(v2a.cache, "write_shard", write_shard)
+    with pytest.raises(CacheError) as error:
+        extract(recipe, workers=0, batch_size=2, shard_size=3, progress=False)
+    assert str(error.value) == (
+        f"cannot write the feature cache in {cache} (No space left on device); 2 of 5 shards are "
+        f"complete: continue with `v2a extract {recipe.source} data.manifest={dataset / 'manifest.csv'} "
+        f"data.root={dataset / 'videos'} data.cache={cache}` once its disk has space again")
+    monkeypatch.undo()
+    extract(recipe, workers=0, batch_size=2, progress=False)
+    assert files_of(cache) == files_of(reference[0])
+
+
+def test_folder_scans_never_take_a_v2a_temporary_for_a_video(dataset, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(dataset / "videos" / "clip000.mp4", folder / "a.mp4")
+    being_written = temporary_path(folder / "b.mp4")  # `.b.v2a-tmp-<host>-<pid>-<hex>.mp4`
+    shutil.copy(dataset / "videos" / "clip001.mp4", being_written)
+    assert [c.path for c in folder_manifest(folder).clips] == ["a.mp4"]
+    assert find_video(folder, being_written.name) is None
+    assert find_video(folder, "a.mkv") == folder / "a.mp4"
 
 
 # -- refusals --------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ check(s) that must catch it, and tests of the pytest/registry plumbing.
 from __future__ import annotations
 
 import math
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -26,12 +29,16 @@ from v2a.interfaces import (
     Reranker,
     VisualEncoder,
 )
+from v2a import ComponentSpec, hookimpl
+from v2a.registry import Registry
 from v2a.sequences import Conditioning, FeatureSequence
 from v2a.testing import (
     CHECKS,
     COMMON_CHECKS,
     ConformanceError,
+    RegistryFactory,
     check_component,
+    check_declared_properties,
     check_interface,
     checks_for,
     factory_id,
@@ -221,7 +228,39 @@ class RefReranker(Reranker):
         return self.energy_weight * self.energy(candidates) + self.video_proj(mean)
 
 
-REFERENCES = [RefCodec, RefVisualEncoder, RefAudioEncoder, RefFuser, RefGenerator, RefReranker]
+def codec_properties(config) -> dict[str, Any]:
+    """RefCodec's attributes as a plug-in would declare them (``ComponentSpec.properties``)."""
+    return {"sample_rate": 1000, "channels": 1, "frame_rate": 1000 / 30, "n_codebooks": 2,
+            "codebook_size": 16, "latent_dim": 8}
+
+
+def declaring_registry(**declarations: Callable[[Any], dict[str, Any]]) -> Registry:
+    """A registry holding RefCodec under each name given, declaring what the function gives."""
+    module = types.ModuleType("declaring")
+
+    @hookimpl
+    def v2a_register_components(register):
+        for name, properties in declarations.items():
+            register(ComponentSpec(kind="codec", name=name, build=lambda config: RefCodec(),
+                                   properties=properties))
+
+    module.v2a_register_components = v2a_register_components
+    registry = Registry()
+    registry.register_module(module)
+    return registry
+
+
+def declared(name: str, properties: Callable[[Any], dict[str, Any]]) -> RegistryFactory:
+    """A factory for RefCodec registered as ``name`` with the declaration ``properties``."""
+    return RegistryFactory(kind="codec", name=name, options={},
+                           registry=declaring_registry(**{name: properties}))
+
+
+#: RefCodec through a registry, honestly declared: the declaration check compares for real.
+DECLARED_CODEC = declared("ref", codec_properties)
+
+REFERENCES = [RefCodec, RefVisualEncoder, RefAudioEncoder, RefFuser, RefGenerator, RefReranker,
+              DECLARED_CODEC]
 
 
 @parametrize_with_checks(REFERENCES)
@@ -459,6 +498,13 @@ class VocabIncludesMaskToken(RefGenerator):
         self.out = nn.Linear(16, self.n_codebooks * (self.codebook_size + 1))
 
 
+# declared properties
+
+#: Declares 40 Hz, but RefCodec hops 30 samples at 1 kHz (33.3 Hz).
+DECLARES_WRONG_RATE = declared("wrong_rate", lambda config: {**codec_properties(config),
+                                                             "frame_rate": 40.0})
+
+
 # reranker
 
 
@@ -491,7 +537,7 @@ class RelativeToBatch(RefReranker):
 
 @dataclass
 class Broken:
-    factory: type
+    factory: Callable[[], Component]  # a component class, or a factory with a __name__
     fails: tuple[str, ...]  # the checks that must raise; the first is the one this breakage targets
     match: str  # a phrase the targeted check's message contains
     needs_cuda: bool = False
@@ -517,6 +563,9 @@ BROKEN = [
     Broken(AllocatesOnCPU, ("check_device_move",), "after .to('cuda')", needs_cuda=True),
     Broken(NoiseInEval, NONDETERMINISM, "not deterministic in eval mode"),
     Broken(NormalisesOverBatch, BATCH, "not batch independent: row 0 of a batch of 3"),
+    Broken(DECLARES_WRONG_RATE, ("check_declared_properties",),
+           "codec:wrong_rate declares frame_rate = 40.0, but the built RefCodec has frame_rate = "
+           "33.333333333333336"),
     Broken(CentresBatch, BATCH, "encode differs"),
     Broken(RelativeToBatch, BATCH, "scores differs"),
     # codec
@@ -579,6 +628,58 @@ def test_each_breakage_passes_the_other_checks(case):
 def test_every_check_has_a_breakage_that_it_catches():
     caught = {case.fails[0] for case in BROKEN}
     assert set(CHECK_BY_NAME) == caught
+
+
+# -- declared properties --------------------------------------------------------------------------
+
+
+def test_a_factory_without_a_declaration_passes_the_declaration_check():
+    check_declared_properties(RefCodec)  # a class: nothing declared, nothing to compare
+    undeclared = RegistryFactory(kind="codec", name="plain", options={},
+                                 registry=declaring_registry(plain=None))
+    assert undeclared.declared_properties() == {}
+    check_declared_properties(undeclared)
+
+
+def test_the_declaration_check_compares_what_the_registry_declares():
+    assert DECLARED_CODEC.declared_properties() == codec_properties(None)
+    assert DECLARES_WRONG_RATE.declared_properties()["frame_rate"] == 40.0
+
+
+def test_declared_rates_need_only_agree_to_1e_9():
+    """A rate is a float64 quotient (1000 / 30) either side may compute in its own order: a
+    relative difference of 1e-12 (thousands of ulps) passes, 1e-6 (a wrong rate) does not."""
+    def declares_rate(relative_error: float):
+        rate = 1000 / 30 * (1 + relative_error)
+        return lambda config: {**codec_properties(config), "frame_rate": rate}
+
+    check_declared_properties(declared("close", declares_rate(1e-12)))
+    with pytest.raises(ConformanceError, match="declares frame_rate = 33.33336"):
+        check_declared_properties(declared("off", declares_rate(1e-6)))
+
+
+def test_a_declared_int_or_bool_must_be_exact_and_of_its_type():
+    as_float = declared("as_float", lambda config: {"n_codebooks": 2.0000001})
+    with pytest.raises(ConformanceError, match="declares n_codebooks = 2.0000001, but the built "
+                       "RefCodec has n_codebooks = 2"):
+        check_declared_properties(as_float)
+    check_declared_properties(declared("int_ok", lambda config: {"n_codebooks": 2}))
+
+
+def test_a_declared_property_must_be_an_attribute_of_the_interface():
+    extra = declared("extra", lambda config: {"hop": 30})
+    with pytest.raises(ConformanceError, match="declares the property 'hop', which is not an "
+                       "attribute of the AudioCodec interface"):
+        check_declared_properties(extra)
+
+
+def test_a_declaration_that_raises_is_reported():
+    def broken(config):
+        raise KeyError("no such model")
+
+    with pytest.raises(ConformanceError, match="the declared properties of codec:crash raised "
+                       "KeyError"):
+        check_declared_properties(declared("crash", broken))
 
 
 # -- error messages -------------------------------------------------------------------------------

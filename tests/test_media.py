@@ -18,9 +18,19 @@ from tests.media_fixtures import (
     write_audio,
     write_broken,
     write_dataset,
+    write_picture,
     write_video,
 )
-from v2a.media import WINDOW_TOLERANCE, MediaError, load_audio, load_video, media_files, probe
+from v2a.media import (
+    WINDOW_TOLERANCE,
+    MediaError,
+    generated_by_v2a,
+    load_audio,
+    load_video,
+    media_files,
+    probe,
+    resample_video,
+)
 
 
 def test_wav_round_trip_and_resampling(tmp_path):
@@ -524,3 +534,71 @@ def test_write_video_round_trip_and_atomic_failure(tmp_path):
     with pytest.raises(ValueError, match="even frame sizes"):
         write_video(tmp_path / "odd.mp4", np.zeros((3, 15, 16, 3), dtype=np.uint8), 25.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]  # no half file, no temp left
+
+
+# -- still pictures, windows, late clocks ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", ["png", "jpeg", "one_frame"])
+def test_a_still_picture_is_not_a_video(tmp_path, make):
+    """A PNG or JPEG renamed .mp4, or a video of one frame, has nothing to give sound to: said
+    in one sentence up front (before, probe gave it a length of 0 s, or 0.1 s)."""
+    path = tmp_path / "photo.mp4"
+    if make == "one_frame":
+        write_video(path, seconds=0.1, fps=10)
+    else:
+        write_picture(path, codec={"png": "png", "jpeg": "mjpeg"}[make])
+    with pytest.raises(MediaError, match=r"photo\.mp4 holds one still picture \(\w+\), not a "
+                       r"video") as exc:
+        probe(path)
+    assert "\n" not in str(exc.value)
+    assert probe(write_video(tmp_path / "two.mp4", seconds=0.2, fps=10)).duration == 0.2
+
+
+def test_a_bad_window_is_the_users_mistake_and_a_bad_rate_a_bug(tmp_path):
+    path = write_video(tmp_path / "a.mp4", seconds=1.0, fps=10)
+    with pytest.raises(MediaError, match=r"a\.mp4 must start at or after 0 s and last a positive "
+                       r"time, not start at -0.5 s"):
+        load_video(path, fps=10, start=-0.5)
+    with pytest.raises(MediaError, match="lasting 0 s"):
+        load_video(path, fps=10, duration=0.0)
+    video = load_video(path, fps=10)
+    with pytest.raises(MediaError, match="a window of the frames must start at or after 0 s"):
+        resample_video(video, fps=5, start=0.2, duration=-1.0)
+    with pytest.raises(ValueError, match="fps must be positive") as exc:
+        resample_video(video, fps=0)
+    assert not isinstance(exc.value, MediaError)
+
+
+def test_an_mpeg_ts_clock_starting_late_is_read_from_its_start(tmp_path):
+    """An MPEG-TS file's timestamps start where its recording's clock stood; players show that
+    moment as 0, and so do v2a's times, whether a window is read or the whole file."""
+    path = write_video(tmp_path / "a.ts", seconds=3.0, fps=10, width=32, height=32, audio=True,
+                       audio_codec="aac", sample_rate=16000)
+    with av.open(str(path)) as container:
+        origin = container.start_time / av.time_base
+        stream = container.streams.video[0]
+        video_start = float(stream.start_time * stream.time_base) - origin
+    # the clock starts late; the video a little after it, where the sound's encoder delay ends
+    assert origin > 0.1 and 0 <= video_start < 0.1
+    whole = load_video(path, fps=10)
+    # grid time 0.2 s shows frame 1, on screen from 0.1 s after the video starts
+    assert float(whole.frame_times[2]) == pytest.approx(video_start + 0.1, abs=1e-4)  # 90 kHz
+    window = load_video(path, fps=10, start=1.0, duration=1.5)
+    assert torch.equal(window.frames, whole.frames[10:25])
+    sound = load_audio(path, sample_rate=16000)
+    cut = load_audio(path, sample_rate=16000, start=1.0, duration=1.5)
+    # the same packets through the same decoder; the window's decoding starts 0.5 s earlier
+    # (AUDIO_PREROLL), past any overlap it could lack: equal up to float rounding
+    assert torch.allclose(cut, sound[:, 16000:40000], atol=1e-5)
+
+
+def test_what_v2a_writes_says_so(tmp_path):
+    from v2a.media import write_audio as write_generated
+
+    for suffix in (".wav", ".flac"):
+        assert generated_by_v2a(write_generated(tmp_path / f"a{suffix}", tone(0.2, 8000), 8000))
+    assert not generated_by_v2a(write_audio(tmp_path / "user.wav", tone(0.2, 8000), 8000))
+    assert not generated_by_v2a(tmp_path / "missing.wav")
+    (tmp_path / "text.wav").write_text("not audio")
+    assert not generated_by_v2a(tmp_path / "text.wav")

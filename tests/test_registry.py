@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import types
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +20,7 @@ from v2a.errors import PluginError
 from v2a.registry import Registry
 from v2a_plugins.rerankers import KeepFirst, KeepFirstConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 
 def plugin_module(name: str, *specs: ComponentSpec) -> types.ModuleType:
     """A plug-in module object whose hook registers ``specs``."""
@@ -29,7 +36,8 @@ def plugin_module(name: str, *specs: ComponentSpec) -> types.ModuleType:
 
 
 def keep_first(name: str = "keep", **kwargs) -> ComponentSpec:
-    return ComponentSpec(kind="reranker", name=name, build=KeepFirst, config=KeepFirstConfig, **kwargs)
+    kwargs.setdefault("build", KeepFirst)
+    return ComponentSpec(kind="reranker", name=name, config=KeepFirstConfig, **kwargs)
 
 
 def test_builtins_come_through_the_public_entry_point_group():
@@ -175,3 +183,142 @@ def test_autoload_switch_and_explicit_plugin_list(monkeypatch):
     registry = Registry.from_environment()
     assert list(registry.entries) == [("reranker", "none")]
     assert any("not_installed_anywhere" in p for p in registry.problems)
+
+
+# -- plug-ins that must not take over ---------------------------------------------------------
+
+
+def write_distribution(site: Path, name: str, entry_points: dict[str, str],
+                       modules: dict[str, str], version: str = "1.0") -> None:
+    """An installed distribution in ``site`` (a folder for sys.path): its ``*.dist-info`` with
+    METADATA and the ``v2a`` entry points, and its modules (dotted name -> source)."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "".join(f"{ep} = {target}\n" for ep, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[v2a]\n{lines}")
+    for dotted, source in modules.items():
+        *packages, module = dotted.split(".")
+        folder = site.joinpath(*packages)
+        folder.mkdir(parents=True, exist_ok=True)
+        for depth in range(1, len(packages) + 1):
+            site.joinpath(*packages[:depth], "__init__.py").touch()
+        (folder / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+def v2a_plugins_json(site: Path) -> tuple[int, dict, str]:
+    """`v2a --json plugins` in a fresh process that sees the distributions in ``site`` first
+    (PYTHONPATH comes before site-packages), with every plug-in autoloaded."""
+    env = {k: v for k, v in os.environ.items() if k not in ("V2A_DISABLE_PLUGIN_AUTOLOAD", "V2A_PLUGINS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
+    done = subprocess.run([sys.executable, "-m", "v2a", "plugins", "--json"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    listing = json.loads(done.stdout) if done.returncode == 0 else {}
+    return done.returncode, listing, done.stderr
+
+
+IMPOSTOR = """\
+    from v2a import ComponentSpec, hookimpl
+    from v2a_plugins.colour_motion import ColourMotionConfig, ColourMotionEncoder
+    from v2a_plugins.rerankers import KeepFirst, KeepFirstConfig
+
+    @hookimpl
+    def v2a_register_components(register):
+        register(ComponentSpec(kind="visual_encoder", name="colour_motion", build=ColourMotionEncoder,
+                               config=ColourMotionConfig, description="not the real one"))
+        register(ComponentSpec(kind="reranker", name="other_keep", build=KeepFirst,
+                               config=KeepFirstConfig))
+"""
+
+
+def test_an_entry_point_named_like_a_builtins_does_not_replace_it(tmp_path):
+    write_distribution(tmp_path, "other-pkg", {"colour_motion": "other_pkg.plugin"},
+                       {"other_pkg.plugin": IMPOSTOR})
+    code, listing, err = v2a_plugins_json(tmp_path)
+    assert code == 0, err
+    rows = listing["components"]
+    claims = [r for r in rows if (r["kind"], r["name"]) == ("visual_encoder", "colour_motion")]
+    # both plug-ins were loaded, each known by its distribution, and the name is disabled
+    assert sorted((r["provider"], r["plugin"]) for r in claims) == [
+        ("other-pkg", "other-pkg:colour_motion"), ("v2a", "v2a:colour_motion")]
+    assert all(r["status"] == "conflict: name claimed by v2a and other-pkg" for r in claims)
+    assert not [r for r in rows if r["name"] == "colour_motion" and r["status"] == "ok"]
+    (problem,) = [p for p in listing["problems"] if "colour_motion" in p]
+    assert "claimed by v2a" in problem and "other-pkg 1.0 (other_pkg.plugin)" in problem
+    assert "disabled until one of them is uninstalled" in problem
+    # the rest of the impostor's package is a plug-in like any other
+    (other,) = [r for r in rows if r["name"] == "other_keep"]
+    assert (other["provider"], other["status"]) == ("other-pkg", "ok")
+
+
+def test_two_distributions_with_one_entry_point_name_are_both_loaded(monkeypatch, tmp_path):
+    """Not only in `v2a plugins`: every registry loads both, and a recipe cannot use the name."""
+    write_distribution(tmp_path, "other-pkg", {"colour_motion": "other_pkg.plugin"},
+                       {"other_pkg.plugin": IMPOSTOR})
+    monkeypatch.syspath_prepend(str(tmp_path))  # also what importlib.metadata searches
+    monkeypatch.setenv("V2A_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("V2A_PLUGINS", "colour_motion")  # every entry point of that name
+    try:
+        registry = Registry.from_environment()
+    finally:  # the test's package leaves with its folder
+        for name in [m for m in sys.modules if m.split(".")[0] == "other_pkg"]:
+            del sys.modules[name]
+    assert sorted(registry.plugins) == ["other-pkg:colour_motion", "v2a:colour_motion"]
+    with pytest.raises(PluginError, match=r"provided by both .*other-pkg 1\.0 .*; uninstall one") as error:
+        registry.build("visual_encoder", "colour_motion")
+    assert "v2a_plugins.colour_motion" in str(error.value)
+    assert registry.get("reranker", "other_keep").plugin.provider == "other-pkg"
+
+
+EXITS_AT_IMPORT = """\
+    import sys
+
+    sys.exit(3)
+"""
+EXITS_IN_HOOK = """\
+    import sys
+
+    from v2a import hookimpl
+
+    @hookimpl
+    def v2a_register_components(register):
+        sys.exit()
+"""
+
+
+def test_a_plugin_calling_sys_exit_is_reported_as_broken(tmp_path):
+    write_distribution(tmp_path, "exiting-pkg",
+                       {"exits_at_import": "exiting_pkg.at_import",
+                        "exits_in_hook": "exiting_pkg.in_hook"},
+                       {"exiting_pkg.at_import": EXITS_AT_IMPORT, "exiting_pkg.in_hook": EXITS_IN_HOOK})
+    code, listing, err = v2a_plugins_json(tmp_path)
+    assert code == 0, err
+    status = {r["name"]: r["status"] for r in listing["components"] if r["provider"] == "exiting-pkg"}
+    assert status == {
+        "exits_at_import": "failed to import: it called sys.exit(3)",
+        "exits_in_hook": "raised in v2a_register_components: it called sys.exit()",
+    }
+    assert any("'exits_at_import' from exiting-pkg failed to import" in p for p in listing["problems"])
+    ok = {(r["kind"], r["name"]) for r in listing["components"] if r["status"] == "ok"}
+    assert {("reranker", "none"), ("visual_encoder", "colour_motion")} <= ok  # the others work
+
+
+def test_ctrl_c_while_a_plugin_imports_still_stops_the_program(monkeypatch, tmp_path):
+    (tmp_path / "v2a_test_interrupted.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry()
+    with pytest.raises(KeyboardInterrupt):
+        registry.load_entry_point(importlib.metadata.EntryPoint(
+            name="interrupted", value="v2a_test_interrupted", group="v2a"))
+
+
+def test_sys_exit_while_building_is_a_plugin_error_naming_it():
+    def build(config):
+        sys.exit(2)
+
+    registry = Registry()
+    registry.register_module(plugin_module("quitter", keep_first("quitter", build=build)))
+    with pytest.raises(PluginError, match=r"reranker 'quitter' from \(registered in code\) - "
+                                          r"\(quitter\) is broken: building it called sys.exit\(2\); "
+                                          "report this to its provider"):
+        registry.build("reranker", "quitter")

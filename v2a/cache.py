@@ -14,16 +14,33 @@ Layout of a cache folder::
     shards/000000.safetensors  the tensors of shard 0: "<row>.codes" [k, l] int16 (int32 for
                                codebooks over 32768 entries), "<row>.stream.<name>" [t, d],
                                "<row>.audio" [t, d] (float16 by default)
-    shards/000000.json         its clips (manifest fields, row, each stream's start) and the
-                               clips it skipped, with the reason; written after the tensors, so
+    shards/000000.json         its clips (manifest fields, row, each stream's start, the SHA-256
+                               of the clip's tensors) and the clips it skipped, with the reason,
+                               and the SHA-256 of the tensor file; written after the tensors, so
                                it marks the shard complete
     skipped.tsv                every skipped clip and why (file, reason), rewritten at the end
 
 Shard ``i`` always holds the manifest's clips ``[i * shard_size, (i + 1) * shard_size)``, and
-every file is written to a temporary name and renamed, so a killed extraction leaves complete
-shards and temporary files; ``v2a extract`` run again deletes the temporary files, keeps the
-complete shards and extracts the others: nothing is done twice and the result is the one an
-uninterrupted run gives, byte for byte.
+every file is written to a temporary name and renamed (:func:`v2a.files.atomic_output`), so a
+killed extraction leaves complete shards and temporary files; ``v2a extract`` run again deletes
+the temporaries of dead processes, keeps the complete shards and extracts the others: nothing is
+done twice and the result is the one an uninterrupted run gives, byte for byte.
+
+Damaged shards (a disk or a copy that changed some bytes) are found, and never reach training:
+
+* every ``v2a extract`` run, and every :class:`CacheReader` (training) at start, checks each
+  complete shard cheaply: its size, and its safetensors header (the tensor names its JSON
+  implies, their dtypes, shapes and offsets, the cache key) -- a few hundred bytes per shard;
+* the reader checks each clip's tensors against the SHA-256 recorded for them every time it
+  reads them: a hash of the bytes just read, with no extra I/O, in whichever DataLoader worker
+  reads them (hashing whole shards when a process first opens them would read a cache of
+  hundreds of gigabytes once more per worker process and per validation);
+* ``v2a extract --verify`` also hashes every shard file (reading the whole cache) against its
+  recorded SHA-256.
+
+A shard that fails a check is extracted again by ``v2a extract`` (with ``--verify`` for a
+checksum), alone; training stops with one sentence naming the shard file and that command, with
+the user's overrides. Shards written before v2a recorded checksums get the header check only.
 
 The cache key is a hash of v2a's version, the window, and the resolved options of the codec,
 each visual encoder (by stream name) and the audio encoder, where a local weights file counts by
@@ -42,11 +59,15 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import errno
 import gc
 import hashlib
 import io
 import json
+import math
 import os
+import shlex
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -67,9 +88,9 @@ from v2a.data import (
     data_root,
     manifest_of,
     read_manifest,
-    write_text_atomic,
 )
 from v2a.errors import UserError
+from v2a.files import atomic_output, remove_stale_temporaries, write_text_atomic
 from v2a.sequences import FeatureSequence
 
 CACHE_FORMAT = 1
@@ -113,6 +134,13 @@ class CacheMismatchError(CacheError):
     exit_code = 2
 
 
+def command_line(recipe, command: str, *options: str) -> str:
+    """``v2a <command> <recipe> <the user's overrides> <options>``, quoted for a shell: the
+    command a hint tells the user to run, repeating what they gave."""
+    overrides = tuple(getattr(recipe, "overrides", ()))
+    return "v2a " + shlex.join([command, str(recipe.source), *overrides, *options])
+
+
 # ---------------------------------------------------------------------------------------------
 # What a recipe extracts, and the cache key
 # ---------------------------------------------------------------------------------------------
@@ -137,16 +165,21 @@ def extraction_slots(recipe) -> dict[str, Any]:
 _DIGESTS: dict[tuple, str] = {}
 
 
+def sha256_of_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file (remembered per path, size and modification time)."""
+    """``sha256:<hex>`` of a file (remembered per path, size and modification time)."""
     stat = path.stat()
     memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if memo not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[memo] = "sha256:" + h.hexdigest()
+        _DIGESTS[memo] = "sha256:" + sha256_of_file(path)
     return _DIGESTS[memo]
 
 
@@ -486,9 +519,11 @@ def shard_items(items: Sequence[ClipItem | Skipped], dtype: torch.dtype, code_dt
                 f"{item.clip.path}: its {what} features are not finite in {dtype_name(dtype)} "
                 "(NaN or too large; --dtype float32 keeps large values)")})
             continue
-        tensors.update({k: v.contiguous() for k, v in entry.items()})
+        entry = {k: v.contiguous() for k, v in entry.items()}
+        tensors.update(entry)
         record = {"clip": _clip_data(item.clip), "row": row,
-                  "starts": {name: seq.start for name, seq in item.streams.items()}}
+                  "starts": {name: seq.start for name, seq in item.streams.items()},
+                  "sha256": row_digest(entry)}
         if item.audio_features is not None:
             record["audio_start"] = item.audio_features.start
         clips.append(record)
@@ -499,11 +534,22 @@ def dtype_name(dtype: torch.dtype) -> str:
     return next(k for k, v in DTYPES.items() if v == dtype)
 
 
+def row_digest(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 (hex) of one clip's tensors as the shard stores them: names, dtypes, shapes and
+    bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def write_shard(cache_dir: Path, index: int, key: str, first: int,
                 items: Sequence[ClipItem | Skipped], dtype: torch.dtype,
                 code_dtype: torch.dtype = torch.int32) -> dict[str, Any]:
     """Write shard ``index`` (tensors, then its JSON, each atomically); returns the JSON."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = cache_dir / SHARDS
     folder.mkdir(parents=True, exist_ok=True)
@@ -513,30 +559,121 @@ def write_shard(cache_dir: Path, index: int, key: str, first: int,
                               "clips": clips, "skipped": skipped}
     if tensors:
         file = folder / f"{name}.safetensors"
-        tmp = folder / f".{name}.safetensors.{os.getpid()}.tmp"
-        save_file(tensors, str(tmp), metadata={"key": key})  # one entry: a stable header
-        os.replace(tmp, file)
-        record.update(file=file.name, bytes=file.stat().st_size)
+        data = save(tensors, metadata={"key": key})  # one entry: a stable header
+        with atomic_output(file) as tmp:
+            Path(tmp).write_bytes(data)
+        record.update(file=file.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     write_text_atomic(folder / f"{name}.json", json.dumps(record, indent=1) + "\n")
     return record
 
 
 def read_shard_record(cache_dir: Path, index: int, key: str) -> dict[str, Any] | None:
-    """The JSON of shard ``index`` if the shard is complete (JSON and tensors both there, of the
-    right key and size), else None."""
-    folder = cache_dir / SHARDS
-    path = folder / f"{shard_name(index)}.json"
+    """The JSON of shard ``index`` if it was written for ``key`` (the shard is complete: its
+    tensors were renamed into place before it), else None. See :func:`shard_damage` for whether
+    the tensors can still be trusted."""
+    path = cache_dir / SHARDS / f"{shard_name(index)}.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    if record.get("key") != key or record.get("shard") != index:
+    if not isinstance(record, dict) or record.get("key") != key or record.get("shard") != index:
         return None
-    if record.get("file"):
-        file = folder / record["file"]
-        if not file.is_file() or file.stat().st_size != record.get("bytes"):
-            return None
     return record
+
+
+_SAFETENSORS_DTYPES = {torch.int16: "I16", torch.int32: "I32", torch.float16: "F16",
+                       torch.float32: "F32"}
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4,
+                "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def shard_tensors(record: dict[str, Any], meta: dict[str, Any]) -> dict[int, dict[str, tuple]]:
+    """What each row of a shard holds, from its JSON and the cache's ``cache.json``: row ->
+    {tensor name: (safetensors dtype, axis, its size)}, the axis being the codebooks of the
+    codes and the width of the features."""
+    layout, codec = meta["layout"], meta["layout"]["codec"]
+    features = _SAFETENSORS_DTYPES[DTYPES[meta["dtype"]]]
+    rows = {}
+    for clip in record["clips"]:
+        row, tensors = clip["row"], {}
+        if codec:
+            dtype = _SAFETENSORS_DTYPES[codes_dtype(codec["codebook_size"])]
+            tensors[f"{row}.codes"] = (dtype, 0, codec["n_codebooks"])
+        for stream in clip["starts"]:
+            dim = layout["streams"].get(stream, {}).get("dim")  # None: a stream the cache lacks
+            tensors[f"{row}.stream.{stream}"] = (features, -1, dim)
+        if layout["audio_features"]:
+            tensors[f"{row}.audio"] = (features, -1, layout["audio_features"]["dim"])
+        rows[row] = tensors
+    return rows
+
+
+def _header_damage(path: Path, size: int, record: dict[str, Any],
+                   meta: dict[str, Any] | None) -> str | None:
+    """What is wrong with a shard file's safetensors header, or None: its dtypes, shapes and
+    offsets must tile the file exactly and, given the cache's ``meta``, list the tensors the
+    shard's JSON implies, of the cache's dtypes and widths."""
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else size
+            if length > size - 8:
+                return "its header is corrupted (its length exceeds the file)"
+            text = f.read(length)
+    except OSError as exc:
+        return f"its tensor file cannot be read ({exc.strerror or exc})"
+    try:
+        header = json.loads(text)
+        metadata = header.pop("__metadata__", None) or {}
+        spans = sorted((tuple(int(i) for i in info["data_offsets"]), name, info["dtype"],
+                        [int(n) for n in info["shape"]]) for name, info in header.items())
+    except (ValueError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
+        spans = None
+    if spans is None or any(len(offsets) != 2 for offsets, *_ in spans):
+        return "its header is corrupted (it is not the JSON safetensors writes)"
+    if metadata.get("key") != record["key"]:
+        return "its header names another cache key"
+    expected = None
+    if meta is not None:
+        expected = {n: spec for row in shard_tensors(record, meta).values() for n, spec in row.items()}
+        if set(header) != set(expected):
+            return "its header lists other tensors than its JSON"
+    end = 0
+    for (first, last), name, dtype, shape in spans:
+        width = _DTYPE_BYTES.get(dtype)
+        fits = width is not None and first == end and last - first == width * math.prod(shape)
+        if fits and expected is not None:
+            want, axis, extent = expected[name]
+            fits = dtype == want and len(shape) == 2 and shape[axis] == extent
+        if not fits:
+            return f"its header is corrupted (at tensor {name!r})"
+        end = last
+    if 8 + length + end != size:
+        return "its header is corrupted (its tensors do not fill the file)"
+    return None
+
+
+def shard_damage(cache_dir: Path, record: dict[str, Any], meta: dict[str, Any] | None = None,
+                 *, verify: bool = False) -> str | None:
+    """Why the tensors of a complete shard (its JSON ``record``) cannot be trusted, or None.
+
+    Cheap checks always: the tensor file exists with the recorded size, and its header fits the
+    record (given the cache's ``cache.json`` as ``meta``: the tensor names, dtypes and widths
+    too). With ``verify``: the SHA-256 of the whole file against the recorded one (reads it)."""
+    if not record.get("file"):
+        return None  # every clip of the shard was skipped: no tensors
+    path = cache_dir / SHARDS / record["file"]
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "its tensor file is missing"
+    if size != record.get("bytes"):
+        return f"its tensor file has {size} bytes, not the {record.get('bytes')} written"
+    problem = _header_damage(path, size, record, meta)
+    if problem is None and verify and record.get("sha256") and (
+            sha256_of_file(path) != record["sha256"]):
+        problem = "its bytes changed since extraction (the checksum differs)"
+    return problem
 
 
 def write_index(cache_dir: Path, key: str, records: dict[int, dict[str, Any]], total: int) -> None:
@@ -578,6 +715,8 @@ class ExtractSummary:
     clips_done_now: int
     seconds: float
     bytes: int
+    damaged: list[str] = dataclasses.field(default_factory=list)  # shards found bad, and why
+    verified: int = 0  # shards whose checksum this run checked (--verify)
 
     def report(self, limit: int = 20) -> str:
         rate = self.clips_done_now / self.seconds if self.seconds > 0 else 0.0
@@ -586,6 +725,12 @@ class ExtractSummary:
             f"({self.bytes / 2**20:.1f} MiB); this run extracted {self.clips_done_now} clips in "
             f"{self.seconds:.1f} s ({rate:.2f} clips/s)"
         ]
+        if self.verified:
+            lines.append(f"checked the checksums of {self.verified} shards: "
+                         f"{len(self.damaged) or 'none'} damaged")
+        if self.damaged:
+            lines.append(f"extracted {len(self.damaged)} damaged shards again:")
+            lines += [f"  {d}" for d in self.damaged]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} clips:")
             lines += [f"  {s.reason}" for s in self.skipped[:limit]]
@@ -608,13 +753,16 @@ def extract(
     dtype: str | None = None,
     device: str | None = None,
     progress: bool = True,
+    verify: bool = False,
 ) -> ExtractSummary:
     """Extract the cache of ``recipe`` (``data.manifest``, ``data.root``, ``data.cache``),
-    continuing an unfinished one. See the module's docstring for the layout and guarantees.
+    continuing an unfinished one and redoing damaged shards. See the module's docstring for the
+    layout and guarantees.
 
     ``workers``: decoding processes (default ``data.num_workers``; 0 decodes in this process);
     ``batch_size``: clips per forward pass; ``shard_size``: clips per shard (default 256, then
-    the cache's own); ``dtype``: ``float16`` (default) or ``float32`` for the features.
+    the cache's own); ``dtype``: ``float16`` (default) or ``float32`` for the features;
+    ``verify``: check every shard's checksum too (reads the whole cache), not only its header.
     """
     started = time.perf_counter()
     manifest = manifest_of(recipe)
@@ -655,23 +803,34 @@ def extract(
         dtype = dtype or "float16"
 
     total = -(-len(clips) // shard_size)
-    for tmp in (cache_dir / SHARDS).glob(".*.tmp") if (cache_dir / SHARDS).is_dir() else ():
-        tmp.unlink(missing_ok=True)  # left by a killed run
-    records = {i: r for i in range(total)
-               if (r := read_shard_record(cache_dir, i, key)) is not None}
+    for folder in (cache_dir, cache_dir / SHARDS):
+        remove_stale_temporaries(folder)  # left by a killed run
+    records, damaged = {}, []
+    for i in range(total):
+        record = read_shard_record(cache_dir, i, key)
+        if record is None:
+            continue  # never finished: extracted below
+        problem = shard_damage(cache_dir, record, meta, verify=verify)
+        if problem:
+            damaged.append(f"{SHARDS}/{record['file']}: {problem}")
+        else:
+            records[i] = record
     todo = [i for i in range(total) if i not in records]
 
+    checked = len(damaged) + sum(1 for r in records.values() if r.get("sha256")) if verify else 0
     if not todo:  # finished already: report it without building anything
         write_index(cache_dir, key, records, total)
-        return _summary(cache_dir, records, total, [], [], started)
+        return _summary(cache_dir, records, total, [], [], started, verified=checked)
     encoder = FeatureEncoder(recipe, device="cpu")
-    if meta is None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        meta = {"key": key, "identity": identity, "dtype": dtype, "shard_size": shard_size,
-                "manifest": fingerprint, "clips": len(clips), "shards": total,
-                "layout": encoder.layout()}
-        write_text_atomic(meta_path, json.dumps(meta, indent=1) + "\n")
-    write_index(cache_dir, key, records, total)
+    writing = _CacheWrites(recipe, cache_dir, records, total)
+    with writing:
+        if meta is None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            meta = {"key": key, "identity": identity, "dtype": dtype, "shard_size": shard_size,
+                    "manifest": fingerprint, "clips": len(clips), "shards": total,
+                    "layout": encoder.layout()}
+            write_text_atomic(meta_path, json.dumps(meta, indent=1) + "\n")
+        write_index(cache_dir, key, records, total)
 
     pending = [c for i in todo for c in clips[i * shard_size:(i + 1) * shard_size]]
     stream = decoded_clips(pending, root, encoder.request, workers)  # forks before any GPU use
@@ -714,18 +873,44 @@ def extract(
                 bar.update(1)
             if batch:
                 flush()
-            records[index] = write_shard(cache_dir, index, key, first, items, torch_dtype,
-                                         code_dtype)
-            write_index(cache_dir, key, records, total)
+            with writing:
+                records[index] = write_shard(cache_dir, index, key, first, items, torch_dtype,
+                                             code_dtype)
+                write_index(cache_dir, key, records, total)
     finally:
         bar.close()
         del stream  # stops the decoding workers
 
-    return _summary(cache_dir, records, total, todo, pending, started)
+    with writing:
+        return _summary(cache_dir, records, total, todo, pending, started, damaged, checked)
+
+
+class _CacheWrites:
+    """A context for writing into the cache: a folder that refuses a file (read-only, no
+    permission, a full disk) is a :class:`CacheError` naming it, the error, what is complete and
+    the command that continues."""
+
+    def __init__(self, recipe, cache_dir: Path, records: dict[int, Any], total: int):
+        self.recipe, self.cache_dir, self.records, self.total = recipe, cache_dir, records, total
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if not isinstance(exc, OSError):
+            return
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        once = "its disk has space again" if full else "the folder is writable"
+        raise CacheError(
+            f"cannot write the feature cache in {self.cache_dir} ({exc.strerror or exc}); "
+            f"{len(self.records)} of {self.total} shards are complete: continue with "
+            f"`{command_line(self.recipe, 'extract')}` once {once}"
+        ) from None
 
 
 def _summary(cache_dir: Path, records: dict[int, dict[str, Any]], total: int, todo: list[int],
-             pending: list[Clip], started: float) -> ExtractSummary:
+             pending: list[Clip], started: float, damaged: Sequence[str] = (),
+             verified: int = 0) -> ExtractSummary:
     skipped = [Skipped(_clip_from(s["clip"]), s["reason"]) for _, r in sorted(records.items())
                for s in r["skipped"]]
     write_text_atomic(cache_dir / "skipped.tsv", _skipped_tsv(skipped))
@@ -733,6 +918,7 @@ def _summary(cache_dir: Path, records: dict[int, dict[str, Any]], total: int, to
         cache_dir=cache_dir, clips=sum(len(r["clips"]) for r in records.values()), skipped=skipped,
         shards=total, shards_done_now=len(todo), clips_done_now=len(pending),
         seconds=time.perf_counter() - started, bytes=sum(r["bytes"] for r in records.values()),
+        damaged=list(damaged), verified=verified,
     )
 
 
@@ -752,37 +938,43 @@ def _skipped_tsv(skipped: Sequence[Skipped]) -> str:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """Where one clip's tensors are: shard file and row, with each stream's start."""
+    """Where one clip's tensors are: shard file, row and tensor names, with each stream's start
+    and the SHA-256 of the tensors (None in shards written before v2a recorded it)."""
 
     clip: Clip
     file: str
     row: int
     starts: tuple[tuple[str, float], ...]
     audio_start: float | None
+    names: tuple[str, ...] = ()
+    sha256: str | None = None
 
 
 class CacheReader:
     """A cache folder checked against a recipe; :meth:`item` reads one clip's tensors.
 
-    Shard files are opened lazily (memory-mapped by safetensors), at most ``open_files`` at a
-    time, and re-opened after a fork (DataLoader workers)."""
+    Every shard's header is checked at start and every clip's tensors when read (see the
+    module's docstring): a damaged shard is a :class:`CacheError` naming it and the command that
+    extracts it again. Shard files are opened lazily (memory-mapped by safetensors), at most
+    ``open_files`` at a time, and re-opened after a fork (DataLoader workers)."""
 
     def __init__(self, cache_dir: str | Path, recipe, *, allow_partial: bool = False,
                  open_files: int = 32):
         self.cache_dir = cache_dir = Path(cache_dir)
+        extract_command = command_line(recipe, "extract")
         if not (cache_dir / "cache.json").is_file():
             raise CacheError(
-                f"there is no feature cache in {cache_dir}; write it with `v2a extract "
-                f"{recipe.source}` (with the same overrides)"
+                f"there is no feature cache in {cache_dir}; write it with `{extract_command}`"
             )
         self.meta = read_json(cache_dir / "cache.json", "")
         check_identity(cache_dir, self.meta, cache_identity(recipe))
         self.key = self.meta["key"]
-        index = read_json(cache_dir / "index.json", "the cache is damaged; extract it again")
+        self.repair_command = command_line(recipe, "extract", "--verify")
+        index = read_json(cache_dir / "index.json", f"extract the cache again with `{extract_command}`")
         if not index.get("complete") and not allow_partial:
             raise CacheError(
                 f"the cache in {cache_dir} is unfinished ({len(index['shards'])} of "
-                f"{index['total_shards']} shards); finish it with `v2a extract {recipe.source}` "
+                f"{index['total_shards']} shards); finish it with `{extract_command}` "
                 "(it continues where it stopped)"
             )
         layout = self.meta["layout"]
@@ -795,17 +987,29 @@ class CacheReader:
             record = read_shard_record(cache_dir, shard["shard"], self.key)
             if record is None:
                 raise CacheError(
-                    f"shard {shard['shard']} of the cache in {cache_dir} is missing or damaged; "
-                    f"run `v2a extract {recipe.source}` to redo it"
+                    f"shard {shard_name(shard['shard'])} of the cache in {cache_dir} is missing; "
+                    f"extract it again with `{extract_command}`"
                 )
+            problem = shard_damage(cache_dir, record, self.meta)
+            if problem:
+                raise self.damaged(record["file"], problem)
+            rows = shard_tensors(record, self.meta)
             for c in record["clips"]:
                 self.entries.append(CacheEntry(
                     clip=_clip_from(c["clip"]), file=record["file"], row=c["row"],
-                    starts=tuple(c["starts"].items()), audio_start=c.get("audio_start")))
+                    starts=tuple(c["starts"].items()), audio_start=c.get("audio_start"),
+                    names=tuple(rows[c["row"]]), sha256=c.get("sha256")))
             self.skipped += [Skipped(_clip_from(s["clip"]), s["reason"]) for s in record["skipped"]]
         self.open_files = open_files
         self._handles: OrderedDict[str, Any] = OrderedDict()
         self._pid = os.getpid()
+
+    def damaged(self, file: str, problem: str) -> CacheError:
+        """The error for a damaged shard: its file, what is wrong, and the command that redoes it."""
+        return CacheError(
+            f"the shard {self.cache_dir / SHARDS / file} is damaged ({problem}); extract it again "
+            f"with `{self.repair_command}`"
+        )
 
     def _handle(self, file: str):
         from safetensors import safe_open
@@ -814,7 +1018,10 @@ class CacheReader:
             self._handles, self._pid = OrderedDict(), os.getpid()
         handle = self._handles.get(file)
         if handle is None:
-            handle = safe_open(str(self.cache_dir / SHARDS / file), framework="pt")
+            try:
+                handle = safe_open(str(self.cache_dir / SHARDS / file), framework="pt")
+            except Exception as exc:  # changed since the check at start
+                raise self.damaged(file, f"it cannot be opened: {exc}") from None
             self._handles[file] = handle
             while len(self._handles) > self.open_files:
                 self._handles.popitem(last=False)
@@ -822,19 +1029,32 @@ class CacheReader:
             self._handles.move_to_end(file)
         return handle
 
+    def tensors(self, entry: CacheEntry) -> dict[str, Tensor]:
+        """The clip's tensors as stored (by name), checked against their SHA-256."""
+        handle = self._handle(entry.file)
+        try:
+            tensors = {name: handle.get_tensor(name) for name in entry.names}
+        except Exception as exc:
+            raise self.damaged(entry.file, f"the tensors of {entry.clip.id} cannot be read: "
+                                           f"{exc}") from None
+        if entry.sha256 is not None and row_digest(tensors) != entry.sha256:
+            raise self.damaged(entry.file, f"the tensors of {entry.clip.id} changed since "
+                                           "extraction: their checksum differs")
+        return tensors
+
     def item(self, entry: CacheEntry) -> ClipItem:
-        h = self._handle(entry.file)
+        tensors = self.tensors(entry)
         codes = None
         if self.frame_rate is not None:
-            codes = h.get_tensor(f"{entry.row}.codes").long()
+            codes = tensors[f"{entry.row}.codes"].long()
         streams = {
-            name: FeatureSequence(values=h.get_tensor(f"{entry.row}.stream.{name}").unsqueeze(0),
+            name: FeatureSequence(values=tensors[f"{entry.row}.stream.{name}"].unsqueeze(0),
                                   rate=self.stream_rates[name], start=start)
             for name, start in entry.starts
         }
         audio = None
         if self.audio_rate is not None:
-            audio = FeatureSequence(values=h.get_tensor(f"{entry.row}.audio").unsqueeze(0),
+            audio = FeatureSequence(values=tensors[f"{entry.row}.audio"].unsqueeze(0),
                                     rate=self.audio_rate, start=entry.audio_start or 0.0)
         return ClipItem(clip=entry.clip, codes=codes, streams=streams, audio_features=audio,
                         frame_rate=self.frame_rate)
@@ -851,12 +1071,13 @@ class CacheReader:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from v2a.recipe import load_recipe
+    from v2a.recipe import load_recipe, recipe_options, require_runnable
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args))
+    require_runnable(recipe)
     summary = extract(
         recipe, workers=args.workers, batch_size=args.batch_size, shard_size=args.shard_size,
-        dtype=args.dtype, device=args.device, progress=not args.no_progress,
+        dtype=args.dtype, device=args.device, progress=not args.no_progress, verify=args.verify,
     )
     print(summary.report())
     if summary.clips == 0:
@@ -889,4 +1110,7 @@ def add_extract_command(sub, common: argparse.ArgumentParser) -> None:
                    "exists)")
     p.add_argument("--device", help="where the models run (default cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verify", action="store_true",
+                   help="check the checksum of every shard (reads the whole cache) and extract "
+                   "the damaged ones again; without it only their headers are checked")
     p.set_defaults(func=cmd_extract)

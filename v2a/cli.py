@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from v2a import __version__
-from v2a.errors import UserError
+from v2a.errors import UserError, user_facing_message
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -61,19 +61,21 @@ def show_options(registry, kind: str | None, name: str | None) -> int:
 
 
 def cmd_recipe_show(args: argparse.Namespace) -> int:
-    from v2a.recipe import load_recipe
+    from v2a.recipe import load_recipe, recipe_options
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    print(f"# {recipe.source}" + (f" with {' '.join(args.overrides)}" if args.overrides else ""))
+    options = recipe_options(args)
+    recipe = load_recipe(args.recipe, args.overrides, **options)
+    given = [*args.overrides, *(["--random-weights"] if options["random_weights"] else [])]
+    print(f"# {recipe.source}" + (f" with {' '.join(given)}" if given else ""))
     print(recipe.to_yaml(), end="")
     return 0
 
 
 def cmd_recipe_check(args: argparse.Namespace) -> int:
-    from v2a.recipe import load_recipe
+    from v2a.recipe import load_recipe, recipe_options
     from v2a.registry import default_registry
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args))
     registry = default_registry()
     for slot, choice in recipe.all_components():
         status = registry.get(choice.kind, choice.plugin).status
@@ -84,15 +86,21 @@ def cmd_recipe_check(args: argparse.Namespace) -> int:
             if not Path(weights).expanduser().is_file():
                 print(f"note: {slot}.weights names {weights}, which does not exist yet",
                       file=sys.stderr)
-    print(f"{recipe.source}: ok ({len(recipe.components)} components)")
+    base = "; a base recipe, to be extended rather than run" if recipe.base else ""
+    print(f"{recipe.source}: ok ({len(recipe.components)} components{base})")
     return 0
 
 
 def cmd_recipe_list(args: argparse.Namespace) -> int:
-    from v2a.recipe import builtin_recipe_names, builtin_recipes_dir
+    from v2a.recipe import catalogue
 
-    for name in builtin_recipe_names():
-        print(f"{name:24s} {builtin_recipes_dir() / (name + '.yaml')}")
+    entries = catalogue()
+    width = max((len(e.name) for e in entries), default=0)
+    for entry in entries:
+        tag = "[base] " if entry.base else ""
+        print(f"{entry.name:{width}s}  {tag}{entry.description}".rstrip())
+    if any(e.base for e in entries):
+        print("[base]: meant to be extended by other recipes, not run")
     return 0
 
 
@@ -101,12 +109,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     from v2a.interfaces import Fittable
     from v2a.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio, media_files
-    from v2a.recipe import load_recipe
+    from v2a.recipe import load_recipe, recipe_options
     from v2a.weights import save_state
 
     files = [a for a in args.inputs if "=" not in a or Path(a).exists()]
     overrides = [a for a in args.inputs if a not in files] + list(args.overrides)
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, overrides, **recipe_options(args))
     choice = recipe.choice(args.slot)
     output = Path(args.output)
     if output.suffix != ".safetensors":
@@ -142,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
         help="show the full traceback of errors",
+    )
+    common.add_argument(  # read by the commands that load a recipe (v2a.recipe.recipe_options)
+        "--random-weights", action="store_true", default=argparse.SUPPRESS,
+        help="recipe commands: set every component's weights to none (random; nothing is downloaded)",
+    )
+    common.add_argument(
+        "--allow-env", action="store_true", default=argparse.SUPPRESS,
+        help="recipe commands: let ${oc.env:NAME} in the recipe read environment variables",
     )
     parser = argparse.ArgumentParser(
         prog="v2a", parents=[common],
@@ -220,6 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("v2a: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 (translated at the boundary, or re-raised)
+        message = user_facing_message(exc)
+        if message is None:
+            raise  # a bug: keep the traceback
+        if verbose:
+            traceback.print_exc()
+        print(f"v2a: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from v2a.errors import UserError, suggestion
+from v2a.files import is_temporary, write_text_atomic
 from v2a.sequences import FeatureSequence, pad_sequences
 
 if TYPE_CHECKING:
@@ -251,14 +252,6 @@ def write_manifest(clips: Iterable[Clip], path: str | Path) -> Path:
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder, then rename."""
-    from v2a.media import atomic_output
-
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-
-
 def data_root(recipe: Recipe, manifest: str | Path) -> Path:
     """Where a manifest's relative paths point: ``data.root``, else the manifest's folder."""
     return Path(recipe.data.root).expanduser() if recipe.data.root else Path(manifest).parent
@@ -310,16 +303,13 @@ MUSIC_PATTERN = "{label}/{id}.mp4"
 
 def find_video(folder: Path, name: str) -> Path | None:
     """``folder / name``, or the same file name with another video suffix (``.mkv``, ``.webm``:
-    what a downloader produced), or None."""
+    what a downloader produced), or None. A temporary v2a is writing is never one
+    (:func:`v2a.files.is_temporary`)."""
     from v2a.media import VIDEO_SUFFIXES
 
-    path = folder / name
-    if path.is_file():
-        return path
-    for suffix in VIDEO_SUFFIXES:
-        other = path.with_suffix(suffix)
-        if other.is_file():
-            return other
+    for path in (folder / name, *((folder / name).with_suffix(s) for s in VIDEO_SUFFIXES)):
+        if path.is_file() and not is_temporary(path):
+            return path
     return None
 
 
@@ -485,6 +475,8 @@ def folder_manifest(
     clips: list[Clip] = []
     left_out: list[tuple[str, str]] = []
     for file in media_files([folder], VIDEO_SUFFIXES):
+        if is_temporary(file):  # a video v2a is writing there (or a killed run left)
+            continue
         rel = file.relative_to(folder).as_posix()
         parent = Path(rel).parent.as_posix()
         label = parent if labels_from_folders and parent != "." else None
@@ -679,8 +671,10 @@ class CachedClips(Dataset):
     ``cache_dir``: the cache folder (None: the recipe's, see :func:`cache_dir_of`). The cache
     must have been extracted with the recipe's codec, visual encoders and audio encoder (same
     options, same weights files): otherwise a :class:`~v2a.cache.CacheMismatchError` names the
-    first difference. An unfinished cache is refused unless ``allow_partial``. ``split``: only
-    the clips of that split (None: all; clips without one are ``train``).
+    first difference. An unfinished cache is refused unless ``allow_partial``; a damaged shard
+    is a :class:`~v2a.cache.CacheError` naming it and the command that extracts it again, at
+    start (its header) or when a clip is read (its checksum). ``split``: only the clips of that
+    split (None: all; clips without one are ``train``).
 
     ``clips`` lists the clips in cache order; ``skipped`` the clips extraction could not use,
     with the reason. Items are :class:`ClipItem`; pass :func:`collate` to a DataLoader.

@@ -8,6 +8,7 @@ traceback unless ``--verbose`` is given. Anything else is a bug and keeps its tr
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -48,3 +49,41 @@ def suggestion(word: str, choices: Iterable[str], what: str = "choices") -> str:
         return f"there are no valid {what}"
     shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
     return f"valid {what}: {shown}"
+
+
+#: What the user's machine or files cause (permissions, full or read-only disks, missing paths):
+#: an OSError with one of these errors is reported in one sentence; any other keeps its traceback.
+USER_ERRNOS = {
+    errno.EACCES: "check the permissions",
+    errno.EPERM: "check the permissions",
+    errno.EROFS: "write somewhere else",
+    errno.ENOSPC: "free some space or write somewhere else",
+    errno.EDQUOT: "free some space or write somewhere else",
+    errno.EFBIG: "write somewhere else",
+    errno.ENOENT: "",
+    errno.ENOTDIR: "",
+    errno.EISDIR: "",
+    errno.EEXIST: "",
+    errno.ENOTEMPTY: "",
+    errno.ENAMETOOLONG: "use a shorter name",
+    errno.EIO: "the disk or file system reported an input/output error",
+}
+
+
+def user_facing_message(exc: BaseException) -> str | None:
+    """One sentence for an exception the user's environment caused rather than a bug in v2a: an
+    OSError with an errno of :data:`USER_ERRNOS` (PyAV's file errors included), a PyAV error
+    about a named file, running out of memory. None for anything else (a bug: keep the traceback)."""
+    if isinstance(exc, MemoryError):
+        return ("the machine ran out of memory; try a shorter video or window, a smaller batch, "
+                "or a smaller recipe")
+    filename = getattr(exc, "filename", None)
+    if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
+        what = f"{filename}: " if filename else ""
+        reason = (exc.strerror or str(exc)).rstrip(".")
+        hint = USER_ERRNOS[exc.errno]
+        return f"{what}{reason[:1].lower()}{reason[1:]}" + (f"; {hint}" if hint else "")
+    if type(exc).__module__ == "av.error" and filename:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return f"PyAV (FFmpeg) could not process {filename}: {reason}"
+    return None

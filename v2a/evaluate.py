@@ -510,6 +510,7 @@ class Options:
     recipe: str | None = None
     checkpoint: Path | None = None
     overrides: list[str] = field(default_factory=list)
+    recipe_options: dict = field(default_factory=dict)  # load_recipe's flags (v2a.recipe.recipe_options)
     encoders: list[str] = field(default_factory=lambda: DEFAULT_ENCODERS.split(","))
     tolerance: float = 0.05
     plots: Path | None = None  # the folder to write one PNG per clip into
@@ -623,7 +624,7 @@ def evaluate(options: Options, progress: bool = False) -> dict[str, Any]:
     if options.recipe is not None:
         from v2a.recipe import load_recipe
 
-        recipe = load_recipe(options.recipe, options.overrides)
+        recipe = load_recipe(options.recipe, options.overrides, **options.recipe_options)
     notes: list[str] = []
     features = build_features(options.encoders, recipe, device, notes)
     sync = build_sync_scorer(recipe, options.checkpoint, device, notes)
@@ -838,6 +839,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from v2a.recipe import recipe_options
+
     output = Path(args.output) if args.output else None
     if args.plots and output is None:
         raise EvaluationOptionError("--plots writes OUT/plots/<stem>.png, so it needs -o OUT")
@@ -850,14 +853,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         videos=Path(args.videos) if args.videos else None,
         events=Path(args.events) if args.events else None, recipe=args.recipe,
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-        overrides=list(args.overrides), encoders=encoders, tolerance=args.tolerance,
+        overrides=list(args.overrides), recipe_options=recipe_options(args),
+        encoders=encoders, tolerance=args.tolerance,
         plots=output / "plots" if args.plots else None, device=args.device or "cpu",
     )
     results = evaluate(options, progress=True)
     table = markdown_table(results)
     print(table, end="")
     if output is not None:
-        from v2a.data import write_text_atomic
+        from v2a.files import write_text_atomic
 
         document = {"command": command_line(args),
                     "options": {k: str(v) if isinstance(v, Path) else v

@@ -49,7 +49,10 @@ with a seed derived from ``(seed, w)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -157,19 +160,27 @@ class VideoToAudio:
 
     @torch.inference_mode()
     def generate(self, video: str | Path | Tensor | Video, *, fps: float | None = None,
-                 duration: float | None = None, seed: int | None = None,
+                 start: float = 0.0, duration: float | None = None, seed: int | None = None,
                  candidates: int | None = None, steps=None, cfg: float | None = None,
-                 temperature: float | None = None, precision: str | None = None
-                 ) -> tuple[Tensor, int]:
+                 temperature: float | None = None, precision: str | None = None,
+                 progress: bool = False) -> tuple[Tensor, int]:
         """Audio for ``video``: ``([c, n] float32 on the CPU, sample_rate)`` with
-        ``n = round(duration · sample_rate)``; ``duration`` defaults to the video's own.
+        ``n = round(duration · sample_rate)``, the sound of the stretch ``[start, start +
+        duration]`` s of the video; ``duration`` defaults to the rest of the video after ``start``.
 
         ``video``: a file's path; a uint8 tensor ``[t, h, w, 3]`` (RGB bytes) or a float tensor
         ``[t, 3, h, w]`` in [0, 1], with its frame rate ``fps`` (frame ``i`` is shown from
         ``i / fps`` s, the video lasts ``t / fps``); or a :class:`~v2a.media.Video`. Frames in
         memory give exactly the audio of the file they were decoded from (``load_video(path,
         fps=the file's rate)``) when no encoder needs them resized; see :func:`video_source`.
-        Options left None take the recipe's ``sampling`` values."""
+        Options left None take the recipe's ``sampling`` values. ``progress`` shows a progress
+        bar over the windows of a video longer than one window.
+
+        The result is the model's raw output (no limiting; see :mod:`v2a.output_stage`); a
+        model that produces non-finite samples (damaged weights) raises :class:`GenerationError`.
+        """
+        from tqdm import tqdm
+
         from v2a.media import probe
         from v2a.sampler import Prompt, sample
 
@@ -186,17 +197,20 @@ class VideoToAudio:
             if not info.has_video:
                 raise GenerationError(f"{source} has no video stream")
             name, length = str(source), info.video_duration or info.duration
+        if not 0 <= start < length:
+            raise GenerationError(f"--start {start:g} s is not inside {name} ({length:.2f} s)")
         if duration is None:
-            duration = length
+            duration = length - start
         elif not duration > 0:
             raise GenerationError(f"--duration must be positive, got {duration:g}")
-        elif duration > length + WINDOW_TOLERANCE:
-            raise GenerationError(f"--duration {duration:g} s is longer than {name} ({length:.2f} s)")
+        elif start + duration > length + WINDOW_TOLERANCE:
+            raise GenerationError(f"{start:g} s + --duration {duration:g} s ends after {name} "
+                                  f"({length:.2f} s)")
         sr = self.sample_rate
         n = round(duration * sr)
-        total = int(self.codec.num_frames(n))  # codec frames of the whole video
+        total = int(self.codec.num_frames(n))  # codec frames of the whole stretch
         frame_rate = float(self.codec.frame_rate)
-        width = int(self.codec.num_frames(round(self.window * sr)))  # frames of one window
+        width = self.window_frames
         if duration <= self.window + WINDOW_TOLERANCE:
             width = total  # one window (a few frames over the window's length are fine)
         options = dict(
@@ -208,26 +222,46 @@ class VideoToAudio:
         )
         codes = torch.zeros(self.codec.n_codebooks, total, dtype=torch.int64)  # [k, L]
         done = 0  # frames generated so far: [0, done)
-        for w, start in enumerate(window_starts(total, width, overlap=width // 4)):
+        starts = window_starts(total, width, overlap=width // 4)
+        for w, first in enumerate(tqdm(starts, desc="windows", unit="window", leave=False,
+                                       disable=not progress or len(starts) < 2)):
             # this window's video, its conditioning, and the codes of the overlap as its prompt
-            t0 = start / frame_rate
+            t0 = first / frame_rate
             span = min(width / frame_rate, duration - t0)
-            streams = self.encode_video(source, span, start=t0)
+            streams = self.encode_video(source, span, start=start + t0)
             condition = self.fuser.fuse({k: streams[k] for k in self.fuser.stream_dims},
                                         frame_rate=frame_rate, num_frames=width)
             known = torch.zeros(1, *codes.shape[:1], width, dtype=torch.bool)
-            known[..., :max(0, done - start)] = True
-            prompt = Prompt(codes[None, :, start:start + width].clone(), known) if done else None
+            known[..., :max(0, done - first)] = True
+            prompt = Prompt(codes[None, :, first:first + width].clone(), known) if done else None
             window_codes = sample(self.generator, condition, num_frames=width, prompt=prompt,
                                   seed=window_seed(seed, w), **options).cpu()  # [B, k, width]
             best = 0
             if candidates > 1 and self.reranker is not None:
                 wavs = self.codec.decode(window_codes.to(self.device)).float()
                 best = self.rerank(wavs, streams)
-            codes[:, start:start + width] = window_codes[best]
-            done = start + width
-        wav = self.codec.decode(codes[None].to(self.device), length=n).float()  # [1, c, n']
-        return fit_length(wav, n)[0].cpu(), sr
+            codes[:, first:first + width] = window_codes[best]
+            done = first + width
+        wav = decode_in_windows(self.codec, codes[None].to(self.device), n, window=width,
+                                context=self.decode_context_frames, progress=progress)
+        wav = wav[0].cpu()
+        if not bool(torch.isfinite(wav).all()):
+            bad = int((~torch.isfinite(wav)).sum())
+            raise GenerationError(
+                f"the model produced {bad} non-finite samples (NaN or inf) for {name}: its weights "
+                f"are probably damaged; check the fuser and generator weights of {self.recipe.source}")
+        return wav, sr
+
+    @property
+    def window_frames(self) -> int:
+        """Codec frames of one generation window (``data.clip_seconds``)."""
+        return int(self.codec.num_frames(round(self.window * self.sample_rate)))
+
+    @property
+    def decode_context_frames(self) -> int:
+        """Frames of context decoded on each side of a window of codes (one second): the codec's
+        decoder sees its neighbourhood, so window seams do not show."""
+        return max(1, round(float(self.codec.frame_rate)))
 
     def encode_video(self, video: str | Path | Video, duration: float, *,
                      start: float = 0.0) -> dict:
@@ -394,6 +428,58 @@ def fit_length(wavs: Tensor, n: int) -> Tensor:
     return torch.nn.functional.pad(wavs, (0, n - wavs.shape[-1]))
 
 
+ALIGN = 8
+
+
+def _align_up(frames: int) -> int:
+    return -(-max(0, int(frames)) // ALIGN) * ALIGN
+
+
+def decode_in_windows(codec, codes: Tensor, length: int, *, window: int, context: int,
+                      fade: int | None = None, progress: bool = False) -> Tensor:
+    """``codec.decode(codes, length=length)`` for ``codes [b, k, L]``, one window of ``window``
+    frames at a time, so that memory does not grow with the video.
+
+    Each window is decoded with ``context`` frames of its neighbours on either side (a decoder's
+    output near a frame depends on the frames around it), and neighbouring windows overlap by
+    ``fade`` frames (default ``context // 2``), crossfaded with complementary sin²/cos² ramps (they
+    sum to one, so where the two decodes agree the result is either of them). Codes no longer than
+    one window plus its context are decoded at once."""
+    total = codes.shape[-1]
+    # windows start on multiples of ALIGN frames: a decoder whose output depends on the absolute
+    # frame index modulo a small power of two (a phase initialisation from frame times, as the
+    # spectral codec's Griffin-Lim) then decodes each window as it decodes the whole sequence
+    window, context = _align_up(window), _align_up(context)
+    fade = min(context, _align_up(context // 2) if fade is None else fade)
+    if total <= window + 2 * context:
+        return fit_length(codec.decode(codes, length=length).float(), length)
+    from tqdm import tqdm
+
+    samples = codec.num_samples
+    out: Tensor | None = None
+    firsts = list(range(0, total, window))
+    for first in tqdm(firsts, desc="decoding", unit="window", leave=False, disable=not progress):
+        last = min(total, first + window)
+        lo, hi = max(0, first - fade // 2), min(total, last + fade - fade // 2)
+        a, b = max(0, lo - context), min(total, hi + context)
+        wav = codec.decode(codes[..., a:b]).float()  # frame a at sample 0
+        begin, end = samples(lo), min(samples(hi), length)
+        if end <= begin:
+            break
+        piece = fit_length(wav[..., samples(lo - a):], end - begin)
+        if out is None:
+            out = wav.new_zeros(*wav.shape[:-1], length)
+        ramp = min(samples(fade), piece.shape[-1] // 2)
+        weight = torch.ones(piece.shape[-1], dtype=piece.dtype, device=piece.device)
+        if ramp and first > 0:  # fade in where the previous window fades out
+            rise = torch.sin(torch.linspace(0, torch.pi / 2, ramp, device=piece.device)) ** 2
+            weight[:ramp] = rise
+        if ramp and last < total:
+            weight[-ramp:] = torch.cos(torch.linspace(0, torch.pi / 2, ramp, device=piece.device)) ** 2
+        out[..., begin:end] += piece * weight
+    return out
+
+
 def _warn(text: str) -> None:
     print(text, file=sys.stderr)
 
@@ -413,17 +499,19 @@ def names_a_file(output: Path) -> bool:
     return output.suffix.lower() in (*VIDEO_SUFFIXES, *AUDIO_SUFFIXES) and not output.is_dir()
 
 
-def output_paths(video: Path, output: Path | None, audio_format: str = "wav") -> tuple[Path, Path]:
-    """(audio, mp4) for ``video``: with ``output`` a file name (:func:`names_a_file`), that name
+def output_paths(source: Source, output: Path | None, audio_format: str = "wav"
+                 ) -> tuple[Path, Path]:
+    """(audio, mp4) for ``source`` (named ``<stem>`` after :attr:`Source.stem`): with ``output`` a file name (:func:`names_a_file`), that name
     with the suffixes ``.<wav|flac>`` and ``.mp4``; with ``output`` a folder,
     ``<OUT>/<stem>.<wav|flac>`` and ``<OUT>/<stem>.mp4``; else ``<stem>.v2a.<wav|flac>`` and
     ``<stem>.v2a.mp4`` beside the video."""
+    stem = source.stem
     if output is None:
-        return (video.with_name(f"{video.stem}.v2a.{audio_format}"),
-                video.with_name(f"{video.stem}.v2a.mp4"))
+        return (source.video.with_name(f"{stem}.v2a.{audio_format}"),
+                source.video.with_name(f"{stem}.v2a.mp4"))
     if names_a_file(output):
         return output.with_suffix(f".{audio_format}"), output.with_suffix(".mp4")
-    return output / f"{video.stem}.{audio_format}", output / f"{video.stem}.mp4"
+    return output / f"{stem}.{audio_format}", output / f"{stem}.mp4"
 
 
 def output_audio_format(output: Path | None, given: str | None) -> str:
@@ -441,89 +529,333 @@ def output_audio_format(output: Path | None, given: str | None) -> str:
     return given or "wav"
 
 
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Videos named, videos inside folders named, and videos listed by CSV/JSONL manifests."""
+@dataclass(frozen=True)
+class Source:
+    """One thing to generate: a video file, the stretch of it (``start``, ``duration`` s; None:
+    to the end) and the stem its outputs are named after."""
+
+    video: Path
+    start: float = 0.0
+    duration: float | None = None
+    name: str = ""
+
+    @property
+    def stem(self) -> str:
+        return self.name or self.video.stem
+
+
+def _clip_stem(clip, video: Path) -> str:
+    """Output stem of a manifest row: the video's stem, with ``@start`` when the row does not start
+    at 0, or the row's own ``id`` (slashes made underscores) when the manifest gives one."""
+    from v2a.data import default_id
+
+    if clip.id != default_id(clip.path, clip.start):
+        return clip.id.replace("/", "_").replace("\\", "_")
+    return video.stem + (f"@{clip.start:g}" if clip.start else "")
+
+
+def is_v2a_output(path: Path) -> bool:
+    """Whether ``path`` is a file v2a wrote: a temporary, an output named ``<stem>.v2a.<ext>``, or a
+    file whose metadata says v2a generated it (:data:`v2a.media.GENERATED_BY`)."""
+    from v2a.files import is_temporary
+    from v2a.media import generated_by_v2a
+
+    return is_temporary(path) or path.stem.endswith(".v2a") or generated_by_v2a(path)
+
+
+def expand_inputs(paths: list[Path], notes: list[str] | None = None) -> list[Source]:
+    """Videos named, videos inside folders named (never v2a's own outputs or temporaries, which
+    are skipped with a note), and the clips CSV/JSONL manifests list (their ``start`` and
+    ``duration`` honoured)."""
     from v2a.data import read_manifest
     from v2a.media import VIDEO_SUFFIXES, media_files
 
-    videos: list[Path] = []
+    sources: list[Source] = []
     for path in paths:
         if path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
-            videos += [clip.resolve(path.parent) for clip in read_manifest(path)]
+            for clip in read_manifest(path):
+                video = clip.resolve(path.parent)
+                sources.append(Source(video, clip.start, clip.duration, _clip_stem(clip, video)))
         elif path.is_dir():
             found = media_files([path], VIDEO_SUFFIXES)
+            ours = [f for f in found if is_v2a_output(f)]
+            if ours and notes is not None:
+                shown = ", ".join(f.name for f in ours[:3]) + (", ..." if len(ours) > 3 else "")
+                notes.append(f"note: {path}: left out {len(ours)} file(s) v2a wrote ({shown})")
+            found = [f for f in found if f not in ours]
             if not found:
-                raise GenerationError(f"the folder {path} holds no video")
-            videos += found
+                raise GenerationError(f"the folder {path} holds no video" + (
+                    " besides v2a's own outputs" if ours else ""))
+            sources += [Source(f) for f in found]
         else:
-            videos.append(path)
-    return videos
+            sources.append(Source(path))
+    return sources
+
+
+@dataclass
+class Job:
+    """One video's outputs, planned before any model is loaded."""
+
+    source: Source
+    wav: Path
+    mp4: Path
+    plan: object = None  # what muxing will do (:class:`v2a.media.MuxPlan`)
+    replaces: bool = False  # outputs exist and --overwrite replaces them
+
+    @property
+    def video(self) -> Path:
+        return self.source.video
+
+
+def _existing_folder(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(folders: set[Path], needed: dict[Path, int]) -> None:
+    """Refuse, in one sentence, output folders that cannot be created or written, or whose file
+    system has less free space than the outputs planned there need (``needed``: bytes by folder)."""
+    import shutil
+
+    free: dict[int, tuple[Path, int, int]] = {}  # file system → (a folder on it, free, needed)
+    for folder in sorted(folders):
+        base = _existing_folder(folder)
+        if not base.is_dir():
+            raise GenerationError(f"cannot write into {folder}: {base} is a file, not a folder")
+        statvfs = os.statvfs(base)
+        if statvfs.f_flag & os.ST_RDONLY:
+            raise GenerationError(f"cannot write into {folder}: {base} is on a read-only file system")
+        if not os.access(base, os.W_OK | os.X_OK):
+            raise GenerationError(f"cannot write into {folder}: permission denied on {base}")
+        device = base.stat().st_dev
+        _, have, want = free.get(device, (base, shutil.disk_usage(base).free, 0))
+        free[device] = (base, have, want + needed.get(folder, 0))
+    for base, have, want in free.values():
+        if want > have:
+            raise GenerationError(
+                f"the outputs need about {want / 1e6:.0f} MB but {base} has {have / 1e6:.0f} MB "
+                "free; free some space or write them elsewhere with -o")
+
+
+def estimated_bytes(job: Job, sample_rate: int, channels: int) -> int:
+    """A generous guess of the bytes ``job`` writes: 16-bit audio, plus the video stream (its
+    size in the input when copied, twice that when re-encoded) and AAC at 192 kbit/s."""
+    from v2a.media import probe
+
+    info = probe(job.video)
+    seconds = job.source.duration or max(0.0, info.duration - job.source.start)
+    share = min(1.0, seconds / info.duration) if info.duration else 1.0
+    video_bytes = job.video.stat().st_size * share * (1 if getattr(job.plan, "copy_video", True) else 2)
+    return int(seconds * sample_rate * channels * 2 + video_bytes + seconds * 24_000) + 65_536
+
+
+def codec_format(recipe) -> tuple[int, int]:
+    """The codec's sample rate and channels as its plug-in declares them from the recipe, without
+    building it (48 kHz stereo, the most a codec here writes, when it does not declare them)."""
+    from v2a.registry import default_registry
+
+    choice = recipe.choice("codec")
+    declared = default_registry().properties(choice.kind, choice.plugin, choice.config)
+    return int(declared.get("sample_rate") or 48_000), int(declared.get("channels") or 2)
+
+
+def plan_jobs(sources: list[Source], output: Path | None, audio_format: str,
+              overwrite: bool) -> list[Job]:
+    """The outputs of every source, checked before anything heavy runs: readable inputs with a
+    video stream, no output that overwrites an input or another output, existing outputs only with
+    ``overwrite``, and how each video stream will be muxed (copied or re-encoded)."""
+    from v2a.media import MediaError, plan_mux, probe
+
+    if output is not None and names_a_file(output) and len(sources) > 1:
+        raise GenerationError(f"-o {output} names the output of one video, but {len(sources)} "
+                              f"videos were given; give a folder for their outputs")
+    if output is not None and output.exists() and not output.is_dir() and not names_a_file(output):
+        raise GenerationError(f"the output {output} is a file; give a folder")
+    jobs, inputs = [], {s.video.resolve() for s in sources}
+    for source in sources:
+        if not source.video.is_file():
+            raise GenerationError(f"{source.video} does not exist")
+        wav, mp4 = output_paths(source, output, audio_format)
+        for target in (wav, mp4):
+            if target.resolve() in inputs:
+                raise GenerationError(f"the output {target} would overwrite the input")
+        jobs.append(Job(source=source, wav=wav, mp4=mp4))
+    if len({j.wav.resolve() for j in jobs}) < len(jobs):
+        raise GenerationError("two videos have the same name, so their outputs would collide; "
+                              "give them different names or generate them into different folders")
+    for job in jobs:  # every input readable, and its muxing known, before anything is written
+        try:
+            info = probe(job.video)
+            if not info.has_video:
+                raise GenerationError(f"{job.video} has no video stream (it holds only audio)")
+            job.plan = plan_mux(job.video, job.mp4, start=job.source.start,
+                                duration=job.source.duration)
+        except MediaError as exc:
+            raise GenerationError(str(exc)) from None
+        job.replaces = existing_outputs(job, overwrite)
+    return jobs
+
+
+def existing_outputs(job: Job, overwrite: bool) -> bool:
+    """Whether ``job``'s outputs exist (and ``overwrite`` lets them be replaced). One of the pair
+    alone, written by v2a, is a half pair from an older or interrupted run: it is done again. An
+    existing output without ``overwrite`` is refused."""
+    from v2a.files import journal_path
+    from v2a.media import generated_by_v2a
+
+    present = [p for p in (job.wav, job.mp4) if p.exists()]
+    if not present:
+        return False
+    if journal_path(job.mp4).exists():
+        return True  # a dead run's commit: finished under the lock (Outputs), then checked again
+    if len(present) == 1 and generated_by_v2a(present[0]):
+        return True
+    if not overwrite:
+        raise GenerationError(f"{present[0]} exists; pass --overwrite to replace it")
+    return True
+
+
+class Outputs:
+    """The output side of a batch: folders made, each job's outputs locked
+    (:class:`v2a.files.OutputLock`, refused in one sentence while another run writes them),
+    commits a dead run decided finished (:func:`v2a.files.recover_commit`), stale temporaries
+    removed. Leaving the context releases the locks and removes the folders it made if they stayed
+    empty, so a run that fails before writing leaves nothing behind."""
+
+    def __init__(self, jobs: list[Job], *, overwrite: bool):
+        self.jobs, self.overwrite = jobs, overwrite
+        self.made: list[Path] = []
+        self.locks: list = []
+
+    def __enter__(self) -> Outputs:
+        from v2a.files import OutputLock, recover_commit, remove_stale_temporaries
+
+        try:
+            for folder in sorted({j.mp4.parent for j in self.jobs} | {j.wav.parent for j in self.jobs}):
+                missing = []
+                at = folder.absolute()
+                while not at.exists():
+                    missing.append(at)
+                    at = at.parent
+                folder.mkdir(parents=True, exist_ok=True)
+                self.made += reversed(missing)
+                remove_stale_temporaries(folder)
+            for job in self.jobs:
+                self.locks.append(OutputLock(job.mp4, what="writing").acquire())
+                recover_commit(job.mp4)  # a pair a dead run had decided to commit
+                job.replaces = existing_outputs(job, self.overwrite)  # again, now that it is ours
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for lock in self.locks:
+            lock.release()
+        self.locks = []
+        for folder in reversed(self.made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+
+
+def write_outputs(job: Job, audio: Tensor, sample_rate: int, notes=None) -> None:
+    """Write ``job``'s audio file and mp4 as one commit: both are written as temporaries, then
+    renamed together (:func:`v2a.files.commit_together`), so that after a failure or a kill the
+    pair is either both new or both old."""
+    from v2a.files import commit_together, staged_output
+    from v2a.media import mux_audio, write_audio
+
+    wav = audio.numpy()
+    with staged_output(job.wav) as new_wav:
+        write_audio(new_wav, wav, sample_rate)
+        try:
+            with staged_output(job.mp4) as new_mp4:
+                mux_audio(job.video, wav, sample_rate, new_mp4, plan=job.plan,
+                          start=job.source.start, duration=job.source.duration)
+        except BaseException:
+            new_wav.unlink(missing_ok=True)
+            raise
+    commit_together([(new_wav, job.wav), (new_mp4, job.mp4)], anchor=job.mp4)
+
+
+def parse_steps(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        steps = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise GenerationError(f"--steps takes integers separated by commas (e.g. 16,8,4), "
+                              f"not {text!r}") from None
+    if min(steps) < 1:
+        raise GenerationError(f"--steps must be positive, got {text}")
+    return steps
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from v2a.media import MediaError, mux_audio, probe, write_audio
-    from v2a.recipe import load_recipe
+    from v2a.media import MediaError
+    from v2a.output_stage import OutputStage, apply_output_stage
+    from v2a.recipe import load_recipe, recipe_options, require_runnable
+    from v2a.resources import check_resources, estimate
 
-    videos = expand_inputs([Path(a) for a in args.inputs if "=" not in a or Path(a).exists()])
+    notes: list[str] = []
+    sources = expand_inputs([Path(a) for a in args.inputs if "=" not in a or Path(a).exists()], notes)
     overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()] + list(args.overrides)
-    if not videos:
+    if not sources:
         raise GenerationError("no video was given")
+    if args.start is not None or args.duration is not None:
+        if len(sources) > 1 and args.start is not None:
+            raise GenerationError("--start applies to one video; give the stretches of several "
+                                  "videos in a manifest (start and duration columns)")
+        sources = [Source(s.video, args.start if args.start is not None else s.start,
+                          args.duration if args.duration is not None else s.duration, s.name)
+                   for s in sources]
     output = Path(args.output) if args.output else None
     audio_format = output_audio_format(output, args.audio_format)
-    if output is not None and names_a_file(output) and len(videos) > 1:
-        raise GenerationError(f"-o {output} names the output of one video, but {len(videos)} "
-                              f"videos were given; give a folder for their outputs")
-    if output is not None and output.exists() and not output.is_dir() and not names_a_file(output):
-        raise GenerationError(f"the output {output} is a file; give a folder")
-    steps = None
-    if args.steps:
-        try:
-            steps = [int(s) for s in args.steps.split(",")]
-        except ValueError:
-            raise GenerationError(f"--steps takes integers separated by commas (e.g. 16,8,4), "
-                                  f"not {args.steps!r}") from None
-        if min(steps) < 1:
-            raise GenerationError(f"--steps must be positive, got {args.steps}")
-    jobs = []
-    for video in videos:
-        if not video.is_file():
-            raise GenerationError(f"{video} does not exist")
-        wav, mp4 = output_paths(video, output, audio_format)
-        for target in (wav, mp4):
-            if target.resolve() == video.resolve():
-                raise GenerationError(f"the output {target} would overwrite the input")
-            if target.exists() and not args.overwrite:
-                raise GenerationError(f"{target} exists; pass --overwrite to replace it")
-        jobs.append((video, wav, mp4))
-    if len({j[1] for j in jobs}) < len(jobs):
-        raise GenerationError("two videos have the same name, so their outputs would collide")
-    for video, _, _ in jobs:  # every input readable before anything is written
-        try:
-            if not probe(video).has_video:
-                raise GenerationError(f"{video} has no video stream (it holds only audio)")
-        except MediaError as exc:
-            raise GenerationError(str(exc)) from None
+    steps = parse_steps(args.steps)
+    stage = OutputStage(peak_dbfs=None if args.raw_audio else args.peak,
+                        loudness_lufs=None if args.raw_audio else args.loudness)
+    jobs = plan_jobs(sources, output, audio_format, args.overwrite)
+    for note in notes:
+        print(note, file=sys.stderr)
 
-    recipe = load_recipe(args.recipe, overrides)
-    model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
-    for video, wav_path, mp4_path in tqdm(jobs, desc="generating", unit="video",
-                                          disable=len(jobs) < 2):
-        try:
-            audio, sr = model.generate(video, duration=args.duration, seed=args.seed,
-                                       candidates=args.candidates, steps=steps, cfg=args.cfg,
-                                       temperature=args.temperature, precision=args.precision)
-        except MediaError as exc:
-            raise GenerationError(str(exc)) from None
-        audio = audio.numpy()
-        write_audio(wav_path, audio, sr)
-        try:
-            mux_audio(video, audio, sr, mp4_path)
-        except BaseException:
-            wav_path.unlink(missing_ok=True)  # no half result: both files or neither
-            raise
-        print(f"wrote {mp4_path} and {wav_path}")
+    recipe = load_recipe(args.recipe, overrides, **recipe_options(args))
+    require_runnable(recipe)
+    sample_rate, channels = codec_format(recipe)
+    needed: dict[Path, int] = {}
+    for job in jobs:
+        needed[job.mp4.parent] = needed.get(job.mp4.parent, 0) + estimated_bytes(
+            job, sample_rate, channels)
+    check_writable({j.mp4.parent for j in jobs} | {j.wav.parent for j in jobs}, needed)
+    shortfall = check_resources(estimate(recipe, task="generate"), folder=jobs[0].mp4.parent)
+    if shortfall:
+        print(f"v2a: warning: {shortfall}", file=sys.stderr)
+    for job in jobs:
+        reason = getattr(job.plan, "reason", "")
+        if reason:
+            print(f"note: {job.video}: {reason}; the video is re-encoded (H.264)", file=sys.stderr)
+    with Outputs(jobs, overwrite=args.overwrite):
+        model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
+        for job in tqdm(jobs, desc="generating", unit="video", disable=len(jobs) < 2):
+            try:
+                audio, sr = model.generate(job.video, start=job.source.start,
+                                           duration=job.source.duration, seed=args.seed,
+                                           candidates=args.candidates, steps=steps, cfg=args.cfg,
+                                           temperature=args.temperature, precision=args.precision,
+                                           progress=len(jobs) == 1)
+            except MediaError as exc:
+                raise GenerationError(str(exc)) from None
+            audio, report = apply_output_stage(audio, sr, stage)
+            if report.warning():
+                print(f"v2a: warning: {job.video}: {report.warning()}", file=sys.stderr)
+            for note in report.notes:
+                print(f"note: {job.video}: {note}", file=sys.stderr)
+            write_outputs(job, audio, sr)
+            print(f"wrote {job.mp4} and {job.wav}")
     return 0
 
 
@@ -554,11 +886,25 @@ def add_generate_command(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: sampling.cfg_scale)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: sampling.temperature)")
     p.add_argument("--seed", type=int, help="random seed (default: sampling.seed)")
-    p.add_argument("--duration", type=float, help="seconds to generate from the start (default: the video's)")
+    p.add_argument("--start", type=float,
+                   help="where the sound starts in the video, in seconds (default 0; a manifest's "
+                   "start column gives it per clip); the mp4 is the video cut to that stretch")
+    p.add_argument("--duration", type=float,
+                   help="seconds to generate from --start (default: to the end of the video)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                    help="generator precision (default: sampling.precision)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    stage = p.add_argument_group("output stage", "what is done to the generated audio before it "
+                                 "is written (docs/output.md)")
+    stage.add_argument("--peak", type=float, default=-1.0, metavar="DBFS",
+                       help="peak limiter ceiling in dBFS (default -1)")
+    stage.add_argument("--loudness", type=float, metavar="LUFS",
+                       help="normalise the integrated loudness (ITU-R BS.1770) to LUFS, e.g. -23, "
+                       "before limiting (default: off; needs v2a[loudness])")
+    stage.add_argument("--raw-audio", action="store_true",
+                       help="write the model's output as it is: no loudness normalisation, no "
+                       "limiting")
     p.add_argument("--audio-format", choices=("wav", "flac"),
                    help="the audio file written beside the mp4 (default: the suffix of -o FILE "
                    "when it is .wav or .flac, else wav)")

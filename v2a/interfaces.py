@@ -7,7 +7,10 @@ that name. :mod:`v2a.testing` checks each contract below, one test per check.
 
 Conventions shared by all interfaces
 ------------------------------------
-* Waveforms are ``[b, c, n]`` float in ``[-1, 1]`` at the component's ``sample_rate``.
+* Waveforms are ``[b, c, n]`` float, nominally in ``[-1, 1]``, at the component's
+  ``sample_rate``. A codec's ``decode`` may overshoot full scale a little; it must not clip (a
+  clipped peak is flat and cannot be limited back into shape): ``v2a generate`` brings peaks under
+  its ceiling in the output stage (:mod:`v2a.output_stage`) before anything is written.
 * Video frames are ``[b, t, 3, h, w]`` float RGB in ``[0, 1]`` sampled at the encoder's ``fps``,
   with their presentation times ``times: [t]`` in seconds, shared by the batch (clips of one
   batch are cut on the same time grid).

@@ -1,4 +1,4 @@
-"""Media input (and one writer) through PyAV. Nothing else in v2a opens media files.
+"""Media files in and out through PyAV. Nothing else in v2a opens media files.
 
 * :func:`load_audio` — the first audio stream → ``[c, n]`` float at a given sample rate.
 * :func:`load_video` — the first video stream → :class:`Video` frames ``[t, 3, h, w]`` sampled
@@ -6,10 +6,15 @@
   source frame shown at each grid time (variable frame rate is handled: each grid time gets the
   frame on screen then). :func:`resample_video` does the same for frames already in memory.
 * :func:`probe` — what a file holds (:class:`MediaInfo`), from its header and first frame.
-* :func:`write_video` — the one writer: RGB frames (+ audio) → an H.264/AAC mp4, atomically.
+* :func:`write_video` — RGB frames (+ audio) → an H.264/AAC mp4, atomically.
+* :func:`plan_mux` / :func:`mux_audio` — a video with new sound: the input's video stream copied
+  packet for packet when the output container can hold it, else re-encoded as H.264; the plan
+  is known, from the header and first packets, before any sound is generated.
 
-Times are the file's presentation timestamps in seconds (0 is the start of the file for almost
-every file; a stream starting later holds its first frame / begins its samples at its own time).
+Times are the file's presentation timestamps in seconds from its start: 0 for almost every
+file, the first timestamp of an MPEG-TS file, whose clock starts wherever the recording began
+(as players show it). A stream starting later holds its first frame / begins its samples at its
+own time.
 
 Rotation: the display matrix a phone writes (frame side data in PyAV 18, also behind
 ``VideoFrame.rotation``) is applied as ffmpeg's own ``autorotate`` does — right-angle rotations
@@ -18,18 +23,23 @@ the displayed ones. An angle that is not a multiple of 90 degrees is rounded to 
 one (ffmpeg would rotate by the exact angle and pad the corners).
 
 Errors a user can cause (a missing, empty, truncated or non-media file, a file without the
-stream asked for, a file shorter than the window asked for) raise :class:`MediaError` with one
-sentence naming the file and the problem; a dataset catches it, skips the clip and reports it.
+stream asked for, a still picture where a video is needed, a file shorter than the window asked
+for, a window starting before 0 s) raise :class:`MediaError` with one sentence naming the file and
+the problem; a dataset catches it, skips the clip and reports it. A non-positive frame rate is
+the calling code's mistake and raises ``ValueError``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import io
+import itertools
 import math
-import os
-import tempfile
+import statistics
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -38,6 +48,7 @@ import torch
 from torch import Tensor
 
 from v2a.errors import UserError
+from v2a.files import atomic_output
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v")
@@ -124,17 +135,18 @@ def load_audio(
         resampler = av.AudioResampler(
             format="fltp", layout="mono" if channels == 1 else "stereo", rate=sample_rate
         )
+        origin = _late_start(container)
         if start > AUDIO_PREROLL:
             # a decoder's first frame after a seek lacks its overlap with the previous one (AAC,
             # MP3, Opus): land early enough that it falls before the window
-            target = int((start - AUDIO_PREROLL) / stream.time_base)
+            target = int((origin + start - AUDIO_PREROLL) / stream.time_base)
             container.seek(target, stream=stream, backward=True)
         chunks: list[np.ndarray] = []
         first_time: float | None = None
         try:
             for frame in container.decode(stream):
                 if first_time is None:
-                    first_time = float(frame.time) if frame.time is not None else 0.0
+                    first_time = float(frame.time) - origin if frame.time is not None else 0.0
                 chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
                 if duration is not None and chunks:
                     decoded = sum(c.shape[1] for c in chunks) / sample_rate
@@ -153,7 +165,9 @@ def load_audio(
         offset = max(0, round((start - (first_time or 0.0)) * sample_rate))
         end = wav.shape[1]
         if stream.duration is not None and stream.time_base is not None:
-            end = min(end, round(float(stream.duration * stream.time_base) * sample_rate)
+            stream_end = _stream_begins(container, stream) + float(stream.duration
+                                                                   * stream.time_base)
+            end = min(end, round(stream_end * sample_rate)
                       - round((first_time or 0.0) * sample_rate))
         if duration is not None:
             wanted = round(duration * sample_rate)
@@ -215,6 +229,20 @@ def _stream_duration(stream) -> float | None:
     return None
 
 
+def _late_start(container) -> float:
+    """Seconds at which the file's clock starts when that is after 0, else 0. An MPEG-TS file's
+    clock starts wherever its recording began; players show that moment as 0, and so does v2a."""
+    start = container.start_time
+    return max(0.0, start / av.time_base) if start is not None else 0.0
+
+
+def _stream_begins(container, stream) -> float:
+    """Seconds from the file's start (see :func:`_late_start`) to ``stream``'s first moment."""
+    if stream.start_time is None:
+        return 0.0
+    return max(0.0, float(stream.start_time * stream.time_base) - _late_start(container))
+
+
 @dataclass(frozen=True)
 class _Orientation:
     """How a stored picture is turned upright: transpose, then flip rows / columns."""
@@ -266,8 +294,59 @@ def _orientation(frame: av.VideoFrame) -> _Orientation:
     return _Orientation(turn.transpose, turn.flip_rows, turn.flip_cols, rotation, mirrored)
 
 
+def _is_picture_format(container) -> bool:
+    """Whether ``container`` was opened by one of FFmpeg's image readers (a PNG, JPEG... file,
+    whatever its name says), which hold one picture per file."""
+    name = container.format.name
+    return name == "image2" or name.endswith("_pipe")
+
+
+def _first_frame(container, stream, path: Path) -> tuple[av.VideoFrame, int]:
+    """The first decoded frame of ``stream`` and how many packets it holds: the number read
+    until that frame came out and a second packet was seen, so 1 means a one-frame stream."""
+    first, packets = None, 0
+    try:
+        for packet in container.demux(stream):  # ends with an empty packet that flushes
+            if packet.size:
+                packets += 1
+            for frame in stream.decode(packet):
+                if first is None:
+                    first = frame
+            if first is not None and packets >= 2:
+                break
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path} is truncated or damaged: decoding its first video frame "
+                         f"failed ({exc.strerror})") from None
+    if first is None:
+        raise MediaError(f"{path} has a video stream with no decodable frames")
+    return first, packets
+
+
+def _demuxed_end(path: Path) -> float:
+    """Seconds from the start of ``path`` to where its video's last packet ends, read from the
+    packets (not decoded): for files whose headers state no duration. Packets without times (a
+    raw H.264 stream's) last a frame at the stream's nominal rate each."""
+    with open_media(path) as container:
+        stream = _video_stream(container)
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        end, count = None, 0
+        for packet in container.demux(stream):
+            if packet.size:
+                count += 1
+                if packet.pts is not None:
+                    end = max(end or 0, packet.pts + (packet.duration or 0))
+        if end is None:
+            return count / rate
+        return max(0.0, float(end * stream.time_base) - _late_start(container))
+
+
 def probe(path: str | Path) -> MediaInfo:
-    """What ``path`` holds: streams, duration, frame rate, displayed size, rotation."""
+    """What ``path`` holds: streams, duration, frame rate, displayed size, rotation.
+
+    Raises :class:`MediaError` for a file that cannot be read, one without a video or audio
+    stream, and a still picture (an image file under any name, or a video of one frame): there
+    is nothing to give sound to.
+    """
     path = Path(path)
     with open_media(path) as container:
         video = _video_stream(container)
@@ -286,13 +365,12 @@ def probe(path: str | Path) -> MediaInfo:
         if video is not None:
             rate = video.average_rate or video.guessed_rate
             video.codec_context.thread_count = 1
-            try:
-                first = next(container.decode(video), None)
-            except av.error.FFmpegError as exc:
-                raise MediaError(f"{path} is truncated or damaged: decoding its first video "
-                                 f"frame failed ({exc.strerror})") from None
-            if first is None:
-                raise MediaError(f"{path} has a video stream with no decodable frames")
+            first, packets = _first_frame(container, video, path)
+            if packets < 2 or _is_picture_format(container):
+                raise MediaError(f"{path} holds one still picture ({video.codec_context.name}), "
+                                 f"not a video")
+            if not info["duration"]:
+                info["duration"] = _demuxed_end(path)  # no header states a length
             width, height = first.width, first.height
             orientation = _orientation(first)
             if orientation.transpose:
@@ -381,6 +459,16 @@ class _FrameConverter:
         return np.ascontiguousarray(rgb[top:top + crop_h, left:left + crop_w])
 
 
+def _check_window(start: float, duration: float | None, *, what: str) -> None:
+    """A window comes from a user (``--start``/``--duration``, a manifest's rows): one starting
+    before 0 or lasting no time is a :class:`MediaError`. (A frame rate is the calling code's,
+    a video encoder's that validates its own: a bad one is a bug, a ``ValueError``.)"""
+    if start < 0 or (duration is not None and not duration > 0):
+        length = "" if duration is None else f" lasting {duration:g} s"
+        raise MediaError(f"a window of {what} must start at or after 0 s and last a positive "
+                         f"time, not start at {start:g} s{length}")
+
+
 def load_video(
     path: str | Path,
     *,
@@ -398,7 +486,9 @@ def load_video(
     frames come out on a regular grid. ``duration`` (seconds) gives ``round(duration * fps)``
     frames and must lie inside the video (up to :data:`WINDOW_TOLERANCE`, over which the last
     frame is held); ``None`` reads to the end. The decoder seeks to the key frame before
-    ``start``, so a late window does not decode the file from its beginning.
+    ``start``, so a late window does not decode the file from its beginning. A window starting
+    before 0 s or lasting no time is a :class:`MediaError` (a user's); ``fps <= 0`` a
+    ``ValueError`` (the calling code's).
 
     ``size``: ``None`` keeps the displayed size; an int scales the shorter side to it and crops
     the centre square; ``(h, w)`` scales to cover ``h x w`` and crops the centre. Each frame is
@@ -414,10 +504,8 @@ def load_video(
     """
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    if start < 0 or (duration is not None and duration <= 0):
-        raise ValueError(f"the window must start at or after 0 s and last a positive time, "
-                         f"got start={start}, duration={duration}")
     path = Path(path)
+    _check_window(start, duration, what=str(path))
     with open_media(path) as container:
         stream = _video_stream(container)
         if stream is None:
@@ -473,17 +561,21 @@ def _decode_grid(container, stream, path: Path, fps: float, convert: _FrameConve
     Returns the output frames, the source time of each, and where the video ends (the last
     frame's time plus its duration).
     """
+    origin = _late_start(container)
     if start > 0:
-        container.seek(int(start / stream.time_base), stream=stream, backward=True)
-        result = _walk(container, stream, path, fps, convert, start, duration, after_seek=True)
+        container.seek(int((origin + start) / stream.time_base), stream=stream, backward=True)
+        result = _walk(container, stream, path, fps, convert, start, duration, origin,
+                       after_seek=True)
         if result is not None:
             return result
         container.seek(0, stream=stream, backward=True)  # the seek landed past the start
-    return _walk(container, stream, path, fps, convert, start, duration, after_seek=False)
+    return _walk(container, stream, path, fps, convert, start, duration, origin, after_seek=False)
 
 
-def _walk(container, stream, path, fps, convert, start, duration, *, after_seek: bool):
-    """One pass of :func:`_decode_grid`; ``None`` if, after a seek, the first frame is late."""
+def _walk(container, stream, path, fps, convert, start, duration, origin, *, after_seek: bool):
+    """One pass of :func:`_decode_grid`; ``None`` if, after a seek, the first frame is late
+    or none comes.
+    ``origin``: the file's start (:func:`_late_start`), the 0 of the times."""
     count = None if duration is None else round(duration * fps)
     nominal = 1.0 / float(stream.average_rate or stream.guessed_rate or 25)
     eps = 1e-6
@@ -507,7 +599,7 @@ def _walk(container, stream, path, fps, convert, start, duration, *, after_seek:
     end = 0.0
     try:
         for frame in container.decode(stream):
-            time = float(frame.time) if frame.time is not None else end
+            time = float(frame.time) - origin if frame.time is not None else end
             if shown is None and time > start + eps:
                 if after_seek:
                     return None
@@ -522,6 +614,8 @@ def _walk(container, stream, path, fps, convert, start, duration, *, after_seek:
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path} is truncated or damaged: decoding its video failed after "
                          f"{end:.2f} s ({exc.strerror})") from None
+    if after_seek and shown is None:
+        return None  # the seek found no frame (MPEG-TS seeks by guessing byte offsets)
     if shown is not None:
         hand_out(*shown, until=end if count is None else end + WINDOW_TOLERANCE)
     return out, out_times, end
@@ -557,9 +651,7 @@ def resample_video(
     """
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    if start < 0 or (duration is not None and duration <= 0):
-        raise ValueError(f"the window must start at or after 0 s and last a positive time, "
-                         f"got start={start}, duration={duration}")
+    _check_window(start, duration, what="the frames")
     end = float(video.times[-1]) + 1.0 / video.fps if video.num_frames else 0.0
     count = (round(duration * fps) if duration is not None
              else max(0, math.ceil((end - start - 1e-6) * fps)))
@@ -625,8 +717,6 @@ def write_video(
     audio starts at 0. Atomic: written to a temp file in the same folder, then renamed, so an
     interrupted run leaves no half file under ``path``.
     """
-    from fractions import Fraction
-
     path = Path(path)
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     t, h, w, _ = frames.shape
@@ -665,29 +755,8 @@ def write_video(
     return path
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[str]:
-    """A temporary file beside ``path`` to write to; renamed to ``path`` when the block ends
-    normally and removed when it raises, so nobody ever sees a half-written ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _audio_frames(audio, sample_rate: int, fmt: str, step: int = 1024):
     """``audio [c, n]`` float in [-1, 1] → AudioFrames of ``step`` samples in ``fmt`` (fltp or s16)."""
-    from fractions import Fraction
-
     wav = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
     layout = "mono" if wav.shape[0] == 1 else "stereo"
     for i in range(0, wav.shape[1], step):
@@ -703,9 +772,24 @@ def _audio_frames(audio, sample_rate: int, fmt: str, step: int = 1024):
         yield frame
 
 
+GENERATED_BY = "generated by v2a"
+"""The ``comment`` tag of every file v2a generates (:func:`write_audio`, :func:`mux_audio`), so
+that :func:`generated_by_v2a` tells v2a's outputs from a user's files."""
+
+
+def generated_by_v2a(path: str | Path) -> bool:
+    """Whether ``path`` is a media file whose ``comment`` tag is :data:`GENERATED_BY`; ``False``
+    for any other file, one that is missing or cannot be read included."""
+    try:
+        with av.open(str(path)) as container:
+            return container.metadata.get("comment") == GENERATED_BY
+    except (av.error.FFmpegError, OSError):
+        return False
+
+
 def write_audio(path: str | Path, audio, sample_rate: int) -> Path:
-    """Write ``audio [c, n]`` float in [-1, 1] (c = 1 or 2) as 16-bit .wav or .flac; atomic
-    (a temp file in the same folder, renamed into place)."""
+    """Write ``audio [c, n]`` float in [-1, 1] (c = 1 or 2) as 16-bit .wav or .flac, tagged
+    :data:`GENERATED_BY`; atomic (a temp file in the same folder, renamed into place)."""
     path = Path(path)
     codecs = {".wav": ("wav", "pcm_s16le"), ".flac": ("flac", "flac")}
     if path.suffix.lower() not in codecs:
@@ -715,6 +799,7 @@ def write_audio(path: str | Path, audio, sample_rate: int) -> Path:
     layout = "mono" if audio.shape[0] == 1 else "stereo"
     with atomic_output(path) as tmp:
         with av.open(tmp, "w", format=fmt) as out:
+            out.metadata["comment"] = GENERATED_BY
             stream = out.add_stream(codec, rate=sample_rate, layout=layout)
             stream.format = "s16"
             for frame in _audio_frames(audio, sample_rate, "s16"):
@@ -725,33 +810,507 @@ def write_audio(path: str | Path, audio, sample_rate: int) -> Path:
     return path
 
 
-def mux_audio(video_path: str | Path, audio, sample_rate: int, out_path: str | Path) -> Path:
-    """Write ``out_path`` (mp4): the first video stream of ``video_path`` copied packet for
-    packet (bytes unchanged) and ``audio [c, n]`` float in [-1, 1] encoded as AAC. Other streams
-    of the input are left out. Atomic (temp file in the same folder, renamed into place)."""
+# -- a video with new sound --------------------------------------------------------------------
+
+MUX_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+"""The suffixes :func:`mux_audio` writes, and the container format of each. (Not Matroska:
+FFmpeg's Matroska writer does not mark AAC's priming and padding, so the sound would not last
+exactly as long as it should.)"""
+
+REENCODE_OPTIONS = {"crf": "18"}
+"""libx264's settings for a video that cannot be copied: visually lossless for most material."""
+
+_TRIAL_PACKETS = 16  # packets plan_mux reads and test-muxes: past the first B-frame group
+
+
+@dataclass(frozen=True)
+class MuxPlan:
+    """What :func:`mux_audio` does with the video of ``video_path`` when writing ``out_path``.
+
+    ``copy_video``: the first video stream is copied packet for packet (bytes unchanged, the
+    display matrix kept); otherwise every frame is decoded and re-encoded as H.264 (libx264,
+    :data:`REENCODE_OPTIONS`, yuv420p, an odd width or height stretched by one pixel and the
+    pixel aspect ratio set to undo it) at its own time, and ``reason`` says why (``""`` when
+    copying). ``video_codec``: the input stream's codec (``"h264"``, ``"prores"``...).
+    ``frames``: how many video frames the output holds, when known before writing (the whole of a
+    video whose header counts them; ``None`` otherwise). ``clip``: whether the output is a clip
+    cut from the video, beginning ``start`` seconds into it (0 for the whole video).
+    ``duration``: seconds from the output's start to the end of its video (for the whole video,
+    the input's from its start to the end of its video); sound lasting as long covers it.
+
+    A plan is path-like (``os.fspath(plan)`` is ``out_path``), so code that used the path
+    :func:`mux_audio` once returned keeps working.
+    """
+
+    video_path: Path
+    out_path: Path
+    video_codec: str
+    copy_video: bool
+    reason: str
+    frames: int | None
+    duration: float
+    clip: bool = False
+    start: float = 0.0
+
+    @property
+    def message(self) -> str:
+        """One line telling the user the video is re-encoded, and why; ``""`` when it is copied."""
+        if self.copy_video:
+            return ""
+        return (f"{self.video_path}: {self.reason}, so {self.out_path.name} gets it re-encoded as "
+                f"H.264")
+
+    def __fspath__(self) -> str:
+        return str(self.out_path)
+
+
+def _mux_format(out_path: Path) -> str:
+    try:
+        return MUX_FORMATS[out_path.suffix.lower()]
+    except KeyError:
+        raise MediaError(f"{out_path}: a video with sound is written as "
+                         f"{', '.join(MUX_FORMATS)}, not {out_path.suffix or 'without a suffix'}"
+                         ) from None
+
+
+def plan_mux(video_path: str | Path, out_path: str | Path, *, start: float = 0.0,
+             duration: float | None = None) -> MuxPlan:
+    """How :func:`mux_audio` will write ``out_path`` from ``video_path``: cheap (the header and
+    the first packets are read, one frame decoded), so a caller knows before generating anything.
+
+    ``start``/``duration`` (seconds) cut a clip of the video, its sound generated for that
+    window; by default, and when they cover it, the whole video. The output container comes
+    from ``out_path``'s suffix (:data:`MUX_FORMATS`). The whole of a video is copied when that
+    container takes its codec and its packets carry presentation times: the format's own codec
+    check, then a trial copy of the first packets into memory, so whatever the muxer refuses is
+    found here and not after the generation. Otherwise, and for a clip (a copy can only cut at
+    key frames), it is re-encoded.
+
+    Raises :class:`MediaError` for an input that cannot get sound at all (those :func:`probe`
+    refuses, an audio-only file), a window outside the video, and an output suffix
+    :func:`mux_audio` does not write.
+    """
     video_path, out_path = Path(video_path), Path(out_path)
+    out_format = _mux_format(out_path)
+    _check_window(start, duration, what=str(video_path))
+    info = probe(video_path)
+    if not info.has_video:
+        raise MediaError(f"{video_path} has no video stream to add sound to (it holds only audio)")
+    with open_media(video_path) as src:
+        stream = _video_stream(src)
+        end = _video_end(src, stream) or info.duration
+        if not start < end or duration is not None and start + duration > end + WINDOW_TOLERANCE:
+            window = (_window_text(start, duration) if duration is not None
+                      else f"the window starting at {start:g} s")
+            raise MediaError(f"{video_path} lasts {end:.2f} s, shorter than {window}")
+        packets = []
+        for packet in src.demux(stream):
+            if packet.size:  # not the empty packet that ends the stream
+                packets.append(packet)
+            if len(packets) == _TRIAL_PACKETS:
+                break
+        reason = _copy_refusal(stream, packets, out_format, out_path.suffix.lower().lstrip("."))
+        codec = stream.codec_context.name
+        if start == 0 and (duration is None or duration >= end - 1e-3):  # all but rounding
+            return MuxPlan(video_path=video_path, out_path=out_path, video_codec=codec,
+                           copy_video=not reason, reason=reason,
+                           frames=_header_frame_count(stream, end), duration=end)
+        length = end - start if duration is None else duration
+        return MuxPlan(video_path=video_path, out_path=out_path, video_codec=codec,
+                       copy_video=False, reason=f"the clip {start:g}-{start + length:g} s is cut "
+                       f"from it, which a copy cannot do to the frame", frames=None,
+                       duration=length, clip=True, start=start)
+
+
+def _header_frame_count(stream, seconds: float) -> int | None:
+    """The frame count ``stream``'s header states, when it fits the ``seconds`` the video lasts
+    at its average rate (an AVI file states ticks of its time base there, which need not be
+    frames); ``None`` otherwise."""
+    count, rate = stream.frames, stream.average_rate
+    if not count or not rate or abs(count - seconds * rate) > max(1.0, 0.01 * count):
+        return None
+    return count
+
+
+def _video_end(container, stream) -> float | None:
+    """Seconds from the file's start (see :func:`_late_start`) to the end of ``stream``, as its
+    header (or the container's) states it; ``None`` when none does."""
+    length = _stream_duration(stream)
+    if length is None:
+        return container.duration / av.time_base if container.duration else None
+    return _stream_begins(container, stream) + length
+
+
+def _copy_refusal(stream, packets: list[av.Packet], out_format: str, label: str) -> str:
+    """Why ``stream`` cannot be copied into an ``out_format`` file (``""`` if it can), judged by
+    copying its first ``packets`` into one in memory."""
+    codec = stream.codec_context.name
+    times = [p.pts for p in packets], [p.dts for p in packets]
+    if _copy_timing(*times, reorders=bool(stream.codec_context.has_b_frames)) is None:
+        return f"its {codec} packets carry no presentation times"
+    try:
+        with av.open(io.BytesIO(), "w", format=out_format) as trial:
+            try:
+                copy = trial.add_stream_from_template(stream)
+            except ValueError:  # PyAV's word for "the format's codec list lacks it"
+                return f"{codec} video cannot be stored in {label}"
+            for index, packet in enumerate(packets):
+                packet.stream = copy
+                packet.pts = packet.dts = index  # any increasing times: the bytes are on trial
+                trial.mux(packet)
+    except av.error.FFmpegError as exc:
+        return f"the {label} writer refuses a copy of its {codec} video ({exc.strerror})"
+    return ""
+
+
+@dataclass(frozen=True)
+class _CopyTiming:
+    """Timestamps and durations for the copied packets, in decode order, measured from the
+    file's start in the input stream's time base divided by ``scale`` (an integer, more than 1
+    only to keep frames that share a time apart)."""
+
+    pts: list[int]
+    dts: list[int]
+    durations: list[int]
+    scale: int
+
+    @property
+    def end(self) -> int:
+        """Where the last frame ends."""
+        return max((p + d for p, d in zip(self.pts, self.durations)), default=0)
+
+
+def _copy_timing(pts: list[int | None], dts: list[int | None], *, reorders: bool,
+                 origin: int = 0, end: int | None = None) -> _CopyTiming | None:
+    """Timestamps a muxer accepts for packets with these ``pts`` and ``dts`` (a stream's, in
+    decode order, without the empty one that ends it) that show every frame when the input
+    shows it; ``None`` when the presentation times are unknown without decoding (missing, on a
+    stream that ``reorders`` frames). ``origin``: the file's start, in the stream's ticks (see
+    :func:`_late_start`); ``end``: the ticks from there to the end of the video, if known.
+
+    * A missing ``pts`` is the ``dts`` (a stream without reordering shows frames as decoded).
+    * Frames sharing a presentation time (a Matroska file's millisecond ticks can round two
+      frames together) are moved apart by fine ticks, ``1 / scale`` of the input's tick: the one
+      decoded later shows a fine tick later and replaces the other on screen.
+    * Each frame lasts until the next one; the last until ``end``, or for the typical (median)
+      interval between frames when ``end`` is not after it.
+    * The input's ``dts`` are kept when they increase and none is after its ``pts``; otherwise
+      (Matroska leaves them unset on the first packets of a stream with B-frames) each packet
+      gets the presentation time ``delay`` places earlier in presentation order, with ``delay``
+      the least that puts no packet's ``dts`` after its ``pts``, continued below the first frame
+      at the typical interval.
+    """
+    if None in pts:
+        if reorders or None in dts:
+            return None
+        pts = [d if p is None else p for p, d in zip(pts, dts)]
+    if not pts:
+        return _CopyTiming(pts=[], dts=[], durations=[], scale=1)
+    scale = max(Counter(pts).values())
+    order = sorted(range(len(pts)), key=lambda i: (pts[i], i))  # presentation order
+    shown = [0] * len(pts)
+    previous = None
+    for i in order:
+        fine = (pts[i] - origin) * scale
+        shown[i] = fine if previous is None or fine > previous else previous + 1
+        previous = shown[i]
+    ordered = [shown[i] for i in order]
+    gaps = [b - a for a, b in itertools.pairwise(ordered) if b - a >= scale]
+    step = statistics.median_low(gaps) if gaps else scale
+    durations = [0] * len(pts)
+    for this, following in itertools.pairwise(order):
+        durations[this] = shown[following] - shown[this]
+    last = order[-1]
+    durations[last] = step if end is None or end * scale <= shown[last] else end * scale - shown[last]
+    if None not in dts:
+        kept = [(d - origin) * scale for d in dts]
+        if (all(a < b for a, b in itertools.pairwise(kept))
+                and all(d <= p for d, p in zip(kept, shown))):
+            return _CopyTiming(pts=shown, dts=kept, durations=durations, scale=scale)
+    rank = {t: r for r, t in enumerate(ordered)}
+    delay = max(0, max(i - rank[t] for i, t in enumerate(shown)))
+    decode = [ordered[i - delay] if i >= delay else ordered[0] - (delay - i) * step
+              for i in range(len(shown))]
+    return _CopyTiming(pts=shown, dts=decode, durations=durations, scale=scale)
+
+
+def _packet_times(path: Path) -> tuple[list[int | None], list[int | None]]:
+    """The ``pts`` and ``dts`` of every packet of the first video stream of ``path`` (but the
+    empty one that ends it), read without decoding."""
+    pts, dts = [], []
+    with open_media(path) as src:
+        for packet in src.demux(_video_stream(src)):
+            if packet.size:
+                pts.append(packet.pts)
+                dts.append(packet.dts)
+    return pts, dts
+
+
+def mux_audio(
+    video_path: str | Path,
+    audio,
+    sample_rate: int,
+    out_path: str | Path,
+    plan: MuxPlan | None = None,
+    *,
+    start: float | None = None,
+    duration: float | None = None,
+) -> MuxPlan:
+    """Write ``out_path``: the first video stream of ``video_path`` and ``audio [c, n]`` float in
+    [-1, 1] (c = 1 or 2) at ``sample_rate`` encoded as AAC from the file's start, lasting exactly
+    ``n / sample_rate`` seconds (the encoder's priming and padding are marked for decoders to
+    drop). Other streams of the input are left out. Tagged :data:`GENERATED_BY`. Atomic: a
+    temporary beside ``out_path``, renamed into place.
+
+    The video follows ``plan`` (default: :func:`plan_mux` of the same paths and window; a plan
+    made for another name of the same container, such as the final name of a file written under a
+    temporary one, will do): copied packet for packet with timestamps a muxer accepts (see
+    :func:`_copy_timing`), or decoded and re-encoded as H.264 with every frame at its own time (a
+    variable frame rate stays variable) and the input's display matrix, so it plays turned as
+    the input does. Either way times are measured from the file's start (a late-starting MPEG-TS
+    clock is moved to 0; a clip's start is 0), and the last frame lasts until ``plan.duration``.
+    ``start``/``duration`` are :func:`plan_mux`'s, for when no plan is given (with a plan, a
+    ``start`` given must be the plan's). Returns the plan
+    followed: the one given, unless the stream, read to its end, cannot be copied after all
+    (packets without presentation times past the first ones), then a re-encoding plan saying so.
+    """
+    video_path, out_path = Path(video_path), Path(out_path)
+    if plan is None:
+        plan = plan_mux(video_path, out_path, start=start or 0.0, duration=duration)
+    elif (plan.video_path != video_path or start not in (None, plan.start)
+          or _mux_format(plan.out_path) != _mux_format(out_path)):
+        raise ValueError(f"the plan is for {plan.video_path} from {plan.start:g} s into "
+                         f"{plan.out_path}, not for {video_path} from {start or 0:g} s into "
+                         f"{out_path}")
     audio = np.asarray(audio, dtype=np.float32)
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
     with atomic_output(out_path) as tmp:
-        with open_media(video_path) as src, av.open(tmp, "w", format="mp4") as out:
+        with open_media(video_path) as src, av.open(tmp, "w", format=_mux_format(out_path)) as out:
+            out.metadata["comment"] = GENERATED_BY
             video_in = _video_stream(src)
-            if video_in is None:
-                raise MediaError(f"{video_path} has no video stream")
-            video_out = out.add_stream_from_template(video_in)
-            audio_out = out.add_stream("aac", rate=sample_rate, layout=layout)
-            resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
-            for packet in src.demux(video_in):
-                if packet.dts is None:  # the demuxer's flush packet
-                    continue
-                packet.stream = video_out
+            ticks = video_in.time_base
+            origin = round(_late_start(src) / ticks)
+            first, end = round(plan.start / ticks), round((plan.start + plan.duration) / ticks)
+            timing = _copy_timing(*_packet_times(video_path), origin=origin, end=end,
+                                  reorders=bool(video_in.codec_context.has_b_frames))
+            if plan.copy_video and timing is None:
+                plan = dataclasses.replace(plan, copy_video=False, reason=(
+                    f"its {plan.video_codec} packets carry no presentation times"))
+            if plan.copy_video:
+                video = _copied_video(out, src, video_in, timing)
+            else:
+                scale = timing.scale if timing is not None else 1
+                clip = (first, end) if plan.clip else None
+                last_until = ((end - first) * scale if plan.clip
+                              else timing.end if timing is not None else end)
+                video = _reencoded_video(out, src, video_in, path=video_path, scale=scale,
+                                         origin=origin, clip=clip, last_until=last_until)
+            sound = _SoundTrack(out=out, audio=audio, sample_rate=sample_rate)
+            for packet in _covering_every_frame(video):
+                sound.mux_until(float(packet.dts * packet.time_base))
                 out.mux(packet)
-            for frame in _audio_frames(audio, sample_rate, "s16"):
-                for fltp in resampler.resample(frame):
-                    for packet in audio_out.encode(fltp):
-                        out.mux(packet)
-            for fltp in resampler.resample(None):
-                for packet in audio_out.encode(fltp):
-                    out.mux(packet)
-            for packet in audio_out.encode(None):
-                out.mux(packet)
-    return out_path
+            sound.mux_until(None)
+    return plan
+
+
+def _covering_every_frame(packets: Iterator[av.Packet]) -> Iterator[av.Packet]:
+    """``packets`` (one stream's, in mux order, each with a ``dts`` and the ``duration`` its
+    frame is shown), the last one made to last until the track covers every frame.
+
+    mp4 and mov show a track from its first frame for the shorter of two lengths: its decode
+    times' (the first ``dts`` to the last one plus that packet's duration) and its frames' (to
+    the latest ``pts`` plus duration). Decode times that begin a B-frame delay early, or run at
+    other intervals than the frames, would cut the video short: the last packet's duration is
+    set so that the decode times' length is the frames' (when that takes a positive one)."""
+    first_dts = first_pts = held = None
+    end = 0
+    for packet in packets:
+        if held is not None:
+            yield held
+        held = packet
+        first_dts = packet.dts if first_dts is None else first_dts
+        first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+        end = max(end, packet.pts + packet.duration)
+    if held is not None:
+        tail = end - first_pts - (held.dts - first_dts)
+        if tail > 0:
+            held.duration = tail
+        yield held
+
+
+def _copied_video(out, src, video_in, timing: _CopyTiming) -> Iterator[av.Packet]:
+    """Add a copy of ``video_in`` to ``out``; returns an iterator of its packets retimed by
+    ``timing``, to mux."""
+    video_out = out.add_stream_from_template(video_in)
+    time_base = video_in.time_base / timing.scale
+    video_out.time_base = time_base
+
+    def packets():
+        demuxed = (packet for packet in src.demux(video_in) if packet.size)
+        for packet, pts, dts, duration in zip(demuxed, timing.pts, timing.dts, timing.durations,
+                                              strict=True):
+            packet.stream = video_out
+            packet.time_base, packet.pts, packet.dts = time_base, pts, dts
+            packet.duration = duration
+            yield packet
+
+    return packets()
+
+
+def _seek(src, stream, time: int) -> bool:
+    """Seek ``src`` to the key frame of ``stream`` before ``time``; False for a file that cannot
+    seek (a raw stream), which is left where it was."""
+    try:
+        src.seek(time, stream=stream, backward=True)
+    except av.error.FFmpegError:
+        return False
+    return True
+
+
+def _decoded(src, stream, path: Path, *, since: int | None = None) -> Iterator[av.VideoFrame]:
+    """The frames of ``stream``, from the one on screen at ``since`` (a time in its time base;
+    by default from the first frame), after a seek to the key frame before it; a decoding error
+    is a :class:`MediaError` (a damaged file)."""
+    if since is not None and _seek(src, stream, since):
+        frames = _decoded(src, stream, path)
+        first = next(frames, None)
+        if first is not None and (first.pts is None or first.pts <= since):
+            yield first
+            yield from frames
+            return
+        src.seek(0, stream=stream, backward=True)  # the seek landed past it
+    frames = src.decode(stream)
+    while True:
+        try:
+            frame = next(frames, None)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path} is truncated or damaged: decoding its video failed "
+                             f"({exc.strerror})") from None
+        if frame is None:
+            return
+        yield frame
+
+
+def _reencoded_video(out, src, video_in, *, path: Path, scale: int, origin: int,
+                     clip: tuple[int, int] | None, last_until: int) -> Iterator[av.Packet]:
+    """Add an H.264 stream to ``out`` for the frames of ``video_in``; returns an iterator of its
+    packets, to mux, each lasting as long as its frame is shown. Times are the frames' own, from
+    ``origin`` (input ticks), in the input's time base divided by ``scale``: a frame not after
+    the one before comes a fine tick after it, one without a time a frame interval after it.
+    ``clip``: (first, end) input ticks from ``origin``: only the frames on screen then, the
+    first one at 0; by default every frame. Each frame lasts until the next one, the last until
+    ``last_until`` (output ticks), or a frame interval when that is not after it."""
+    video_in.codec_context.thread_type = "AUTO"
+    since = None if clip is None or clip[0] == 0 else origin + clip[0]
+    frames = _decoded(src, video_in, path, since=since)
+    first = next(frames, None)
+    if first is None:
+        raise MediaError(f"{path} has a video stream with no decodable frames")
+    rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
+    width, height = first.width + first.width % 2, first.height + first.height % 2
+    video_out = out.add_stream("libx264", rate=rate, options=dict(REENCODE_OPTIONS))
+    video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
+    time_base = video_in.time_base / scale
+    video_out.time_base = video_out.codec_context.time_base = time_base
+    context = video_out.codec_context
+    aspect = (video_in.sample_aspect_ratio or Fraction(1)) * Fraction(
+        first.width * height, first.height * width)  # undoes the stretch to even sizes
+    if aspect != 1:
+        context.sample_aspect_ratio = aspect.limit_denominator(65535)
+    convert = dict(width=width, height=height, format="yuv420p", interpolation="BICUBIC",
+                   dst_color_range=av.video.reformatter.ColorRange.MPEG)
+    if first.format.is_rgb or first.format.has_palette:
+        # converted with the BT.601 matrix, and labelled so (6: smpte170m)
+        convert["dst_colorspace"] = av.video.reformatter.Colorspace.ITU601
+        context.colorspace = 6
+    else:
+        source = video_in.codec_context
+        context.colorspace, context.color_primaries, context.color_trc = (
+            source.colorspace, source.color_primaries, source.color_trc)
+    context.color_range = av.video.reformatter.ColorRange.MPEG
+    matrix = first.side_data.get("DISPLAYMATRIX")
+    if matrix is not None:
+        video_out.set_display_matrix(np.frombuffer(bytes(matrix)[:36], dtype=np.int32).tolist())
+    step = max(1, round(1 / (rate * time_base)))
+    begin, end = (0, None) if clip is None else (clip[0] * scale, clip[1] * scale)
+    reformatter = av.video.reformatter.VideoReformatter()
+
+    def encoded(frame, time: int) -> list[av.Packet]:
+        picture = reformatter.reformat(frame, **convert)
+        picture.pts, picture.time_base = time, time_base
+        return video_out.encode(picture)
+
+    def shown():
+        """(frame, output time) of each frame the output shows, in order."""
+        previous = None  # the time of the frame before
+        waiting = None  # the last frame at or before ``begin``, shown from 0 once the next comes
+        for frame in itertools.chain([first], frames):
+            time = None if frame.pts is None else (frame.pts - origin) * scale
+            if previous is not None and (time is None or time <= previous):
+                time = previous + (step if time is None else 1)
+            previous = time = time or 0
+            if end is not None and time >= end:
+                break
+            if clip is not None and time <= begin:
+                waiting = frame
+                continue
+            if waiting is not None:
+                yield waiting, 0
+                waiting = None
+            yield frame, time - begin
+        if waiting is not None:
+            yield waiting, 0
+
+    def packets():
+        lasting = {}  # output time of each frame encoded → how long it is shown
+        held = None  # a frame and its time, encoded once the next one's time is known
+        for frame, time in itertools.chain(shown(), [(None, None)]):
+            if held is not None:
+                if time is not None:
+                    until = time
+                else:
+                    until = last_until if last_until > held[1] else held[1] + step
+                lasting[held[1]] = until - held[1]
+                for packet in encoded(*held):
+                    packet.duration = lasting.pop(packet.pts)
+                    yield packet
+            held = (frame, time)
+        for packet in video_out.encode(None):
+            packet.duration = lasting.pop(packet.pts)
+            yield packet
+
+    return packets()
+
+
+class _SoundTrack:
+    """The AAC track of a muxed file, encoded while the video is written so the two interleave.
+
+    ``audio [c, n]`` is quantised to 16 bits first, as the .wav written beside it is.
+    """
+
+    def __init__(self, *, out, audio: np.ndarray, sample_rate: int):
+        layout = "mono" if audio.shape[0] == 1 else "stereo"
+        self.out = out
+        self.stream = out.add_stream("aac", rate=sample_rate, layout=layout)
+        self.packets = self._encode(audio, sample_rate, layout)
+        self.pending = None
+
+    def _encode(self, audio, sample_rate: int, layout: str):
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+        for frame in _audio_frames(audio, sample_rate, "s16"):
+            for fltp in resampler.resample(frame):
+                yield from self.stream.encode(fltp)
+        for fltp in resampler.resample(None):
+            yield from self.stream.encode(fltp)
+        yield from self.stream.encode(None)
+
+    def mux_until(self, seconds: float | None) -> None:
+        """Mux the packets that start before ``seconds`` (all that are left when ``None``)."""
+        while True:
+            if self.pending is None:
+                self.pending = next(self.packets, None)
+                if self.pending is None:
+                    return
+            if seconds is not None and self.pending.pts * self.pending.time_base > seconds:
+                return
+            self.out.mux(self.pending)
+            self.pending = None

@@ -7,8 +7,12 @@ alike (there is no other door). Each plug-in module implements
 
 * rejects a name two plug-ins claim for the same kind, naming both providers (the name becomes
   unusable until one of them is uninstalled);
-* reports a plug-in that fails to import, or whose hook raises, by name, while the others keep
-  working;
+* reports a plug-in that fails to import, or whose hook raises (``sys.exit()`` included), by
+  name, while the others keep working;
+* identifies a plug-in by its distribution and entry-point name: when two distributions each
+  have an entry point called ``x``, both are loaded (as ``<distribution>:x``), so a package
+  cannot replace a built-in by naming its entry point like the built-in's; a component both
+  register falls under the rule above;
 * marks a component whose optional dependencies are missing, with the command that installs
   them, instead of failing at start-up.
 
@@ -61,6 +65,18 @@ class ComponentSpec:
             dependencies (e.g. ``("dac",)``); checked without importing them.
         install: how to get those, shown when one is missing (``pip install 'v2a[dac]'``).
         description: one line for ``v2a plugins``.
+        properties: ``properties(config) -> {attribute: value}``: the interface attributes the
+            built component will have (a codec's ``n_codebooks``, a visual encoder's ``dim``,
+            ...), computed from its validated config alone: no building, no weights, no import
+            of a heavy library. A subset is fine: leave out what the config cannot tell (an
+            attribute a checkpoint decides). Recipes use it to resolve ``${codec.n_codebooks}``
+            and to check that components fit together before anything is built;
+            :func:`v2a.testing.check_declared_properties` checks it against the built
+            component. ``None``: nothing declared.
+        state_dict_weights: the component's ``weights`` option names a ``.safetensors`` file
+            holding its own ``state_dict()``, loaded strictly (a trained fuser or generator, a
+            fitted codec). ``v2a recipe check`` then compares the file's tensor shapes with a
+            model built on the meta device from the recipe's options.
     """
 
     kind: str
@@ -70,6 +86,8 @@ class ComponentSpec:
     requires: tuple[str, ...] = ()
     install: str = ""
     description: str = ""
+    properties: Callable[[Any], Mapping[str, Any]] | None = None
+    state_dict_weights: bool = False
 
     def missing_requirements(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
@@ -140,27 +158,29 @@ class Registry:
         registry = cls()
         wanted = {n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()}
         autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() not in ("1", "true", "yes")
-        found = set()
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if autoload or ep.name in wanted:
-                found.add(ep.name)
-                registry.load_entry_point(ep)
-        for name in sorted(wanted - found):
+        chosen = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+                  if autoload or ep.name in wanted]
+        for ep, name in zip(chosen, plugin_names(chosen)):
+            registry.load_entry_point(ep, name=name)
+        for name in sorted(wanted - {ep.name for ep in chosen}):
             registry.problems.append(
                 f"{PLUGINS_ENV} names {name!r}, but no installed package has a v2a entry point "
                 "of that name"
             )
         return registry
 
-    def load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
-        dist = getattr(ep, "dist", None)
-        provider = dist.metadata["Name"] if dist is not None else "?"
-        version = dist.version if dist is not None else "?"
-        info = PluginInfo(name=ep.name, module=ep.value, provider=provider, version=version)
+    def load_entry_point(self, ep: importlib.metadata.EntryPoint, *, name: str | None = None) -> None:
+        """Import the plug-in module ``ep`` names and register it as ``name`` (default: the
+        entry point's name). A module that fails to import, however (an exception,
+        ``sys.exit()``), is reported as broken; only Ctrl-C goes through."""
+        provider, version = distribution_of(ep)
+        info = PluginInfo(name=name or ep.name, module=ep.value, provider=provider, version=version)
         try:
             module = ep.load()
-        except Exception as exc:  # a broken plug-in must not take the others down
-            self._fail(info, f"failed to import: {type(exc).__name__}: {exc}")
+        except BaseException as exc:  # a broken plug-in must not take the others down
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self._fail(info, f"failed to import: {describe_failure(exc)}")
             return
         self.register_module(module, info=info)
 
@@ -190,8 +210,10 @@ class Registry:
             specs: list[ComponentSpec] = []
             try:
                 impl.function(register=specs.append)
-            except Exception as exc:
-                self._fail(info, f"raised in v2a_register_components: {type(exc).__name__}: {exc}")
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self._fail(info, f"raised in v2a_register_components: {describe_failure(exc)}")
                 return
             for spec in specs:
                 self._add(spec, info)
@@ -274,6 +296,18 @@ class Registry:
         except SchemaError as exc:
             raise PluginError(f"{kind} {name!r} option {exc}") from None
 
+    def properties(self, kind: str, name: str, config: Any = None) -> dict[str, Any]:
+        """The attributes ``kind``/``name`` declares it will have when built from ``config`` (a
+        validated config instance, see :meth:`config_for`; without it the plug-in's defaults),
+        computed without building it: see :attr:`ComponentSpec.properties`. Empty when the
+        plug-in declares nothing."""
+        spec = self.get(kind, name).spec
+        if spec.properties is None:
+            return {}
+        if config is None and spec.config is not None:
+            config = spec.config()
+        return dict(spec.properties(config))
+
     def build(self, kind: str, name: str, config: Any = None) -> Component:
         """Build a component from a validated config instance (see :meth:`config_for`).
 
@@ -288,7 +322,15 @@ class Registry:
             )
         if config is None and entry.spec.config is not None:
             config = entry.spec.config()
-        component = entry.spec.build(config)
+        try:
+            component = entry.spec.build(config)
+        except (Exception, KeyboardInterrupt):
+            raise  # a bug in the plug-in keeps its traceback
+        except BaseException as exc:  # sys.exit() in a plug-in must not end the command silently
+            raise PluginError(
+                f"{kind} {name!r} from {entry.plugin.label} is broken: building it "
+                f"{describe_failure(exc, verb=True)}; report this to its provider"
+            ) from None
         if not isinstance(component, KINDS[kind]):
             raise TypeError(
                 f"{kind} {name!r} from {entry.plugin.label} built a {type(component).__name__}, "
@@ -298,11 +340,21 @@ class Registry:
 
     def build_from(self, kind: str, options: Mapping[str, Any] | str) -> Component:
         """Build a component from ``{plugin: name, ...options}`` (or a bare plug-in name)."""
+        name, config = self._named_config(kind, options)
+        return self.build(kind, name, config)
+
+    def properties_from(self, kind: str, options: Mapping[str, Any] | str) -> dict[str, Any]:
+        """:meth:`properties` of the component :meth:`build_from` would build from ``options``."""
+        name, config = self._named_config(kind, options)
+        return self.properties(kind, name, config)
+
+    def _named_config(self, kind: str, options: Mapping[str, Any] | str) -> tuple[str, Any]:
+        """The plug-in name and validated config of ``{plugin: name, ...options}``."""
         options = {"plugin": options} if isinstance(options, str) else dict(options)
         name = options.pop("plugin", None)
         if not isinstance(name, str):
             raise PluginError(f"a {kind} needs `plugin: <name>` (see `v2a plugins`)")
-        return self.build(kind, name, self.config_for(kind, name, options))
+        return name, self.config_for(kind, name, options)
 
     def rows(self) -> Iterable[dict[str, str]]:
         """One row per component (and per failed plug-in) for ``v2a plugins``."""
@@ -322,6 +374,35 @@ class Registry:
                 yield {"kind": "-", "name": info.name, "provider": info.provider,
                        "version": info.version, "plugin": info.name, "status": info.error,
                        "description": ""}
+
+
+def distribution_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    """The name and version of the distribution that provides ``ep`` (``?`` when unknown)."""
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "?", "?"
+    return dist.metadata["Name"], dist.version
+
+
+def plugin_names(eps: Iterable[importlib.metadata.EntryPoint]) -> list[str]:
+    """The name each entry point's plug-in is registered under: the entry point's name, or
+    ``<distribution>:<name>`` where several distributions have an entry point of that name."""
+    eps = list(eps)
+    providers: dict[str, set[str]] = {}
+    for ep in eps:
+        providers.setdefault(ep.name, set()).add(distribution_of(ep)[0])
+    return [f"{distribution_of(ep)[0]}:{ep.name}" if len(providers[ep.name]) > 1 else ep.name
+            for ep in eps]
+
+
+def describe_failure(exc: BaseException, *, verb: bool = False) -> str:
+    """What plug-in code did instead of returning: ``ValueError: bad`` or ``it called
+    sys.exit(3)`` (``called sys.exit(3)`` / ``raised ValueError: bad`` with ``verb``)."""
+    if isinstance(exc, SystemExit):
+        what = f"called sys.exit({exc.code!r})" if exc.code is not None else "called sys.exit()"
+        return what if verb else f"it {what}"
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"raised {what}" if verb else what
 
 
 @lru_cache(maxsize=1)

@@ -5,6 +5,11 @@ is accepted), ``bool``, ``str``, ``X | None``, ``Literal[...]`` (a set of choice
 ``tuple[X, ...]``, ``dict[str, X]``, ``Any`` and nested dataclasses. :func:`validate` checks a
 mapping against it and builds the dataclass instance, or raises :class:`SchemaError` naming the
 dotted key and, for a misspelt key or choice, the closest valid ones.
+
+A field may also declare the numbers it accepts (:func:`bounded`: ``steps: int = bounded(10,
+low=1)``), checked item by item for a list, and a dataclass's ``__post_init__`` may raise
+:class:`FieldError` to blame one field; both are reported at the field's own key
+(``sampling.steps[0]: must be at least 1, got 0``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, Union
 
@@ -27,6 +33,99 @@ class SchemaError(Exception):
         self.key = key
         self.message = message
         self.whole = whole  # about the mapping at ``key`` as a whole (its own __post_init__ check)
+
+
+class FieldError(ValueError):
+    """Raised by a schema's ``__post_init__`` about one field (``name``, or ``name[i]`` for a
+    list item): :func:`validate` reports ``message`` at that field's key."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+#: Metadata key of a field's :class:`Bounds`.
+BOUNDS = "v2a_bounds"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers a field accepts: from ``low`` to ``high`` (``None``: unbounded on that side),
+    each end included unless ``low_open`` / ``high_open``. A ``None`` value is not checked (the
+    type says whether it is allowed); a list or tuple is checked item by item and, with
+    ``non_empty``, must hold at least one."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    non_empty: bool = False
+
+    def rule(self) -> str:
+        """The bounds in words: ``must be at least 1``, ``must lie in [0, 1)``."""
+        low, high = self.low, self.high
+        if low is not None and high is not None:
+            return (f"must lie in {'(' if self.low_open else '['}{low:g}, "
+                    f"{high:g}{')' if self.high_open else ']'}")
+        if low is not None:
+            if low == 0:
+                return "must be positive" if self.low_open else "must not be negative"
+            return f"must be greater than {low:g}" if self.low_open else f"must be at least {low:g}"
+        if high is not None:
+            return f"must be less than {high:g}" if self.high_open else f"must be at most {high:g}"
+        return "may be any number"
+
+    def short(self) -> str:
+        """The bounds in symbols, as the recipes reference writes them: ``≥ 1``, ``[0, 1)``,
+        ``each ≥ 1, at least one``."""
+        low, high = self.low, self.high
+        if low is not None and high is not None:
+            text = (f"{'(' if self.low_open else '['}{low:g}, {high:g}"
+                    f"{')' if self.high_open else ']'}")
+        elif low is not None:
+            text = f"{'>' if self.low_open else '≥'} {low:g}"
+        elif high is not None:
+            text = f"{'<' if self.high_open else '≤'} {high:g}"
+        else:
+            text = "any"
+        return f"each {text}, at least one" if self.non_empty else text
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` (a number) is out of bounds, or None when it is within them."""
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        too_low = self.low is not None and (
+            value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (
+            value >= self.high if self.high_open else value > self.high)
+        return f"{self.rule()}, got {value}" if too_low or too_high else None
+
+
+def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+            **bounds: Any) -> Any:
+    """A dataclass field that accepts only the numbers :class:`Bounds` ``(**bounds)`` allows:
+    ``lr: float = bounded(1e-4, low=0, low_open=True)``."""
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={BOUNDS: Bounds(**bounds)})
+
+
+def check_bounds(instance: Any) -> None:
+    """Raise :class:`FieldError` for the first field of a dataclass instance outside its
+    :func:`bounded` limits (for a ``__post_init__``: the checks then hold outside recipes too)."""
+    for f in dataclasses.fields(instance):
+        bounds = f.metadata.get(BOUNDS)
+        if bounds is None:
+            continue
+        value = getattr(instance, f.name)
+        if isinstance(value, (list, tuple)):
+            if bounds.non_empty and not value:
+                raise FieldError(f.name, "must not be empty")
+            for i, item in enumerate(value):
+                if (problem := bounds.problem(item)) is not None:
+                    raise FieldError(f"{f.name}[{i}]", problem)
+        elif (problem := bounds.problem(value)) is not None:
+            raise FieldError(f.name, problem)
 
 
 @lru_cache(maxsize=None)
@@ -160,9 +259,13 @@ def validate(data: Mapping[str, Any], schema: type, key: str = "") -> Any:
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise SchemaError(join(key, name), f"is required ({describe(tp)})")
     try:
-        return schema(**kwargs)
+        instance = schema(**kwargs)
+        check_bounds(instance)
+    except FieldError as exc:  # about one field: reported at its key
+        raise SchemaError(f"{key}.{exc.name}" if key else exc.name, exc.message) from None
     except (ValueError, TypeError) as exc:  # the dataclass's own __post_init__ checks
         raise SchemaError(key, str(exc), whole=True) from None
+    return instance
 
 
 def defaults(schema: type) -> dict[str, Any]:

@@ -30,9 +30,13 @@ run did (same hardware and thread count); and a step does not depend on how its 
 shared between processes and accumulation (2 processes × ``grad_accum`` 1 compute what 1
 process × ``grad_accum`` 2 computes: the same sums, halved instead of averaged).
 
-Checkpoints (``<out>/checkpoints/step_<N>/``, written by rank 0 into a temporary folder that is
-renamed into place, so a checkpoint is complete or absent; the last ``keep_checkpoints`` are
-kept)::
+Checkpoints (``<out>/checkpoints/step_<N>/``, written by rank 0 into a temporary folder
+``.step_<N>.v2a-tmp-<host>-<pid>-<hex>`` that is renamed into place, so a checkpoint is complete
+or absent; the temporaries of dead processes are removed when a run starts; the last
+``keep_checkpoints`` are kept). A run folder that stops taking files (read-only, no permission, a
+full disk) stops the run with one sentence naming the folder, the error and the last good
+checkpoint to resume from; the checkpoint being written stays a temporary, never a half
+checkpoint under its final name::
 
     model.safetensors      the trained weights (task state dict; frozen encoders left out)
     ema.safetensors        the EMA weights, same keys (only when training.ema > 0)
@@ -53,6 +57,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import errno
 import hashlib
 import json
 import math
@@ -71,10 +76,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from v2a.errors import RecipeError, UserError
+from v2a.files import fsync, is_stale, remove_stale_temporaries, temporary_path, write_text_atomic
+from v2a.weights import write_safetensors
 
 CHECKPOINT_FORMAT = "v2a-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -469,15 +476,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_checkpoint(run_dir: Path, step: int, files: dict[str, dict[str, Tensor]],
                      state: dict[str, Any], keep: int) -> Path:
     """Write ``files`` (name → tensors, as safetensors) and ``state.json`` into a temporary
@@ -487,34 +485,41 @@ def write_checkpoint(run_dir: Path, step: int, files: dict[str, dict[str, Tensor
     final = folder / f"step_{step:08d}"
     if (final / "state.json").is_file():
         return final  # this step is saved already (e.g. a signal right after a checkpoint)
-    tmp = folder / f".tmp-step_{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temporary_path(final)  # a folder v2a.files.is_temporary recognises
     tmp.mkdir()
-    for name, tensors in files.items():
-        target = tmp / f"{name}.safetensors"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(target),
-                  metadata={"format": CHECKPOINT_FORMAT, "step": str(step)})
-    with open(tmp / "state.json", "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=2)
-        f.write("\n")
-    for path in tmp.iterdir():
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
-    _fsync_dir(tmp)
-    shutil.rmtree(final, ignore_errors=True)  # a folder without state.json: never complete
-    os.replace(tmp, final)
-    _fsync_dir(folder)
+    try:
+        for name, tensors in files.items():
+            target = tmp / f"{name}.safetensors"
+            write_safetensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                              target, metadata={"format": CHECKPOINT_FORMAT, "step": str(step)})
+        with open(tmp / "state.json", "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=2)
+            f.write("\n")
+        for path in tmp.iterdir():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        fsync(tmp)
+        shutil.rmtree(final, ignore_errors=True)  # a folder without state.json: never complete
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # what cannot be removed stays a temporary
+        raise
+    fsync(folder)
     for _, old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def remove_temporary(run_dir: Path) -> None:
-    """Folders left by a checkpoint that was being written when the process died."""
+    """The temporaries dead processes left in a run folder: files written atomically, and the
+    folders of checkpoints that were being written (:func:`v2a.files.is_stale`; those of live
+    runs are kept)."""
+    remove_stale_temporaries(run_dir)
     folder = Path(run_dir) / "checkpoints"
     if folder.is_dir():
-        for path in folder.glob(".tmp-step_*"):
-            shutil.rmtree(path, ignore_errors=True)
+        for path in folder.iterdir():
+            if path.is_dir() and is_stale(path):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def optimizer_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list[dict]]:
@@ -540,6 +545,33 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],
     groups = [{**{k: (tuple(v) if k == "betas" else v) for k, v in g.items()}, "params": o["params"]}
               for g, o in zip(groups, own)]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def worker_errors(batches) -> Iterator[Any]:
+    """The batches of a DataLoader, with a :class:`~v2a.errors.UserError` raised in one of its
+    worker processes given back its own sentence: the DataLoader re-raises it in this process
+    with the worker's whole traceback as its message ("Caught CacheError in DataLoader worker
+    process 0. Original Traceback ..."), which would reach the user as a traceback."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except UserError as exc:
+            raise own_sentence(exc) from None
+        yield batch
+
+
+def own_sentence(exc: UserError) -> UserError:
+    """``exc`` as raised in the worker (see :func:`worker_errors`), or ``exc`` itself when it
+    was not re-raised from a worker."""
+    text = str(exc)
+    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
+        return exc
+    last = text.rstrip().rsplit("\n", 1)[-1]  # "v2a.cache.CacheError: the shard ..."
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return type(exc)(last[len(name):] if last.startswith(name) else last)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -620,6 +652,10 @@ class Trainer:
         self.device = self.dist.device
         self.out = run_dir_for(recipe, out_dir)
         self.resume = resume
+        from v2a.cache import command_line
+
+        out = ("--out", str(self.out)) if out_dir is not None else ()
+        self.resume_command = command_line(recipe, "train", "--resume", *out)
         self.quiet = quiet
         self.collate = collate_fn or collate
         self._check_config()
@@ -676,6 +712,25 @@ class Trainer:
             dataset, batch_sampler=batch_sampler, collate_fn=self.collate, num_workers=workers,
             pin_memory=self.device.type == "cuda", **kwargs,
         )
+
+    @contextlib.contextmanager
+    def _writing(self, what: str, folder: Path) -> Iterator[None]:
+        """Write ``what`` into ``folder`` of the run; a folder that refuses it (read-only, no
+        permission, a full disk) ends the run with a :class:`TrainingError` naming the folder,
+        the error and the last good checkpoint."""
+        try:
+            yield
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            once = "its disk has space again" if full else "the folder is writable"
+            last = latest_checkpoint(self.out)
+            if last is None:
+                then = f"no checkpoint was saved yet: start again once {once}"
+            else:
+                then = (f"the last good checkpoint is {last}: resume with "
+                        f"`{self.resume_command}` once {once}")
+            raise TrainingError(
+                f"cannot write {what} into {folder} ({exc.strerror or exc}); {then}") from None
 
     def _note_skipped(self, batch) -> None:
         for item in getattr(batch, "skipped", []) or []:
@@ -758,12 +813,18 @@ class Trainer:
             files = {"model": model, "optimizer": opt_tensors}
             if ema is not None:
                 files["ema"] = ema
-            path = write_checkpoint(self.out, step, files, state, self.cfg.keep_checkpoints)
+            with self._writing(f"the checkpoint of step {step}", self.out / "checkpoints"):
+                path = write_checkpoint(self.out, step, files, state, self.cfg.keep_checkpoints)
         self.dist.barrier()
         return path
 
     def restore(self, path: Path) -> dict[str, Any]:
-        from v2a.weights import WeightsError
+        from v2a.weights import WeightsError, check_finite
+
+        def weights(name: str) -> dict[str, Tensor]:  # as saved: NaN there never resumes well
+            tensors = load_file(str(path / name), device=str(self.device))
+            check_finite(tensors, path / name)
+            return tensors
 
         try:
             state = json.loads((path / "state.json").read_text(encoding="utf-8"))
@@ -783,12 +844,12 @@ class Trainer:
                 "same data, or train into a new --out folder"
             )
         try:
-            load_trained_state(self.task, load_file(str(path / "model.safetensors"), device=str(self.device)), path)
+            load_trained_state(self.task, weights("model.safetensors"), path)
             if self.ema is not None:
                 ema = path / "ema.safetensors"
                 if not ema.is_file():
                     raise WeightsError(f"{path} has no EMA weights but training.ema is on")
-                load_trained_state(self.ema.module, load_file(str(ema), device=str(self.device)), path)
+                load_trained_state(self.ema.module, weights(ema.name), path)
             load_optimizer(self.optimizer, load_file(str(path / "optimizer.safetensors"), device=str(self.device)),
                            state["optimizer"]["param_groups"])
         except (OSError, ValueError, RuntimeError) as exc:
@@ -815,7 +876,7 @@ class Trainer:
         loader = self._loader(self.val_data, [list(range(j * b, min((j + 1) * b, n))) for j in mine])
         sums: dict[str, float] = {}
         count = 0
-        for j, batch in zip(mine, loader):
+        for j, batch in zip(mine, worker_errors(loader)):
             self._note_skipped(batch)
             if len(batch) == 0:
                 continue
@@ -872,8 +933,9 @@ class Trainer:
             self.log(f"no checkpoint in {self.out}; starting a new run")
         result = TrainResult(out_dir=self.out, step=start, checkpoint=checkpoint)
         if self.dist.main:
-            (self.out / "recipe.yaml").write_text(
-                f"# resolved recipe of this run ({self.recipe.source})\n" + self.recipe.to_yaml())
+            with self._writing("recipe.yaml", self.out):
+                write_text_atomic(self.out / "recipe.yaml", f"# resolved recipe of this run "
+                                  f"({self.recipe.source})\n" + self.recipe.to_yaml())
         if start >= cfg.steps:
             self.log(f"{self.out} has finished its {cfg.steps} steps already")
             result.exported = self._export()
@@ -883,11 +945,12 @@ class Trainer:
         if dist_.main:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=start)
+            with self._writing("the TensorBoard logs", self.out / "tensorboard"):
+                writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=start)
         sampler = MicroBatches(ClipOrder(len(self.train_data), cfg.seed), start=consumed,
                                batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                                rank=dist_.rank, world_size=dist_.world_size)
-        batches = iter(self._loader(self.train_data, sampler))
+        batches = worker_errors(self._loader(self.train_data, sampler))
         self._term_names: list[str] = []
         self.log(self._describe(start))
         if cfg.task == "generator" and cfg.aux_regression_weight and not self.recipe.has("audio_encoder"):
@@ -938,11 +1001,17 @@ class Trainer:
                         result.stopped_by = stop.signal or signal.SIGTERM
                         name = signal.Signals(result.stopped_by).name
                         self.log(f"{name}: stopped at step {step}; checkpoint {result.checkpoint}; "
-                                 f"continue with --resume")
+                                 f"continue with `{self.resume_command}`")
                         break
-        finally:
+        except BaseException:
             bar.close()
             if writer is not None:
+                with contextlib.suppress(OSError):  # the run folder may be what failed
+                    writer.close()
+            raise
+        bar.close()
+        if writer is not None:
+            with self._writing("the TensorBoard logs", self.out / "tensorboard"):
                 writer.close()
         result.step, result.metrics = step, metrics
         self._report_skipped()
@@ -1051,8 +1120,9 @@ class Trainer:
                     f"{self.out} holds a run already (checkpoint of step {step}); pass --resume to "
                     "continue it, or --out DIR for a new run"
                 )
-            self.out.mkdir(parents=True, exist_ok=True)
-            remove_temporary(self.out)
+            with self._writing("files", self.out):
+                self.out.mkdir(parents=True, exist_ok=True)
+                remove_temporary(self.out)
         self.dist.barrier()
 
     def _report_skipped(self) -> None:
@@ -1061,7 +1131,8 @@ class Trainer:
             everything.update(tuple(x) for x in part)
         if self.dist.main and everything:
             lines = sorted(everything)
-            (self.out / "skipped.tsv").write_text("".join(f"{i}\t{r}\n" for i, r in lines))
+            with self._writing("skipped.tsv", self.out):
+                write_text_atomic(self.out / "skipped.tsv", "".join(f"{i}\t{r}\n" for i, r in lines))
             self.log(f"{len(lines)} clips were skipped (listed in {self.out / 'skipped.tsv'}):")
             for clip_id, reason in lines[:10]:
                 self.log(f"  {clip_id}: {reason}")
@@ -1076,11 +1147,12 @@ class Trainer:
         if self.dist.main:
             for name, module in self.eval_task.exports().items():
                 path = self.out / f"{name}.safetensors"
-                if hasattr(module, "save_weights"):
-                    module.save_weights(path)
-                else:
-                    save_state(module.state_dict(), path, metadata={"recipe": self.recipe.name,
-                                                                    "component": name})
+                with self._writing(path.name, self.out):
+                    if hasattr(module, "save_weights"):
+                        module.save_weights(path)
+                    else:
+                        save_state(module.state_dict(), path,
+                                   metadata={"recipe": self.recipe.name, "component": name})
                 paths.append(path)
         self.dist.barrier()
         return paths
@@ -1114,10 +1186,17 @@ def train(recipe, *, out_dir: str | Path | None = None, resume: bool = False,
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from v2a.recipe import load_recipe
+    from v2a.recipe import load_recipe, recipe_options, require_runnable
+    from v2a.resources import check_resources, estimate
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args))
+    require_runnable(recipe)
     distributed = setup_distributed(args.device)
+    if distributed.main:
+        shortfall = check_resources(estimate(recipe, task="train"),
+                                    folder=run_dir_for(recipe, args.out).parent)
+        if shortfall:
+            print(f"v2a: warning: {shortfall}", file=sys.stderr)
     try:
         result = train(recipe, out_dir=args.out, resume=args.resume, distributed=distributed)
     finally:

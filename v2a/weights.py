@@ -8,14 +8,25 @@ A component with pre-trained weights takes a ``weights`` option in its recipe:
 * a path to a local file (``.safetensors``, or a ``.pt``/``.pth``/``.ckpt`` that loads with
   ``torch.load(weights_only=True)``).
 
-A checkpoint that would run code when unpickled is refused, and a file that cannot be had ends
-in one sentence naming it, where it was looked for and how to provide it.
+What a local file is comes from its first bytes, not its name (:func:`checkpoint_format`):
+safetensors (an 8-byte header length, then a JSON header), a torch zip checkpoint (``PK\\x03\\x04``
+holding ``*/data.pkl``), or a legacy torch pickle (pickle protocol 2 opening with torch's magic
+number). Anything else is named for what it looks like (an image, a web page, a Git LFS pointer,
+a plain pickle, ...) and never handed to an unpickler. A checkpoint that would run code when
+unpickled is refused; a damaged one is called damaged; one whose tensors hold NaN or infinity is
+refused naming the first such tensor (one pass of ``torch.isfinite`` over the tensors): such
+weights only ever produce silence or noise. Every refusal is one sentence naming the file.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
+import re
+import struct
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,13 +36,21 @@ from torch import Tensor
 from safetensors.torch import load_file, save_file
 
 from v2a.errors import UserError
+from v2a.files import atomic_output
 
 NONE = "none"
 PRETRAINED = "pretrained"
 
+SAFETENSORS = "safetensors"
+TORCH_ZIP = "torch zip"
+TORCH_PICKLE = "torch pickle"
+#: safetensors refuses headers above 100 MB; a length beyond that is no safetensors file
+_MAX_SAFETENSORS_HEADER = 100_000_000
+_SNIFF_BYTES = 4096
+
 
 class WeightsError(UserError):
-    """Weights that are missing, unreadable or unsafe."""
+    """Weights that are missing, unreadable, unsafe or damaged."""
 
 
 def is_random(weights: str | None) -> bool:
@@ -51,40 +70,269 @@ def local_file(weights: str, *, what: str, hint: str = "") -> Path:
     )
 
 
+# -- telling files apart by their first bytes ----------------------------------------------------
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive: unpack it first"),
+    (b"BZh", "a bzip2 archive: unpack it first"),
+    (b"\xfd7zXZ\x00", "an xz archive: unpack it first"),
+    (b"\x28\xb5\x2f\xfd", "a zstd archive: unpack it first"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive: unpack it first"),
+    (b"\x7fELF", "a program (ELF)"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file, such as Keras or h5py weights"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"GGUF", "a GGUF model (llama.cpp)"),
+    (b"RIFF", "a RIFF file: WAV audio or AVI video"),
+    (b"ID3", "an MP3 file"),
+    (b"OggS", "an Ogg file"),
+    (b"fLaC", "a FLAC file"),
+    (b"\x1a\x45\xdf\xa3", "a Matroska or WebM video"),
+)
+
+
+def _looks_like(head: bytes) -> str:
+    """What ``head``, the first bytes of a file that is no checkpoint, looks like."""
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head[4:8] == b"ftyp":
+        return "an MP4 or MOV video"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end is still text
+        text = head[:exc.start].decode("utf-8") if exc.reason == "unexpected end of data" else None
+    if text and all(c.isprintable() or c in "\t\r\n\f" for c in text):
+        start = text.lstrip().lower()
+        if start.startswith("version https://git-lfs"):
+            return "a Git LFS pointer, not the file itself: fetch it with `git lfs pull`"
+        if start.startswith(("<!doctype html", "<html")):
+            return "a web page in HTML, such as an error page saved in place of the download"
+        return "a text file"
+    shown = " ".join(f"{b:02x}" for b in head[:8])
+    return f"no format v2a knows: it starts with the bytes {shown}"
+
+
+def _pickle_globals(stream: io.BufferedIOBase | io.BytesIO) -> tuple[list[str], bool]:
+    """The functions and classes the next pickle in ``stream`` names (what unpickling it would
+    call), read from its opcodes without unpickling anything, and whether the pickle is whole
+    (it reaches its STOP opcode)."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(stream):
+            if opcode.name in ("GLOBAL", "INST"):
+                names.append(".".join(str(arg).split(" ", 1)))
+            elif opcode.name == "STACK_GLOBAL":
+                names.append(".".join(strings[-2:]) if len(strings) >= 2 else "a global")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except ValueError:  # the stream ends (or turns to garbage) before the pickle does
+        return names, False
+    return names, True
+
+
+def _is_torch_pickle(head: bytes) -> bool:
+    """Whether ``head`` opens with torch's legacy magic number (the first of its pickles)."""
+    try:
+        return any(arg == torch.serialization.MAGIC_NUMBER
+                   for _, arg, _ in pickletools.genops(io.BytesIO(head)))
+    except ValueError:
+        return False
+
+
+def checkpoint_format(path: str | Path) -> str:
+    """:data:`SAFETENSORS`, :data:`TORCH_ZIP` or :data:`TORCH_PICKLE`, from the file's first
+    bytes; any other file is a :class:`WeightsError` saying what it looks like (a plain pickle
+    that names functions is refused as code)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise WeightsError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise WeightsError(f"{path} is not a safetensors or torch checkpoint (it is empty: 0 bytes); "
+                           "download or copy it again")
+    if len(head) >= 9:
+        (header_length,) = struct.unpack("<Q", head[:8])
+        if header_length <= _MAX_SAFETENSORS_HEADER and head[8:9] == b"{":
+            return SAFETENSORS  # (a file cut short is then reported as damaged)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            raise WeightsError(
+                f"{path} is a damaged checkpoint: it starts as a zip archive (a torch checkpoint) "
+                "but cannot be read as one (cut short or corrupted); download or copy it again"
+            ) from None
+        if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+            return TORCH_ZIP
+        raise WeightsError(f"{path} is not a safetensors or torch checkpoint (it looks like a zip "
+                           "archive of other files, such as a NumPy .npz)")
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        if _is_torch_pickle(head):
+            return TORCH_PICKLE
+        _refuse_plain_pickle(path)
+    raise WeightsError(f"{path} is not a safetensors or torch checkpoint (it looks like "
+                       f"{_looks_like(head)})")
+
+
+def _refuse_plain_pickle(path: Path) -> None:
+    """A pickle that ``pickle.dump`` wrote, not ``torch.save``: v2a never unpickles one."""
+    with open(path, "rb") as f:
+        called, _ = _pickle_globals(f)
+    if called:
+        raise WeightsError(
+            f"{path} was refused: loading it would run code stored in the file (it calls "
+            f"{called[0]}); convert it to safetensors or a weights-only checkpoint"
+        )
+    raise WeightsError(f"{path} is not a safetensors or torch checkpoint (it looks like a Python "
+                       "pickle of plain data, with no tensors)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _refused_call(exc: pickle.UnpicklingError) -> str | None:
+    """What torch's weights-only unpickler refused to call, from its message (without torch's
+    advice), or None when the refusal was not about code (a damaged pickle)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{exc.__context__ or ''}\n{exc}")
+    match = re.search(r"GLOBAL ([\w.]+) was not an allowed global", text)
+    if match:
+        return f"it calls {match.group(1)}"
+    match = re.search(r"(Unsupported class|Trying to call reduce for unrecognized function)"
+                      r"\s*:?\s*([\w.<>]+)", text)
+    if match:
+        return f"it calls {match.group(2)}"
+    return None
+
+
+def _legacy_pickle_is_cut(path: Path) -> bool:
+    """Whether one of the pickles a legacy torch file opens with (magic number, protocol, system
+    info, the object) ends before its end."""
+    with open(path, "rb") as f:
+        return not all(_pickle_globals(f)[1] for _ in range(4))
+
+
+def _torch_load(path: Path, fmt: str) -> Any:
+    try:
+        with open(path, "rb") as f:  # a file object: torch must not guess the format from the name
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _refused_call(exc)
+        if refused is not None and not (fmt == TORCH_PICKLE and _legacy_pickle_is_cut(path)):
+            raise WeightsError(
+                f"{path} was refused: loading it would run code stored in the file ({refused}); "
+                "convert it to safetensors or a weights-only checkpoint"
+            ) from None
+        if fmt == TORCH_PICKLE and _legacy_pickle_is_cut(path):
+            raise WeightsError(f"{path} is a damaged torch checkpoint (it is cut short); download "
+                               "or copy it again") from None
+        raise WeightsError(
+            f"{path} is a damaged or unsupported torch checkpoint (the weights-only loader cannot "
+            f"read its pickle: {_first_line(exc.__context__ or exc)}); download or copy it again, "
+            "or convert it to safetensors"
+        ) from None
+    except Exception as exc:
+        raise WeightsError(f"{path} is a damaged torch checkpoint ({_first_line(exc)}); download "
+                           "or copy it again") from None
+
+
+# -- loading and checking ------------------------------------------------------------------------
+
+
+def first_non_finite(data: Any, prefix: str = "") -> tuple[str, int, int] | None:
+    """``(name, bad values, values)`` of the first floating-point tensor in ``data`` (a tensor,
+    or mappings and sequences of them, names joined with ``.``) that holds NaN or infinity;
+    None when all are finite."""
+    if isinstance(data, Tensor):
+        if not (data.is_floating_point() or data.is_complex()) or data.is_meta:
+            return None
+        values = data.float() if data.element_size() == 1 else data  # no isfinite for float8
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return None
+        return prefix or "the tensor", int((~finite).sum()), data.numel()
+    if isinstance(data, Mapping):
+        items = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return None
+    for key, value in items:
+        found = first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def check_finite(data: Any, path: str | Path) -> None:
+    """A :class:`WeightsError` naming ``path`` and the first tensor of ``data`` that holds NaN or
+    infinity (see :func:`first_non_finite`)."""
+    found = first_non_finite(data)
+    if found is not None:
+        name, bad, total = found
+        raise WeightsError(
+            f"{path} holds NaN or infinite values in {name!r} ({bad} of {total}): these weights "
+            "are damaged or come from a diverged run; use another checkpoint"
+        )
+
+
 def load_checkpoint(path: str | Path) -> Any:
-    """Read a checkpoint without running code: safetensors, or a weights-only torch pickle.
+    """Read a checkpoint without running code: safetensors, or a weights-only torch file (zip or
+    legacy), told apart by content (see :func:`checkpoint_format`), with every tensor checked
+    to be finite (:func:`check_finite`).
 
     Returns a ``{name: tensor}`` mapping for safetensors, or whatever plain containers of
     tensors and numbers the torch file holds.
     """
     path = Path(path)
-    if path.suffix == ".safetensors":
+    fmt = checkpoint_format(path)
+    if fmt == SAFETENSORS:
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except Exception as exc:
-            raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from None
+            raise WeightsError(f"{path} is a damaged safetensors file ({_first_line(exc)}); "
+                               "download or copy it again") from None
+    else:
+        state = _torch_load(path, fmt)
+    check_finite(state, path)
+    return state
+
+
+def write_safetensors(tensors: Mapping[str, Tensor], path: str | Path,
+                      metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, except that a failure of the file system (no space, no
+    permission, a read-only folder) is the :class:`OSError` it is, with its ``errno``, not a
+    ``SafetensorError`` whose message holds it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise WeightsError(
-            f"{path} was refused: loading it would run code stored in the file "
-            f"({str(exc).splitlines()[0]}); convert it to safetensors or a weights-only checkpoint"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise WeightsError(f"{path} is not a readable checkpoint: {exc}") from None
+        save_file(dict(tensors), str(path), metadata=metadata)
+    except Exception as exc:
+        match = re.search(r"I/O error: .*\(os error (\d+)\)", str(exc))
+        if match is None:
+            raise
+        code = int(match.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def save_state(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write tensors as safetensors atomically (a temp file renamed over the target)."""
-    from v2a.media import atomic_output
-
+    """Write tensors as safetensors atomically (:func:`v2a.files.atomic_output`)."""
     tensors = {k: v.detach().contiguous().clone().cpu() for k, v in state.items()}
     with atomic_output(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+        write_safetensors(tensors, tmp, metadata=metadata)
 
 
 def load_into(module: torch.nn.Module, state: Mapping[str, Tensor], path: str | Path, what: str) -> None:
-    """Load ``state`` strictly into ``module``, or a :class:`WeightsError` saying what differs."""
+    """Load ``state`` (as :func:`load_checkpoint` gives it: finite) strictly into ``module``, or
+    a :class:`WeightsError` saying what differs."""
     own = module.state_dict()
     missing = sorted(own.keys() - state.keys())
     unexpected = sorted(state.keys() - own.keys())

@@ -13,7 +13,9 @@ A plug-in author runs it in their own pytest suite, one test per check, like sci
         check(factory)
 
 A *factory* is a zero-argument callable returning a fresh component: some checks build two
-instances (the state round trip). Outside pytest, :func:`check_component` runs every check and
+instances (the state round trip). A :func:`from_registry` factory also carries what the plug-in
+declares the component will be (``ComponentSpec.properties``), which
+:func:`check_declared_properties` compares with the built component. Outside pytest, :func:`check_component` runs every check and
 raises the first :class:`ConformanceError`. The checks themselves live in
 :mod:`v2a.testing.checks`; each one's docstring says what it guarantees.
 """
@@ -24,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from v2a.interfaces import Component
+from v2a.registry import Registry
 from v2a.testing.checks import (
     CHECKS,
     COMMON_CHECKS,
@@ -36,6 +39,7 @@ from v2a.testing.checks import (
     check_codec_encode,
     check_codec_latents,
     check_codec_rates,
+    check_declared_properties,
     check_deterministic,
     check_device_move,
     check_dtype_move,
@@ -70,6 +74,7 @@ __all__ = [
     "check_codec_latents",
     "check_codec_rates",
     "check_component",
+    "check_declared_properties",
     "check_deterministic",
     "check_device_move",
     "check_dtype_move",
@@ -96,20 +101,37 @@ __all__ = [
 
 
 class RegistryFactory:
-    """A factory that builds ``kind``/``name`` through :func:`v2a.registry.default_registry`,
-    validating ``options`` against the plug-in's config dataclass first (as a recipe would)."""
+    """A factory that builds ``kind``/``name`` through ``registry`` (default:
+    :func:`v2a.registry.default_registry`, looked up at each call), validating ``options``
+    against the plug-in's config dataclass first (as a recipe would).
 
-    def __init__(self, kind: str, name: str, options: dict[str, Any]):
+    :meth:`declared_properties` gives what the plug-in declares the component will be, for
+    :func:`~v2a.testing.check_declared_properties`.
+    """
+
+    def __init__(self, *, kind: str, name: str, options: dict[str, Any],
+                 registry: Registry | None = None):
         self.kind, self.name, self.options = kind, name, dict(options)
+        self.registry = registry
         listed = ",".join(f"{key}={value}" for key, value in self.options.items())
         self.__name__ = f"{kind}:{name}" + (f"({listed})" if listed else "")  # the test id
 
-    def __call__(self) -> Component:
+    def _registry(self) -> Registry:
         from v2a.registry import default_registry
 
-        registry = default_registry()
+        return self.registry if self.registry is not None else default_registry()
+
+    def __call__(self) -> Component:
+        registry = self._registry()
         config = registry.config_for(self.kind, self.name, self.options)
         return registry.build(self.kind, self.name, config)
+
+    def declared_properties(self) -> dict[str, Any]:
+        """The plug-in's ``ComponentSpec.properties`` for these options (empty when it
+        declares none), computed without building anything."""
+        registry = self._registry()
+        config = registry.config_for(self.kind, self.name, self.options)
+        return registry.properties(self.kind, self.name, config)
 
     def __repr__(self) -> str:
         options = "".join(f", {key}={value!r}" for key, value in self.options.items())
@@ -119,7 +141,7 @@ class RegistryFactory:
 def from_registry(kind: str, name: str, **options: Any) -> RegistryFactory:
     """A factory for the installed plug-in component ``kind``/``name`` built with ``options``;
     its test id is ``"{kind}:{name}"``, followed by ``(key=value,...)`` when options are given."""
-    return RegistryFactory(kind, name, options)
+    return RegistryFactory(kind=kind, name=name, options=options)
 
 
 def parametrize_with_checks(factories: Iterable[Factory]):

@@ -430,6 +430,68 @@ def check_interface(factory: Factory) -> None:
         )
 
 
+#: Relative tolerance of a declared rate against the built one: both are float64 quotients
+#: of the same integers (``44100 / 512``), possibly taken in another order or through an
+#: intermediate quotient, each step within half an ulp (1.1e-16); 1e-9 is far above that and
+#: far below any real disagreement (a wrong hop changes a rate by a percent or more).
+DECLARED_RTOL = 1e-9
+
+
+def _same_property(declared: Any, actual: Any) -> bool:
+    """Whether a declared attribute value equals the built one: bools and ints exactly (a bool
+    is no int here), other numbers within :data:`DECLARED_RTOL`, mappings and sequences item
+    by item."""
+    if isinstance(declared, bool) or isinstance(actual, bool):
+        return declared is actual
+    if isinstance(declared, numbers.Integral) and isinstance(actual, numbers.Integral):
+        return declared == actual
+    if isinstance(declared, numbers.Real) and isinstance(actual, numbers.Real):
+        return math.isclose(declared, actual, rel_tol=DECLARED_RTOL, abs_tol=0.0)
+    if isinstance(declared, Mapping) and isinstance(actual, Mapping):
+        return declared.keys() == actual.keys() and all(
+            _same_property(value, actual[key]) for key, value in declared.items()
+        )
+    if isinstance(declared, (tuple, list)) and isinstance(actual, (tuple, list)):
+        return len(declared) == len(actual) and all(map(_same_property, declared, actual))
+    return declared == actual
+
+
+def check_declared_properties(factory: Factory) -> None:
+    """What the plug-in declares its component will be (``ComponentSpec.properties``, computed
+    from the config alone, which recipes are checked with) is what the built component is:
+    every declared attribute is one of the interface's and equals the built one (bools, ints
+    and widths exactly, rates within 1e-9 relative).
+
+    The declaration comes from the factory's ``declared_properties()`` method, which
+    :func:`v2a.testing.from_registry` factories have. Passes when there is none: a factory
+    that is a plain function or class, or a plug-in that declares nothing.
+    """
+    declare = getattr(factory, "declared_properties", None)
+    if declare is None:
+        return
+    with _reported(f"the declared properties of {factory_id(factory)}"):
+        declared = dict(declare() or {})
+    if not declared:
+        return
+    component = build(factory)
+    name, kind = _name(component), kind_of(component)
+    if kind is None:
+        raise ConformanceError(f"{name} implements none of the v2a interfaces")
+    interface = KINDS[kind].__name__
+    for attr, value in declared.items():
+        if attr not in ATTRIBUTES[kind]:
+            raise ConformanceError(
+                f"{factory_id(factory)} declares the property {attr!r}, which is not an attribute "
+                f"of the {interface} interface ({', '.join(ATTRIBUTES[kind])})"
+            )
+        actual = getattr(component, attr, None)
+        if not _same_property(value, actual):
+            raise ConformanceError(
+                f"{factory_id(factory)} declares {attr} = {value!r}, but the built {name} has "
+                f"{attr} = {actual!r}"
+            )
+
+
 def check_state_round_trip(factory: Factory) -> None:
     """``state_dict()`` is the whole state: saved with safetensors and loaded with
     ``load_state_dict(strict=True)`` into a second, differently seeded instance, it reproduces
@@ -1056,6 +1118,7 @@ def check_reranker_select(factory: Factory) -> None:
 #: Checks every component runs, whatever its kind.
 COMMON_CHECKS: list[Check] = [
     check_interface,
+    check_declared_properties,
     check_state_round_trip,
     check_dtype_move,
     check_device_move,

@@ -63,6 +63,20 @@ class MulawConfig:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
 
 
+def mulaw_properties(config: MulawConfig) -> dict:
+    """What a codec built from ``config`` will say about itself, worked out from the config
+    alone: v2a reads it to check a recipe (and resolve ``${codec.n_codebooks}``) before
+    building anything. The conformance kit checks it against the built codec."""
+    return {
+        "sample_rate": config.sample_rate,
+        "channels": 1,
+        "frame_rate": float(config.sample_rate),
+        "n_codebooks": 1,
+        "codebook_size": 2**config.bits,
+        "latent_dim": 1,
+    }
+
+
 class MulawCodec(AudioCodec):
     """Mono μ-law codec: ``wav [b, c, n]`` → ``codes [b, 1, n]`` → ``wav [b, 1, n]``."""
 

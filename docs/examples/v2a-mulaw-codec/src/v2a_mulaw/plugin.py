@@ -8,7 +8,7 @@ slow: a codec that needs a heavy library would import it inside ``build`` and na
 from __future__ import annotations
 
 from v2a import ComponentSpec, hookimpl
-from v2a_mulaw.codec import MulawCodec, MulawConfig
+from v2a_mulaw.codec import MulawCodec, MulawConfig, mulaw_properties
 
 
 @hookimpl
@@ -18,5 +18,6 @@ def v2a_register_components(register):
         name="mulaw",
         build=MulawCodec,  # build(config: MulawConfig) -> MulawCodec
         config=MulawConfig,
+        properties=mulaw_properties,  # the attributes it will have, from the config alone
         description="μ-law companding, one code per sample (G.711 style; no weights)",
     ))

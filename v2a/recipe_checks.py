@@ -1,0 +1,323 @@
+"""Whether a recipe's components fit together, found out before anything heavy runs.
+
+:func:`check_consistency` runs at the end of recipe validation (so ``v2a recipe check``, ``v2a
+train`` and ``v2a generate`` refuse the same recipes, in one sentence, before any model is
+built or downloaded). It reads what each plug-in *declares* its component will be
+(:attr:`v2a.registry.ComponentSpec.properties`: widths, codebooks, which conditioning a fuser
+provides and a generator reads, ...), computed from the validated options alone, and compares:
+
+* the fuser's streams with the visual encoders: each one it reads exists and is as wide as the
+  fuser expects;
+* the visual streams with their readers: a stream that neither the fuser nor the reranker
+  reads would be extracted for nothing (and most likely is a typo);
+* the generator with the codec (codebooks and their size) and the fuser (conditioning width,
+  aligned and context parts);
+* the reranker's stream with the visual encoders;
+* ``sampling.steps`` with the generator's codebooks;
+* a trained ``.safetensors`` weights file with the model the options now describe: only the
+  file's header is read, and the model is built on PyTorch's meta device (no memory, no
+  weights), for the plug-ins whose weights file is their own state dict
+  (:attr:`~v2a.registry.ComponentSpec.state_dict_weights`).
+
+Only what both sides declare is compared: a partial recipe (no fuser, say) or a plug-in that
+declares nothing passes where there is nothing to compare. Every message names the key to set
+and the value it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from v2a.errors import RecipeError, UserError
+from v2a.weights import PRETRAINED, is_random
+
+if TYPE_CHECKING:
+    from v2a.recipe import ComponentChoice, Recipe
+    from v2a.registry import Registry
+
+#: A problem found: the dotted key to set, and the sentence that says why and to what.
+Inconsistency = tuple[str, str]
+
+
+def check_consistency(recipe: Recipe, source_of: Callable[[str], str], registry: Registry) -> None:
+    """Raise :class:`~v2a.errors.RecipeError` ``"{source}: {key}: {message}"`` for the first
+    inconsistency of :func:`inconsistencies`; ``source_of(key)`` names the file (or command-line
+    override) that set ``key``. Builds nothing but, for a trained weights file, a model on the
+    meta device."""
+    for key, message in inconsistencies(recipe, registry):
+        raise RecipeError(f"{source_of(key)}: {key}: {message}")
+
+
+def inconsistencies(recipe: Recipe, registry: Registry) -> Iterator[Inconsistency]:
+    """Every inconsistency of ``recipe``, the cheap comparisons of declared properties first and
+    the weights files last (lazily: a caller that stops at the first never reads a file)."""
+    check = _Comparison(recipe, registry)
+    yield from check.fuser_streams()
+    yield from check.unread_streams()
+    yield from check.generator_fit()
+    yield from check.reranker_streams()
+    yield from check.sampling_steps()
+    yield from weights_fit(recipe, registry)
+
+
+# -- declared properties --------------------------------------------------------------------------
+
+
+def declared(choice: ComponentChoice, registry: Registry) -> dict[str, Any]:
+    """What the plug-in of ``choice`` declares (empty when nothing, or when its declaration
+    needs something the user must fix first, which building it will then report)."""
+    try:
+        return registry.properties(choice.kind, choice.plugin, choice.config)
+    except UserError:  # e.g. a nested component the default registry does not know
+        return {}
+
+
+def option_key(choice: ComponentChoice | None, slot: str, option: str, *below: str) -> str:
+    """``slot.option[.below...]`` when the plug-in has that option, else ``slot`` itself."""
+    config = choice.config if choice is not None else None
+    if config is None or not any(f.name == option for f in dataclasses.fields(config)):
+        return slot
+    return ".".join((slot, option, *below))
+
+
+def trained_weights(choice: ComponentChoice | None) -> bool:
+    """Whether the component loads trained weights (its ``weights`` option names a file)."""
+    weights = getattr(choice.config, "weights", None) if choice is not None else None
+    return isinstance(weights, str) and not is_random(weights) and weights.lower() != PRETRAINED
+
+
+class _Comparison:
+    """The declared properties of a recipe's components, and the comparisons between them."""
+
+    def __init__(self, recipe: Recipe, registry: Registry):
+        self.recipe = recipe
+        self.choices = dict(recipe.all_components())
+        self.props = {slot: declared(choice, registry) for slot, choice in self.choices.items()}
+        self.encoders = {  # stream name -> what its visual encoder declares
+            name: self.props[f"visual_encoders.{name}"] for name in recipe.visual_streams
+        }
+
+    def label(self, slot: str) -> str:
+        return f"{slot} ({self.choices[slot].plugin})"
+
+    def of(self, slot: str) -> dict[str, Any]:
+        return self.props.get(slot, {})
+
+    def key(self, slot: str, option: str, *below: str) -> str:
+        return option_key(self.choices.get(slot), slot, option, *below)
+
+    def set_to(self, key: str, slot: str, value: Any, what: str) -> str:
+        """The fix: ``set key=value``, or in words when the plug-in has no such option."""
+        if key != slot:
+            return f"set {key}={_yaml(value)}"
+        return f"set the option of {self.label(slot)} that gives {what} to {_yaml(value)}"
+
+    def retrain(self, slot: str) -> str:
+        if not trained_weights(self.choices.get(slot)):
+            return ""
+        return f" (and train anew: {self.key(slot, 'weights')}=none)"
+
+    # -- visual streams ---------------------------------------------------------------------
+
+    def fuser_streams(self) -> Iterator[Inconsistency]:
+        """Each stream the fuser reads exists, as wide as the fuser reads it."""
+        streams = self.of("fuser").get("stream_dims")
+        for name, width in (streams or {}).items():
+            key = self.key("fuser", "streams", name)
+            if name not in self.encoders:
+                have = ", ".join(self.encoders) or "none"
+                yield key, (
+                    f"the fuser reads a visual stream {name!r} ({width} wide), but the recipe's "
+                    f"visual encoders are: {have}; add one with visual_encoders.{name}=<plugin>, "
+                    f"or make the fuser read only those"
+                )
+                continue
+            dim = self.encoders[name].get("dim")
+            if dim is not None and dim != width:
+                fix = self.set_to(key, "fuser", dim, f"the width of stream {name!r}")
+                yield key, (
+                    f"is {width} but {self.label(f'visual_encoders.{name}')} produces {dim}-wide "
+                    f"features; {fix}{self.retrain('fuser')}"
+                )
+
+    def unread_streams(self) -> Iterator[Inconsistency]:
+        """Every visual stream is read by the fuser or the reranker (known only when the recipe
+        has a fuser that declares its streams, and a reranker, if any, that declares its own)."""
+        fused = self.of("fuser").get("stream_dims")
+        if fused is None:
+            return
+        reranked = self.of("reranker").get("video_streams") if self.recipe.has("reranker") else {}
+        if reranked is None:
+            return
+        for name, props in self.encoders.items():
+            if name in fused or name in reranked:
+                continue
+            width = props.get("dim", "<dim>")
+            yield f"visual_encoders.{name}", (
+                f"the stream is extracted ({self.choices[f'visual_encoders.{name}'].plugin}), but "
+                f"neither the fuser nor the reranker reads it; add it to the fuser with "
+                f"fuser.streams.{name}={width}, or drop it with visual_encoders.{name}=null"
+            )
+
+    def reranker_streams(self) -> Iterator[Inconsistency]:
+        """The streams the reranker reads exist, as wide as it reads them."""
+        streams = self.of("reranker").get("video_streams")
+        for name, width in (streams or {}).items():
+            if name not in self.encoders:
+                have = ", ".join(self.encoders) or "none"
+                key = self.key("reranker", "video_stream")
+                yield key, (
+                    f"the reranker reads the visual stream {name!r}, but the recipe's visual "
+                    f"encoders are: {have}; "
+                    + (f"set {key} to one of those" if key != "reranker" else "make it read one")
+                    + f", or add visual_encoders.{name}=<plugin>"
+                )
+                continue
+            dim = self.encoders[name].get("dim")
+            if dim is not None and dim != width:
+                key = self.key("reranker", "video_dim")
+                fix = self.set_to(key, "reranker", dim, f"the width of stream {name!r}")
+                yield key, (
+                    f"is {width} but {self.label(f'visual_encoders.{name}')} produces {dim}-wide "
+                    f"features; {fix}{self.retrain('reranker')}"
+                )
+
+    # -- generator --------------------------------------------------------------------------
+
+    def generator_fit(self) -> Iterator[Inconsistency]:
+        """The generator's codes are the codec's, its conditioning the fuser's."""
+        generator, fuser = self.of("generator"), self.of("fuser")
+        # (generator attribute, the slot it must match, that slot's attribute, how to say it)
+        matches = (
+            ("n_codebooks", "codec", "n_codebooks", "the codec ({plugin}) has {value} codebooks"),
+            ("codebook_size", "codec", "codebook_size",
+             "the codec's ({plugin}) codebooks have {value} entries"),
+            ("condition_dim", "fuser", "dim",
+             "the fuser ({plugin}) produces {value}-wide conditioning"),
+        )
+        for name, slot, attribute, says in matches:
+            ours, theirs = generator.get(name), self.of(slot).get(attribute)
+            if ours is None or theirs is None or ours == theirs:
+                continue
+            key = self.key("generator", name)
+            fix = self.set_to(key, "generator", theirs, name)
+            other = says.format(plugin=self.choices[slot].plugin, value=theirs)
+            yield key, f"is {ours} but {other}; {fix}{self.retrain('generator')}"
+        for part in ("aligned", "context"):
+            uses, provides = generator.get(f"uses_{part}"), fuser.get(f"provides_{part}")
+            if uses and provides is False:
+                key = self.key("fuser", part)
+                fix = self.set_to(key, "fuser", True, f"the {part} conditioning")
+                yield key, (
+                    f"the fuser ({self.choices['fuser'].plugin}) provides no {part} conditioning, "
+                    f"but the generator ({self.choices['generator'].plugin}) reads it; {fix}"
+                    f"{self.retrain('fuser')}"
+                )
+
+    def sampling_steps(self) -> Iterator[Inconsistency]:
+        """At most one step count per codebook (a shorter list repeats its last count)."""
+        levels = self.of("generator").get("n_codebooks")
+        steps = list(self.recipe.sampling.steps)
+        if levels is not None and len(steps) > levels:
+            yield "sampling.steps", (
+                f"has {len(steps)} step counts but the generator decodes {levels} codebooks; set "
+                f"sampling.steps={_yaml(steps[:levels])} (one count per level; a shorter list "
+                f"repeats its last count)"
+            )
+
+
+# -- trained weights files ------------------------------------------------------------------------
+
+
+def weights_fit(recipe: Recipe, registry: Registry) -> Iterator[Inconsistency]:
+    """Each ``.safetensors`` weights file of a plug-in with ``state_dict_weights`` holds the
+    tensors, of the shapes, that the component built from the recipe's options has.
+
+    Reads the file's header only, and builds the component with ``weights=none`` on the meta
+    device. A missing or unreadable file, a config without a ``weights`` field, and a
+    component that cannot be built on the meta device are skipped (building it for real
+    reports the first two in one sentence).
+    """
+    for slot, choice in recipe.all_components():
+        try:
+            spec = registry.get(choice.kind, choice.plugin).spec
+        except UserError:
+            continue
+        if not (spec.state_dict_weights and trained_weights(choice)):
+            continue
+        path = Path(choice.config.weights).expanduser()
+        found = safetensors_shapes(path)
+        expected = meta_shapes(choice, registry)
+        if found is None or expected is None:
+            continue
+        problem = first_difference(found, expected, f"{choice.kind} {choice.plugin} built from "
+                                   "these options")
+        if problem is not None:
+            yield f"{slot}.weights", (
+                f"{_shown(path)} {problem}; set {slot}.weights=none to train anew, or set the "
+                f"options back to those it was trained with"
+            )
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
+    """``{name: shape}`` of the tensors of a ``.safetensors`` file, from its header alone;
+    ``None`` for a missing, unreadable or other kind of file."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    except Exception:  # not a safetensors file after all: the real load says so
+        return None
+
+
+def meta_shapes(choice: ComponentChoice, registry: Registry) -> dict[str, tuple[int, ...]] | None:
+    """``{name: shape}`` of the ``state_dict()`` of ``choice`` built with ``weights=none`` on
+    the meta device (no memory, nothing loaded), or ``None`` where that build fails."""
+    import torch
+
+    try:
+        config = dataclasses.replace(choice.config, weights="none")
+        with torch.device("meta"):
+            module = registry.build(choice.kind, choice.plugin, config)
+        return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+    except Exception:  # a plug-in that computes with real values while it builds
+        return None
+
+
+def first_difference(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]],
+                     model: str) -> str | None:
+    """How a file's tensors (``found``) first differ from those of ``model`` (``expected``), as
+    the rest of a sentence whose subject is the file, or ``None`` when they agree."""
+    for name, shape in expected.items():
+        if name not in found:
+            return f"has no tensor {name!r}, which {model} has ({list(shape)})"
+        if tuple(found[name]) != tuple(shape):
+            return f"holds {name} as {list(found[name])}, but {model} has {list(shape)}"
+    for name in sorted(found):
+        if name not in expected:
+            return f"holds a tensor {name!r}, which {model} does not have"
+    return None
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _yaml(value: Any) -> str:
+    """A value as a ``key=value`` override writes it (``true``, ``[4, 2]``, ``165``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+    return str(value)
+
+
+def _shown(path: Path) -> str:
+    from v2a.recipe import display  # imported here: v2a.recipe calls this module
+
+    return display(path)
