@@ -86,8 +86,11 @@ def test_truncated_file(tmp_path):
 
 def test_media_files_walks_folders(tmp_path):
     (tmp_path / "sub").mkdir()
+    from v2a.files import temporary_path
+
     for name in ("b.wav", "sub/a.flac", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
+    temporary_path(tmp_path / "c.wav").write_bytes(b"half")  # a run writing c.wav: never a file to fit on
     found = media_files([tmp_path], (".wav", ".flac"))
     assert [p.name for p in found] == ["b.wav", "a.flac"]  # sorted by path
     with pytest.raises(MediaError, match="does not exist"):

@@ -166,8 +166,8 @@ def test_a_third_party_encoder_swapped_in_is_checked_by_its_declaration():
 def test_a_stream_the_fuser_reads_but_no_encoder_provides_is_refused(write):
     assert refusal(write("base.yaml", BASE), ["fuser.streams.clip=512"]) == (
         "fuser.streams.clip: the fuser reads a visual stream 'clip' (512 wide), but the recipe's "
-        "visual encoders are: motion; add one with visual_encoders.clip=<plugin>, or make the "
-        "fuser read only those"
+        "visual encoders are: motion; add one with visual_encoders.clip=<plugin>, or stop the "
+        "fuser reading it with ~fuser.streams.clip"
     )
 
 

@@ -149,3 +149,27 @@ def test_available_memory_reads_memavailable(tmp_path):
 def test_free_disk_of_a_folder_not_made_yet_is_its_parents(tmp_path):
     assert free_disk(tmp_path / "run" / "not" / "yet") == free_disk(tmp_path)
     assert free_disk(tmp_path) > 0
+
+
+def test_a_module_first_imported_during_a_meta_build_keeps_real_tensors(tmp_path, monkeypatch):
+    """DAC's dependencies import torchaudio's Kaldi module, which makes a tensor at import: had
+    that import run on the meta device, every later filterbank would fail (seen with BEATs)."""
+    import importlib
+    import sys
+
+    import torch
+
+    from v2a.resources import build_on_meta
+
+    (tmp_path / "made_at_import.py").write_text("import torch\nEPSILON = torch.tensor(1e-7)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "made_at_import", raising=False)
+
+    def build():
+        importlib.import_module("made_at_import")
+        return torch.nn.Linear(3, 4)
+
+    module = build_on_meta(build)
+    assert module.weight.device.type == "meta"  # the build itself ran on the meta device
+    assert sys.modules["made_at_import"].EPSILON.device.type == "cpu"
+    assert build_on_meta(lambda: torch.zeros(2).tolist()) is None  # reads values: cannot

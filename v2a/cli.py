@@ -109,11 +109,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     from v2a.interfaces import Fittable
     from v2a.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio, media_files
-    from v2a.recipe import load_recipe, recipe_options
+    from v2a.recipe import is_override, load_recipe, recipe_options
     from v2a.weights import save_state
 
-    files = [a for a in args.inputs if "=" not in a or Path(a).exists()]
-    overrides = [a for a in args.inputs if a not in files] + list(args.overrides)
+    files = [a for a in args.inputs if not is_override(a)]
+    overrides = [a for a in args.inputs if is_override(a)] + list(args.overrides)
     recipe = load_recipe(args.recipe, overrides, **recipe_options(args))
     choice = recipe.choice(args.slot)
     output = Path(args.output)
@@ -142,7 +142,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def add_recipe_arguments(p: argparse.ArgumentParser, overrides_help: str = "recipe overrides") -> None:
     """The ``RECIPE [key=value ...]`` arguments every command that reads a recipe takes."""
     p.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    p.add_argument("overrides", nargs="*", metavar="key=value|~key",
+                   help=overrides_help + " (~key removes a key)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse stops filling `key=value ...` at the first option: collect the ones after it
-    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if extra:
+        from v2a.recipe import is_override
+
+        overrides = [a for a in extra if is_override(a)]
+    else:
+        overrides = []
     if extra and (len(overrides) < len(extra) or not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if overrides:

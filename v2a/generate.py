@@ -21,8 +21,14 @@ What :meth:`VideoToAudio.generate` does, for one video:
 3. sample ``candidates`` code sequences (:func:`v2a.sampler.sample`);
 4. when ``candidates > 1`` and the recipe has a reranker, decode every candidate, resample it to
    the reranker's rate and keep the one it prefers (else the first);
-5. decode the codes with the codec and trim (or zero-pad) to exactly ``round(duration · sr)``
-   samples, so the sound lasts as long as the video.
+5. decode the codes with the codec, window by window (:func:`decode_in_windows`: memory does
+   not grow with the video), to exactly ``round(duration · sr)`` samples, so the sound lasts as
+   long as the video (or the stretch ``start`` .. ``start + duration`` asked for).
+
+``VideoToAudio.generate`` returns the model's raw output; ``v2a generate`` then applies the
+output stage (:mod:`v2a.output_stage`: peak limiter, optional loudness) and writes the audio
+file and the mp4 as one commit (:func:`write_outputs`), after checking every input and output
+before any model is loaded (:func:`plan_jobs`, :class:`Outputs`; see docs/reliability.md).
 
 The frozen components (codec, visual encoders, reranker) are built as the feature cache builds
 them (:func:`v2a.cache.build_frozen`, fixed seed), so random-init encoders match the ones a
@@ -42,8 +48,8 @@ video's end. Each window is conditioned on its own stretch of video; the codes a
 in its overlap are given to it as a prompt (known positions, never changed), so the sampler
 continues them rather than starting afresh; when ``candidates > 1`` the reranker picks the best
 candidate of each window, which the next window continues. The windows' codes are stitched by
-frame and the whole sequence is decoded at once. Window 0 samples with ``seed``, window ``w``
-with a seed derived from ``(seed, w)``.
+frame and decoded in windows with a second of context on either side, crossfaded where they
+meet. Window 0 samples with ``seed``, window ``w`` with a seed derived from ``(seed, w)``.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ import torch
 from torch import Tensor
 
 from v2a.errors import UserError
-from v2a.media import Video
+from v2a.media import MuxPlan, Video
 
 #: seconds a video may exceed the window (frame-rate rounding) and still be generated in one window
 WINDOW_TOLERANCE = 0.05
@@ -599,7 +605,7 @@ class Job:
     source: Source
     wav: Path
     mp4: Path
-    plan: object = None  # what muxing will do (:class:`v2a.media.MuxPlan`)
+    plan: MuxPlan | None = None  # what muxing will do, decided by :func:`plan_jobs`
     replaces: bool = False  # outputs exist and --overwrite replaces them
 
     @property
@@ -648,7 +654,7 @@ def estimated_bytes(job: Job, sample_rate: int, channels: int) -> int:
     info = probe(job.video)
     seconds = job.source.duration or max(0.0, info.duration - job.source.start)
     share = min(1.0, seconds / info.duration) if info.duration else 1.0
-    video_bytes = job.video.stat().st_size * share * (1 if getattr(job.plan, "copy_video", True) else 2)
+    video_bytes = job.video.stat().st_size * share * (1 if job.plan.copy_video else 2)
     return int(seconds * sample_rate * channels * 2 + video_bytes + seconds * 24_000) + 65_536
 
 
@@ -799,12 +805,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from v2a.media import MediaError
     from v2a.output_stage import OutputStage, apply_output_stage
-    from v2a.recipe import load_recipe, recipe_options, require_runnable
+    from v2a.recipe import is_override, load_recipe, recipe_options, require_runnable
     from v2a.resources import check_resources, estimate
 
     notes: list[str] = []
-    sources = expand_inputs([Path(a) for a in args.inputs if "=" not in a or Path(a).exists()], notes)
-    overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()] + list(args.overrides)
+    sources = expand_inputs([Path(a) for a in args.inputs if not is_override(a)], notes)
+    overrides = [a for a in args.inputs if is_override(a)] + list(args.overrides)
     if not sources:
         raise GenerationError("no video was given")
     if args.start is not None or args.duration is not None:
@@ -835,9 +841,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if shortfall:
         print(f"v2a: warning: {shortfall}", file=sys.stderr)
     for job in jobs:
-        reason = getattr(job.plan, "reason", "")
-        if reason:
-            print(f"note: {job.video}: {reason}; the video is re-encoded (H.264)", file=sys.stderr)
+        if job.plan.message:
+            print(f"note: {job.plan.message}", file=sys.stderr)
     with Outputs(jobs, overwrite=args.overwrite):
         model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
         for job in tqdm(jobs, desc="generating", unit="video", disable=len(jobs) < 2):
@@ -850,12 +855,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
             except MediaError as exc:
                 raise GenerationError(str(exc)) from None
             audio, report = apply_output_stage(audio, sr, stage)
-            if report.warning():
-                print(f"v2a: warning: {job.video}: {report.warning()}", file=sys.stderr)
+            if report.warning():  # tqdm.write: a line of its own, above the progress bar
+                tqdm.write(f"v2a: warning: {job.video}: {report.warning()}", file=sys.stderr)
             for note in report.notes:
-                print(f"note: {job.video}: {note}", file=sys.stderr)
+                tqdm.write(f"note: {job.video}: {note}", file=sys.stderr)
             write_outputs(job, audio, sr)
-            print(f"wrote {job.mp4} and {job.wav}")
+            tqdm.write(f"wrote {job.mp4} and {job.wav}", file=sys.stdout)
     return 0
 
 

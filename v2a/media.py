@@ -688,11 +688,15 @@ def resample_video(
 
 
 def media_files(paths: list[str | Path], suffixes: tuple[str, ...]) -> list[Path]:
-    """Files named, and files with one of ``suffixes`` inside folders named, sorted."""
+    """Files named, and files with one of ``suffixes`` inside folders named, sorted; v2a's own
+    temporaries (:func:`v2a.files.is_temporary`) inside folders are never listed."""
+    from v2a.files import is_temporary
+
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file()
+                            and not is_temporary(f))
         elif p.exists():
             found.append(p)
         else:

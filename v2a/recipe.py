@@ -596,6 +596,12 @@ def resolve_relative_weights(data: Any, base_dir: Path) -> Any:
     return data
 
 
+def is_override(arg: str) -> bool:
+    """Whether a command-line argument is a recipe override (``key=value`` or ``~key``) rather
+    than a file that happens to hold such characters (an existing path is always a file)."""
+    return ("=" in arg or arg.startswith("~")) and not arg.startswith("-") and not Path(arg).exists()
+
+
 def override_source(text: str) -> str:
     """How errors name a ``key=value`` override (long ones shortened)."""
     shown = text if len(text) <= 80 else text[:77] + "..."
@@ -712,6 +718,8 @@ class Composer:
         self.merge(self.data, resolve_relative_weights(data, path.parent), display(path), path.parent)
 
     def add_override(self, text: str) -> None:
+        if text.startswith("~"):
+            return self.remove(text[1:].strip(), override_source(text))
         key, sep, raw = text.partition("=")
         key = key.strip()
         source = override_source(text)
@@ -732,6 +740,20 @@ class Composer:
             nested = {part: nested}
         # Walk down existing mappings so the override merges, rather than replaces, a section.
         self.merge(self.data, {parts[0]: nested}, source, Path.cwd())
+
+    def remove(self, key: str, source: str) -> None:
+        """``~key``: take ``key`` out of its mapping (a stream out of ``fuser.streams``, an option
+        back to its default), as if no layer had set it."""
+        parts = key.split(".")
+        node: Any = self.data
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not key or "=" in key or not isinstance(node, dict) or parts[-1] not in node:
+            raise RecipeError(f"{source}: ~{key} removes a key, but the recipe has no {key!r}"
+                              if key and "=" not in key else
+                              f"{source}: ~KEY takes a dotted key and no value, e.g. ~fuser.streams.s3d")
+        del node[parts[-1]]
+        self._mark(key, None, source, ".".join(parts[:-1]))
 
 
 # ---------------------------------------------------------------------------------------------

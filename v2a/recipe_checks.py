@@ -132,7 +132,7 @@ class _Comparison:
                 yield key, (
                     f"the fuser reads a visual stream {name!r} ({width} wide), but the recipe's "
                     f"visual encoders are: {have}; add one with visual_encoders.{name}=<plugin>, "
-                    f"or make the fuser read only those"
+                    f"or stop the fuser reading it with ~{key}"
                 )
                 continue
             dim = self.encoders[name].get("dim")
@@ -223,7 +223,8 @@ class _Comparison:
         steps = list(self.recipe.sampling.steps)
         if levels is not None and len(steps) > levels:
             yield "sampling.steps", (
-                f"has {len(steps)} step counts but the generator decodes {levels} codebooks; set "
+                f"has {len(steps)} step counts but the generator decodes {levels} "
+                f"codebook{'' if levels == 1 else 's'}; set "
                 f"sampling.steps={_yaml(steps[:levels])} (one count per level; a shorter list "
                 f"repeats its last count)"
             )
@@ -279,15 +280,13 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
 def meta_shapes(choice: ComponentChoice, registry: Registry) -> dict[str, tuple[int, ...]] | None:
     """``{name: shape}`` of the ``state_dict()`` of ``choice`` built with ``weights=none`` on
     the meta device (no memory, nothing loaded), or ``None`` where that build fails."""
-    import torch
+    from v2a.resources import build_on_meta
 
-    try:
-        config = dataclasses.replace(choice.config, weights="none")
-        with torch.device("meta"):
-            module = registry.build(choice.kind, choice.plugin, config)
-        return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
-    except Exception:  # a plug-in that computes with real values while it builds
+    config = dataclasses.replace(choice.config, weights="none")
+    module = build_on_meta(lambda: registry.build(choice.kind, choice.plugin, config))
+    if module is None:
         return None
+    return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
 
 
 def first_difference(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]],

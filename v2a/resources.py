@@ -46,9 +46,11 @@ one line to show when either is short.
 from __future__ import annotations
 
 import dataclasses
+import importlib.abc
 import math
 import os
 import shutil
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,15 +143,60 @@ def untrained_recipe(recipe: Recipe) -> Recipe:
     )
 
 
-def on_meta(build) -> nn.Module | None:
-    """``build()`` on the meta device, or ``None`` when the plug-in cannot be built there."""
+class _FirstImportsOffMeta(importlib.abc.MetaPathFinder):
+    """While a build runs on the meta device, a module imported for the first time runs its
+    top-level code on the device that was the default before (``device``): a library that makes
+    a module-level tensor at import (torchaudio's Kaldi ``EPSILON``, imported by DAC's
+    dependencies) must not keep a meta tensor for the rest of the process."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+
+    def find_spec(self, name, path, target=None):
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _LoaderOffMeta(spec.loader, self.device)
+                return spec
+        return None
+
+
+class _LoaderOffMeta(importlib.abc.Loader):
+    def __init__(self, loader, device) -> None:
+        self.loader, self.device = loader, device
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        import torch
+
+        module.__loader__ = self.loader  # the module keeps its own loader (resources, reloads)
+        if module.__spec__ is not None:
+            module.__spec__.loader = self.loader
+        with torch.device(self.device):  # device contexts nest: the meta one returns after
+            self.loader.exec_module(module)
+
+
+def build_on_meta(build):
+    """``build()`` with PyTorch's meta device as the default (shapes and dtypes, no memory, no
+    values), or ``None`` when the plug-in cannot be built there (one that computes with real
+    values while it builds). Modules imported for the first time meanwhile are imported on the
+    usual device (:class:`_FirstImportsOffMeta`)."""
     import torch
 
+    finder = _FirstImportsOffMeta(torch.get_default_device())
+    sys.meta_path.insert(0, finder)
     try:
         with torch.device("meta"):
             return build()
     except Exception:  # a plug-in that reads values or moves tensors while it builds
         return None
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def tensor_bytes(tensors: Iterable[Any]) -> int:
@@ -165,7 +212,7 @@ def _slot_bytes(recipe: Recipe, slots: Iterable[str], registry: Registry | None,
                 unsized: list[str]) -> int:
     total = 0
     for slot in slots:
-        module = on_meta(lambda slot=slot: recipe.build(slot, registry))
+        module = build_on_meta(lambda slot=slot: recipe.build(slot, registry))
         if module is None:
             unsized.append(slot)
         else:
@@ -213,7 +260,7 @@ def _train_estimate(recipe: Recipe, registry: Registry | None) -> Estimate:
     t = recipe.training
     unsized: list[str] = []
     task_class = TRAINING_TASKS[t.task]
-    task = on_meta(lambda: task_class(recipe))  # v2a.train's own task: heads and frozen parts
+    task = build_on_meta(lambda: task_class(recipe))  # v2a.train's own task: heads and frozen parts
     if task is not None:
         frozen = {id(p) for m in task.frozen for p in m.parameters()}
         trained = sum(p.numel() for p in task.parameters()
