@@ -138,14 +138,16 @@ class Wide(VisualEncoder):
                                start=float(times[0]))
 
 
-def third_party_registry() -> Registry:
-    """The installed plug-ins and a third-party visual encoder ``wide`` that declares its width."""
+def third_party_registry(*, declares: bool = True) -> Registry:
+    """The installed plug-ins and a third-party visual encoder ``wide`` that declares its width
+    (or, with ``declares=False``, declares nothing)."""
     module = types.ModuleType("third_party")
+    properties = (lambda config: {"dim": config.width, "fps": 25.0}) if declares else None
 
     @hookimpl
     def v2a_register_components(register):
         register(ComponentSpec(kind="visual_encoder", name="wide", build=Wide, config=WideConfig,
-                               properties=lambda config: {"dim": config.width, "fps": 25.0}))
+                               properties=properties))
 
     module.v2a_register_components = v2a_register_components
     registry = Registry.from_environment()
@@ -161,6 +163,15 @@ def test_a_third_party_encoder_swapped_in_is_checked_by_its_declaration():
     )
     consistent("tiny", ["visual_encoders.motion=wide", "visual_encoders.motion.width=645"],
                registry)
+
+
+def test_a_third_party_encoder_that_declares_nothing_is_measured_on_the_meta_device():
+    registry = third_party_registry(declares=False)
+    assert registry.properties("visual_encoder", "wide") == {}
+    assert refusal("tiny", ["visual_encoders.motion=wide"], registry).startswith(
+        "fuser.streams.motion: is 645 but visual_encoders.motion (wide) produces 100-wide "
+        "features; set fuser.streams.motion=100"
+    )
 
 
 def test_a_stream_the_fuser_reads_but_no_encoder_provides_is_refused(write):

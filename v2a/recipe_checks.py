@@ -67,12 +67,31 @@ def inconsistencies(recipe: Recipe, registry: Registry) -> Iterator[Inconsistenc
 
 
 def declared(choice: ComponentChoice, registry: Registry) -> dict[str, Any]:
-    """What the plug-in of ``choice`` declares (empty when nothing, or when its declaration
-    needs something the user must fix first, which building it will then report)."""
+    """What the plug-in of ``choice`` declares (empty when its declaration needs something the
+    user must fix first, which building it will then report). A plug-in that declares nothing
+    (``ComponentSpec.properties`` is None, as a third-party one may) is built on the meta device
+    instead and its interface attributes read (:func:`built_properties`)."""
     try:
+        if registry.get(choice.kind, choice.plugin).spec.properties is None:
+            return built_properties(choice, registry)
         return registry.properties(choice.kind, choice.plugin, choice.config)
     except UserError:  # e.g. a nested component the default registry does not know
         return {}
+
+
+def built_properties(choice: ComponentChoice, registry: Registry) -> dict[str, Any]:
+    """The interface attributes (``dim``, ``n_codebooks``, ...) of ``choice`` built with random
+    weights on the meta device: no memory, nothing read or downloaded; empty when the plug-in
+    cannot be built there."""
+    from v2a.interfaces import KINDS
+    from v2a.resources import build_on_meta, untrained
+
+    bare = untrained(choice)
+    module = build_on_meta(lambda: registry.build(bare.kind, bare.plugin, bare.config))
+    if module is None:
+        return {}
+    names = [n for n in vars(KINDS[choice.kind]).get("__annotations__", {}) if n != "kind"]
+    return {name: getattr(module, name) for name in names if hasattr(module, name)}
 
 
 def option_key(choice: ComponentChoice | None, slot: str, option: str, *below: str) -> str:
