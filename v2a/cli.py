@@ -75,7 +75,7 @@ def cmd_recipe_check(args: argparse.Namespace) -> int:
     from v2a.recipe import load_recipe, recipe_options
     from v2a.registry import default_registry
 
-    recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args))
+    recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args), check_weights=True)
     registry = default_registry()
     for slot, choice in recipe.all_components():
         status = registry.get(choice.kind, choice.plugin).status

@@ -763,14 +763,18 @@ class Composer:
 
 def load_recipe(
     ref: str | Path, overrides: Sequence[str] = (), registry: Registry | None = None, *,
-    random_weights: bool = False, allow_env: bool | None = None,
+    random_weights: bool = False, allow_env: bool | None = None, check_weights: bool = False,
 ) -> Recipe:
     """Read, compose, override, resolve and validate a recipe; build nothing.
 
     ``random_weights``: set every component's ``weights`` option (nested components included;
     those without the option are untouched) to ``none``, so that nothing is downloaded or
     read. ``allow_env``: let ``${oc.env:NAME}`` read the environment; ``None`` leaves it to
-    the variable :data:`ALLOW_ENV_VARIABLE` (``V2A_RECIPE_ALLOW_ENV=1``).
+    the variable :data:`ALLOW_ENV_VARIABLE` (``V2A_RECIPE_ALLOW_ENV=1``). ``check_weights``: also
+    check that trained weights files fit the models the options describe
+    (:func:`v2a.recipe_checks.weights_fit`; it builds models on the meta device, which costs a
+    second or two the first time in a process, so ``v2a recipe check`` and ``v2a train`` ask for
+    it, while loading the weights reports a misfit in one sentence anyway).
     """
     registry = registry or default_registry()
     path = locate(ref)
@@ -784,6 +788,7 @@ def load_recipe(
     return validate_recipe(
         composer, registry, source=display(path), default_name=path.stem, path=path,
         overrides=tuple(overrides), random_weights=random_weights, allow_env=allow_env,
+        check_weights=check_weights,
     )
 
 
@@ -1025,7 +1030,7 @@ def field_defaults(schema: type) -> dict[str, Any]:
 def validate_recipe(
     composer: Composer, registry: Registry, *, source: str, default_name: str,
     path: Path | None = None, overrides: tuple[str, ...] = (), random_weights: bool = False,
-    allow_env: bool = False,
+    allow_env: bool = False, check_weights: bool = False,
 ) -> Recipe:
     """Resolve and validate the composed data of ``composer`` into a :class:`Recipe` (see
     :class:`_Resolution` for the order), then check that its components fit together
@@ -1067,7 +1072,7 @@ def validate_recipe(
     )
     from v2a.recipe_checks import check_consistency  # it reads Recipe: imported when needed
 
-    check_consistency(recipe, composer.source_of, registry)
+    check_consistency(recipe, composer.source_of, registry, weights=check_weights)
     return recipe
 
 

@@ -42,16 +42,18 @@ if TYPE_CHECKING:
 Inconsistency = tuple[str, str]
 
 
-def check_consistency(recipe: Recipe, source_of: Callable[[str], str], registry: Registry) -> None:
+def check_consistency(recipe: Recipe, source_of: Callable[[str], str], registry: Registry, *,
+                      weights: bool = True) -> None:
     """Raise :class:`~v2a.errors.RecipeError` ``"{source}: {key}: {message}"`` for the first
     inconsistency of :func:`inconsistencies`; ``source_of(key)`` names the file (or command-line
     override) that set ``key``. Builds nothing but, for a trained weights file, a model on the
-    meta device."""
-    for key, message in inconsistencies(recipe, registry):
+    meta device (with ``weights``: :func:`weights_fit`)."""
+    for key, message in inconsistencies(recipe, registry, weights=weights):
         raise RecipeError(f"{source_of(key)}: {key}: {message}")
 
 
-def inconsistencies(recipe: Recipe, registry: Registry) -> Iterator[Inconsistency]:
+def inconsistencies(recipe: Recipe, registry: Registry, *,
+                    weights: bool = True) -> Iterator[Inconsistency]:
     """Every inconsistency of ``recipe``, the cheap comparisons of declared properties first and
     the weights files last (lazily: a caller that stops at the first never reads a file)."""
     check = _Comparison(recipe, registry)
@@ -60,7 +62,8 @@ def inconsistencies(recipe: Recipe, registry: Registry) -> Iterator[Inconsistenc
     yield from check.generator_fit()
     yield from check.reranker_streams()
     yield from check.sampling_steps()
-    yield from weights_fit(recipe, registry)
+    if weights:
+        yield from weights_fit(recipe, registry)
 
 
 # -- declared properties --------------------------------------------------------------------------

@@ -1189,7 +1189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from v2a.recipe import load_recipe, recipe_options, require_runnable
     from v2a.resources import check_resources, estimate
 
-    recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args))
+    recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args), check_weights=True)
     require_runnable(recipe)
     distributed = setup_distributed(args.device)
     if distributed.main:
