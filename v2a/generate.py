@@ -150,9 +150,16 @@ class VideoToAudio:
         return self
 
     def _modules(self):
-        yield from (self.codec, self.fuser, self.generator, *self.encoders.values())
+        yield from self.components.values()
+
+    @property
+    def components(self) -> dict[str, torch.nn.Module]:
+        """The model's components by recipe slot (``codec``, ``visual_encoders.<stream>``, ...)."""
+        found = {"codec": self.codec, "fuser": self.fuser, "generator": self.generator,
+                 **{f"visual_encoders.{name}": enc for name, enc in self.encoders.items()}}
         if self.reranker is not None:
-            yield self.reranker
+            found["reranker"] = self.reranker
+        return found
 
     @property
     def window(self) -> float:
@@ -837,14 +844,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         needed[job.mp4.parent] = needed.get(job.mp4.parent, 0) + estimated_bytes(
             job, sample_rate, channels)
     check_writable({j.mp4.parent for j in jobs} | {j.wav.parent for j in jobs}, needed)
-    shortfall = check_resources(estimate(recipe, task="generate"), folder=jobs[0].mp4.parent)
-    if shortfall:
-        print(f"v2a: warning: {shortfall}", file=sys.stderr)
     for job in jobs:
         if job.plan.message:
             print(f"note: {job.plan.message}", file=sys.stderr)
     with Outputs(jobs, overwrite=args.overwrite):
         model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
+        shortfall = check_resources(estimate(recipe, task="generate", built=model.components),
+                                    folder=jobs[0].mp4.parent)
+        if shortfall:  # the weights are in memory; what generating adds may not fit
+            print(f"v2a: warning: {shortfall}", file=sys.stderr)
         for job in tqdm(jobs, desc="generating", unit="video", disable=len(jobs) < 2):
             try:
                 audio, sr = model.generate(job.video, start=job.source.start,

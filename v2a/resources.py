@@ -51,7 +51,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,10 +209,10 @@ def module_bytes(module: nn.Module) -> int:
 
 
 def _slot_bytes(recipe: Recipe, slots: Iterable[str], registry: Registry | None,
-                unsized: list[str]) -> int:
+                unsized: list[str], built: Mapping[str, nn.Module] | None = None) -> int:
     total = 0
     for slot in slots:
-        module = build_on_meta(lambda slot=slot: recipe.build(slot, registry))
+        module = (built or {}).get(slot) or build_on_meta(lambda slot=slot: recipe.build(slot, registry))
         if module is None:
             unsized.append(slot)
         else:
@@ -223,16 +223,19 @@ def _slot_bytes(recipe: Recipe, slots: Iterable[str], registry: Registry | None,
 # -- the estimate ---------------------------------------------------------------------------------
 
 
-def estimate(recipe: Recipe, *, task: str, registry: Registry | None = None) -> Estimate:
+def estimate(recipe: Recipe, *, task: str, registry: Registry | None = None,
+             built: Mapping[str, nn.Module] | None = None) -> Estimate:
     """The RAM and disk a ``task`` (``train`` or ``generate``) run of ``recipe`` needs, from
     components built on the meta device (see the module docstring for the formulas). Reads
-    no weights and allocates no model memory."""
+    no weights and allocates no model memory. ``built``: components already built, by slot
+    (``generate`` builds its model before it generates): those are sized as they are, which
+    also spares the meta-device builds (a few seconds of imports the first time)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     recipe = untrained_recipe(recipe)
     if task == "train":
         return _train_estimate(recipe, registry)
-    return _generate_estimate(recipe, registry)
+    return _generate_estimate(recipe, registry, built)
 
 
 def _generator_shape(recipe: Recipe, registry: Registry | None) -> tuple[int, int, int] | None:
@@ -296,13 +299,14 @@ def _train_estimate(recipe: Recipe, registry: Registry | None) -> Estimate:
                     disk_bytes=on_disk * checkpoint + exported, unsized=tuple(unsized))
 
 
-def _generate_estimate(recipe: Recipe, registry: Registry | None) -> Estimate:
+def _generate_estimate(recipe: Recipe, registry: Registry | None,
+                       built: Mapping[str, nn.Module] | None = None) -> Estimate:
     from v2a.sampler import guidance_parts
 
     unsized: list[str] = []
     slots = [s for s in ("codec", *(f"visual_encoders.{n}" for n in recipe.visual_streams),
                          "fuser", "generator", "reranker") if recipe.has(s)]
-    weights = _slot_bytes(recipe, slots, registry, unsized)
+    weights = _slot_bytes(recipe, slots, registry, unsized, built)
     activations = 0
     shape = _generator_shape(recipe, registry)
     if shape is not None:
