@@ -654,14 +654,11 @@ def check_writable(folders: set[Path], needed: dict[Path, int]) -> None:
 
 
 def estimated_bytes(job: Job, sample_rate: int, channels: int) -> int:
-    """A generous guess of the bytes ``job`` writes: 16-bit audio, plus the video stream (its
-    size in the input when copied, twice that when re-encoded) and AAC at 192 kbit/s."""
-    from v2a.media import probe
-
-    info = probe(job.video)
-    seconds = job.source.duration or max(0.0, info.duration - job.source.start)
-    share = min(1.0, seconds / info.duration) if info.duration else 1.0
-    video_bytes = job.video.stat().st_size * share * (1 if job.plan.copy_video else 2)
+    """A generous guess of the bytes ``job`` writes: 16-bit audio of the planned output's length
+    (:attr:`v2a.media.MuxPlan.duration`), the video stream (the input file's size when copied,
+    twice that when re-encoded) and AAC at 192 kbit/s."""
+    seconds = job.plan.duration
+    video_bytes = job.video.stat().st_size * (1 if job.plan.copy_video else 2)
     return int(seconds * sample_rate * channels * 2 + video_bytes + seconds * 24_000) + 65_536
 
 
@@ -680,7 +677,7 @@ def plan_jobs(sources: list[Source], output: Path | None, audio_format: str,
     """The outputs of every source, checked before anything heavy runs: readable inputs with a
     video stream, no output that overwrites an input or another output, existing outputs only with
     ``overwrite``, and how each video stream will be muxed (copied or re-encoded)."""
-    from v2a.media import MediaError, plan_mux, probe
+    from v2a.media import MediaError, plan_mux
 
     if output is not None and names_a_file(output) and len(sources) > 1:
         raise GenerationError(f"-o {output} names the output of one video, but {len(sources)} "
@@ -700,10 +697,7 @@ def plan_jobs(sources: list[Source], output: Path | None, audio_format: str,
         raise GenerationError("two videos have the same name, so their outputs would collide; "
                               "give them different names or generate them into different folders")
     for job in jobs:  # every input readable, and its muxing known, before anything is written
-        try:
-            info = probe(job.video)
-            if not info.has_video:
-                raise GenerationError(f"{job.video} has no video stream (it holds only audio)")
+        try:  # plan_mux probes the input: no video stream, a still picture, damage: one sentence
             job.plan = plan_mux(job.video, job.mp4, start=job.source.start,
                                 duration=job.source.duration)
         except MediaError as exc:
