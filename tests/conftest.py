@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import v2a_plugins.audio_encoders
-import v2a_plugins.rerankers
+import v2a_plugins.audio_encoders.codec_latents
+import v2a_plugins.audio_encoders.mel
+import v2a_plugins.rerankers.keep_first
 from tests import components_for_tests
 from v2a.registry import Registry
 
@@ -29,8 +30,9 @@ def one_thread():
 def registry() -> Registry:
     """A fresh registry: the built-in plug-ins and ``tests/components_for_tests.py``."""
     reg = Registry()
-    reg.register_module(v2a_plugins.audio_encoders)
-    reg.register_module(v2a_plugins.rerankers)
+    reg.register_module(v2a_plugins.audio_encoders.mel)
+    reg.register_module(v2a_plugins.audio_encoders.codec_latents)
+    reg.register_module(v2a_plugins.rerankers.keep_first)
     reg.register_module(components_for_tests)
     return reg
 
@@ -38,7 +40,7 @@ def registry() -> Registry:
 @pytest.fixture
 def use_registry(monkeypatch, registry) -> Registry:
     """Make ``registry`` the process-wide default (what the CLI uses)."""
-    monkeypatch.setattr("v2a.registry.default_registry", lambda: registry)
+    monkeypatch.setattr("v2a.registry.override", registry)
     return registry
 
 

@@ -28,13 +28,14 @@ from tests.media_fixtures import BROKEN_REASONS, write_broken, write_dataset
 from v2a.cache import (
     CacheError,
     CacheMismatchError,
-    build_frozen,
     cache_identity,
     cache_key,
     extract,
     first_difference,
 )
 from v2a.cli import main
+from v2a.media import find_video
+from v2a.recipe import build_frozen
 from v2a.files import is_temporary, temporary_path
 from v2a.data import (
     CachedClips,
@@ -42,7 +43,6 @@ from v2a.data import (
     LiveClips,
     Skipped,
     collate,
-    find_video,
     folder_manifest,
     write_manifest,
 )

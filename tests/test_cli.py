@@ -43,7 +43,7 @@ def test_plugins_shows_broken_and_missing(capsys, use_registry):
     import importlib.metadata
 
     from v2a import ComponentSpec
-    from v2a_plugins.rerankers import KeepFirst, KeepFirstConfig
+    from v2a_plugins.rerankers.keep_first import KeepFirst, KeepFirstConfig
     from tests.test_registry import plugin_module
 
     use_registry.load_entry_point(importlib.metadata.EntryPoint(

@@ -292,7 +292,7 @@ def test_user_errors_are_one_sentence(sets, tmp_path, capsys, case, words):
 
 
 def test_recipe_gives_fdd_the_codec_ceiling_and_the_sync_score(sets, tmp_path, capsys):
-    from v2a.cache import build_frozen
+    from v2a.recipe import build_frozen
     from v2a.recipe import load_recipe
 
     out = tmp_path / "out"

@@ -80,7 +80,7 @@ def test_a_nested_component_declares_through_its_owner():
 
 def test_the_clip_size_table_agrees_with_open_clip():
     open_clip = pytest.importorskip("open_clip")
-    from v2a_plugins.clip_encoder import MODEL_SIZES
+    from v2a_plugins.visual_encoders.clip import MODEL_SIZES
 
     for model, (embed_dim, image_size) in MODEL_SIZES.items():
         config = open_clip.get_model_config(model)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-import v2a_plugins.rerankers
+import v2a_plugins.rerankers.keep_first
 from v2a import ComponentSpec, hookimpl
 from v2a.errors import PluginError
 from v2a.registry import Registry
-from v2a_plugins.rerankers import KeepFirst, KeepFirstConfig
+from v2a_plugins.rerankers.keep_first import KeepFirst, KeepFirstConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,8 @@ def keep_first(name: str = "keep", **kwargs) -> ComponentSpec:
 
 def test_builtins_come_through_the_public_entry_point_group():
     eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="v2a")}
-    assert eps["rerankers"].value == "v2a_plugins.rerankers"
-    assert eps["audio_encoders"].value == "v2a_plugins.audio_encoders"
+    assert eps["keep_first"].value == "v2a_plugins.rerankers.keep_first"
+    assert eps["mel"].value == "v2a_plugins.audio_encoders.mel"
     registry = Registry.from_environment()
     entry = registry.get("reranker", "none")
     assert entry.plugin.provider == "v2a"
@@ -69,14 +69,14 @@ def test_same_name_for_different_kinds_is_fine():
         pass
 
     registry = Registry()
-    registry.register_module(v2a_plugins.rerankers)
-    import v2a_plugins.audio_encoders as ae
+    registry.register_module(v2a_plugins.rerankers.keep_first)
+    import v2a_plugins.audio_encoders.mel as ae
 
     registry.register_module(plugin_module("other", ComponentSpec(
         kind="audio_encoder", name="none", build=lambda c: ae.MelEncoder(ae.MelConfig()),
         config=NoOptions,
     )))
-    assert registry.get("reranker", "none").plugin.name == "v2a_plugins.rerankers"
+    assert registry.get("reranker", "none").plugin.name == "v2a_plugins.rerankers.keep_first"
     assert registry.get("audio_encoder", "none").plugin.name == "other"
 
 
@@ -85,7 +85,7 @@ def test_plugin_that_fails_to_import_is_reported_and_others_keep_working():
     broken = importlib.metadata.EntryPoint(
         name="broken_thing", value="v2a_no_such_module_xyz.plugin", group="v2a"
     )
-    good = importlib.metadata.EntryPoint(name="rerankers", value="v2a_plugins.rerankers", group="v2a")
+    good = importlib.metadata.EntryPoint(name="keep_first", value="v2a_plugins.rerankers.keep_first", group="v2a")
     registry.load_entry_point(broken)
     registry.load_entry_point(good)
     assert registry.get("reranker", "none").status == "ok"
@@ -106,7 +106,7 @@ def test_plugin_whose_hook_raises_is_reported_by_name():
     module.v2a_register_components = v2a_register_components
     registry = Registry()
     registry.register_module(module)
-    registry.register_module(v2a_plugins.rerankers)
+    registry.register_module(v2a_plugins.rerankers.keep_first)
     assert "boom" in registry.plugins["raising"].error
     assert registry.names("reranker") == ["none"]
 
@@ -153,7 +153,7 @@ def test_missing_optional_dependency_shows_how_to_install():
 
 def test_unknown_name_suggests_the_closest():
     registry = Registry()
-    registry.register_module(v2a_plugins.rerankers)
+    registry.register_module(v2a_plugins.rerankers.keep_first)
     with pytest.raises(PluginError, match="did you mean 'none'"):
         registry.get("reranker", "nnoe")
     with pytest.raises(PluginError, match="did you mean 'reranker'"):
@@ -162,7 +162,7 @@ def test_unknown_name_suggests_the_closest():
 
 def test_build_validates_config_and_checks_the_interface():
     registry = Registry()
-    registry.register_module(v2a_plugins.rerankers)
+    registry.register_module(v2a_plugins.rerankers.keep_first)
     config = registry.config_for("reranker", "none", {"sample_rate": 16000})
     built = registry.build("reranker", "none", config)
     assert isinstance(built, KeepFirst) and built.sample_rate == 16000
@@ -179,7 +179,7 @@ def test_autoload_switch_and_explicit_plugin_list(monkeypatch):
     monkeypatch.setenv("V2A_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("V2A_PLUGINS", raising=False)
     assert Registry.from_environment().entries == {}
-    monkeypatch.setenv("V2A_PLUGINS", "rerankers, not_installed_anywhere")
+    monkeypatch.setenv("V2A_PLUGINS", "keep_first, not_installed_anywhere")
     registry = Registry.from_environment()
     assert list(registry.entries) == [("reranker", "none")]
     assert any("not_installed_anywhere" in p for p in registry.problems)
@@ -219,8 +219,8 @@ def v2a_plugins_json(site: Path) -> tuple[int, dict, str]:
 
 IMPOSTOR = """\
     from v2a import ComponentSpec, hookimpl
-    from v2a_plugins.colour_motion import ColourMotionConfig, ColourMotionEncoder
-    from v2a_plugins.rerankers import KeepFirst, KeepFirstConfig
+    from v2a_plugins.visual_encoders.colour_motion import ColourMotionConfig, ColourMotionEncoder
+    from v2a_plugins.rerankers.keep_first import KeepFirst, KeepFirstConfig
 
     @hookimpl
     def v2a_register_components(register):
@@ -266,7 +266,7 @@ def test_two_distributions_with_one_entry_point_name_are_both_loaded(monkeypatch
     assert sorted(registry.plugins) == ["other-pkg:colour_motion", "v2a:colour_motion"]
     with pytest.raises(PluginError, match=r"provided by both .*other-pkg 1\.0 .*; uninstall one") as error:
         registry.build("visual_encoder", "colour_motion")
-    assert "v2a_plugins.colour_motion" in str(error.value)
+    assert "v2a_plugins.visual_encoders.colour_motion" in str(error.value)
     assert registry.get("reranker", "other_keep").plugin.provider == "other-pkg"
 
 

@@ -56,7 +56,6 @@ in the main process on batches of clips, on the GPU when there is one.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import errno
@@ -66,7 +65,6 @@ import io
 import json
 import math
 import os
-import shlex
 import struct
 import time
 from collections import OrderedDict
@@ -90,7 +88,9 @@ from v2a.data import (
     read_manifest,
 )
 from v2a.errors import UserError
+from v2a.features import extraction_slots
 from v2a.files import atomic_output, remove_stale_temporaries, write_text_atomic
+from v2a.recipe import build_frozen
 from v2a.sequences import FeatureSequence
 
 CACHE_FORMAT = 1
@@ -134,32 +134,9 @@ class CacheMismatchError(CacheError):
     exit_code = 2
 
 
-def command_line(recipe, command: str, *options: str) -> str:
-    """``v2a <command> <recipe> <the user's overrides> <options>``, quoted for a shell: the
-    command a hint tells the user to run, repeating what they gave."""
-    overrides = tuple(getattr(recipe, "overrides", ()))
-    return "v2a " + shlex.join([command, str(recipe.source), *overrides, *options])
-
-
 # ---------------------------------------------------------------------------------------------
 # What a recipe extracts, and the cache key
 # ---------------------------------------------------------------------------------------------
-
-
-def extraction_slots(recipe) -> dict[str, Any]:
-    """The recipe's components a cache holds the outputs of, by slot: ``codec``,
-    ``visual_encoders.<stream>``, and ``audio_encoder`` (the reranker's own audio encoder when
-    the recipe has no top-level one, as the SCAV recipe)."""
-    slots = {}
-    if recipe.has("codec"):
-        slots["codec"] = recipe.choice("codec")
-    for stream in recipe.visual_streams:
-        slots[f"visual_encoders.{stream}"] = recipe.choice(f"visual_encoders.{stream}")
-    if recipe.has("audio_encoder"):
-        slots["audio_encoder"] = recipe.choice("audio_encoder")
-    elif recipe.has("reranker") and "audio_encoder" in recipe.choice("reranker").nested:
-        slots["audio_encoder"] = recipe.choice("reranker").nested["audio_encoder"]
-    return slots
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -354,20 +331,6 @@ def decoded_clips(clips: Sequence[Clip], root: Path | None, request: DecodeReque
 # ---------------------------------------------------------------------------------------------
 
 
-BUILD_SEED = 0
-
-
-def build_frozen(choice) -> Any:
-    """Build a recipe's component for feature extraction: in eval mode, without gradients, and
-    from a fixed seed (:data:`BUILD_SEED`, the caller's random state untouched), so that a
-    randomly initialised component (``weights: none``) is the same network in every process
-    and every run, as the cache key assumes."""
-    from v2a.registry import default_registry
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(BUILD_SEED)
-        component = default_registry().build(choice.kind, choice.plugin, choice.config)
-    return component.eval().requires_grad_(False)
 
 
 def _groups(keys: list) -> list[list[int]]:
@@ -904,7 +867,7 @@ class _CacheWrites:
         raise CacheError(
             f"cannot write the feature cache in {self.cache_dir} ({exc.strerror or exc}); "
             f"{len(self.records)} of {self.total} shards are complete: continue with "
-            f"`{command_line(self.recipe, 'extract')}` once {once}"
+            f"`{self.recipe.command_line('extract')}` once {once}"
         ) from None
 
 
@@ -961,7 +924,7 @@ class CacheReader:
     def __init__(self, cache_dir: str | Path, recipe, *, allow_partial: bool = False,
                  open_files: int = 32):
         self.cache_dir = cache_dir = Path(cache_dir)
-        extract_command = command_line(recipe, "extract")
+        extract_command = recipe.command_line("extract")
         if not (cache_dir / "cache.json").is_file():
             raise CacheError(
                 f"there is no feature cache in {cache_dir}; write it with `{extract_command}`"
@@ -969,7 +932,7 @@ class CacheReader:
         self.meta = read_json(cache_dir / "cache.json", "")
         check_identity(cache_dir, self.meta, cache_identity(recipe))
         self.key = self.meta["key"]
-        self.repair_command = command_line(recipe, "extract", "--verify")
+        self.repair_command = recipe.command_line("extract", "--verify")
         index = read_json(cache_dir / "index.json", f"extract the cache again with `{extract_command}`")
         if not index.get("complete") and not allow_partial:
             raise CacheError(
@@ -1068,49 +1031,3 @@ class CacheReader:
 # ---------------------------------------------------------------------------------------------
 # `v2a extract`
 # ---------------------------------------------------------------------------------------------
-
-
-def cmd_extract(args: argparse.Namespace) -> int:
-    from v2a.recipe import load_recipe, recipe_options, require_runnable
-
-    recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args))
-    require_runnable(recipe)
-    summary = extract(
-        recipe, workers=args.workers, batch_size=args.batch_size, shard_size=args.shard_size,
-        dtype=args.dtype, device=args.device, progress=not args.no_progress, verify=args.verify,
-    )
-    print(summary.report())
-    if summary.clips == 0:
-        raise UserError(
-            f"no clip of {manifest_of(recipe)} could be extracted (see the reasons above)"
-        )
-    return 0
-
-
-def add_extract_command(sub, common: argparse.ArgumentParser) -> None:
-    """Register ``v2a extract`` on the CLI's sub-parsers."""
-    from v2a.cli import add_recipe_arguments
-
-    text = "precompute codes and features of a dataset into a feature cache"
-    p = sub.add_parser(
-        "extract", parents=[common], help=text,
-        description="Run the codec, visual encoders and audio encoder of RECIPE once over the "
-        "clips of data.manifest (paths relative to data.root) and write them to the feature "
-        "cache data.cache, which `v2a train` reads. A killed run continues where it stopped "
-        "when started again.",
-    )
-    add_recipe_arguments(p, "recipe overrides, e.g. data.manifest=clips.csv data.cache=cache/")
-    p.add_argument("--workers", type=int, help="decoding processes (default data.num_workers)")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default 8)")
-    p.add_argument("--shard-size", type=int,
-                   help=f"clips per shard file (default {DEFAULT_SHARD_SIZE}; fixed once a "
-                   "cache exists)")
-    p.add_argument("--dtype", choices=tuple(DTYPES),
-                   help="feature precision in the cache (default float16; fixed once a cache "
-                   "exists)")
-    p.add_argument("--device", help="where the models run (default cuda when available, else cpu)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--verify", action="store_true",
-                   help="check the checksum of every shard (reads the whole cache) and extract "
-                   "the damaged ones again; without it only their headers are checked")
-    p.set_defaults(func=cmd_extract)

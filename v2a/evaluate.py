@@ -26,12 +26,9 @@ Metrics (one table row each, and JSON):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
-import json
 import math
-import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +39,9 @@ import torch
 from torch import Tensor
 
 from v2a.errors import UserError
+from v2a.features import encode_video
+from v2a.media import find_video
+from v2a.recipe import build_frozen
 from v2a.synth import Event
 
 ONSET_RATE = 16000  #: sample rate (Hz) at which onsets and classes are scored, and plots drawn
@@ -292,7 +292,6 @@ def build_features(names: list[str], recipe, device: torch.device, notes: list[s
                    ) -> list[FrameFeatures]:
     """The Fréchet distances asked for, their encoders built as training builds them (frozen,
     fixed seed); encoders shared where two distances read the same one (mel and MFCC)."""
-    from v2a.cache import build_frozen
     from v2a.registry import default_registry
 
     registry = default_registry()
@@ -412,7 +411,7 @@ def through_codec(codec, wav: Tensor, device: torch.device) -> Tensor:
 
 class SyncScorer:
     """The recipe's reranker and the visual encoders it reads, scoring one audio against its
-    video; the video streams are built by :func:`v2a.generate.encode_video`, as for reranking at
+    video; the video streams are built by :func:`v2a.features.encode_video`, as for reranking at
     generation time."""
 
     def __init__(self, recipe, reranker, encoders: dict, device: torch.device):
@@ -424,7 +423,6 @@ class SyncScorer:
 
     @torch.inference_mode()
     def streams(self, video: Path, seconds: float) -> dict:
-        from v2a.generate import encode_video
         from v2a.media import MediaError, probe
 
         try:
@@ -460,7 +458,6 @@ def build_sync_scorer(recipe, checkpoint: Path | None, device: torch.device,
     """A :class:`SyncScorer` for the recipe's reranker, or None (with a note saying why): the
     reranker must be trained (``weights`` not ``none``, or ``scav.safetensors`` in the
     checkpoint run folder, which then becomes its ``weights``)."""
-    from v2a.cache import build_frozen
     from v2a.weights import is_random
 
     if recipe is None or not recipe.has("reranker"):
@@ -584,13 +581,6 @@ def score_onsets(audio: PairAudio, events: list[Event], tolerance: float, codec,
     return scores
 
 
-def find_video(folder: Path, stem: str) -> Path | None:
-    from v2a.media import VIDEO_SUFFIXES
-
-    return next((p for p in sorted(folder.glob(f"{stem}.*")) if p.suffix.lower() in VIDEO_SUFFIXES),
-                None)
-
-
 def ceiling_codec(recipe, features: list[FrameFeatures], device: torch.device):
     """The recipe's codec (the FDD encoder's own when there is one), or None."""
     if recipe is None or not recipe.has("codec"):
@@ -598,7 +588,6 @@ def ceiling_codec(recipe, features: list[FrameFeatures], device: torch.device):
     latents = next((f.encoder for f in features if f.name == "codec_latents"), None)
     if latents is not None:
         return latents.codec
-    from v2a.cache import build_frozen
 
     return build_frozen(recipe.choice("codec")).to(device)
 
@@ -768,17 +757,6 @@ def markdown_table(results: dict[str, Any]) -> str:
     return text + ("\n" if results["notes"] else "")
 
 
-def json_safe(value: Any) -> Any:
-    """NaN and infinities → None (strict JSON), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 # ---------------------------------------------------------------------------------------------
 # Plots
 # ---------------------------------------------------------------------------------------------
@@ -824,86 +802,3 @@ def plot_clip(path: Path, stem: str, generated: np.ndarray, reference: np.ndarra
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The command, rebuilt from its parsed options (runs again as it ran)."""
-    words = ["v2a", "evaluate", args.generated, "--reference", args.reference]
-    for option in ("videos", "events", "recipe", "checkpoint", "encoders", "output", "tolerance",
-                   "device"):
-        value = getattr(args, option)
-        if value is not None:
-            words += [f"--{option}", str(value)]
-    words += ["--plots"] if args.plots else []
-    return " ".join(shlex.quote(str(w)) for w in words + list(args.overrides))
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from v2a.recipe import recipe_options
-
-    output = Path(args.output) if args.output else None
-    if args.plots and output is None:
-        raise EvaluationOptionError("--plots writes OUT/plots/<stem>.png, so it needs -o OUT")
-    if output is not None and output.exists() and not output.is_dir():
-        raise EvaluationOptionError(f"the output {output} is a file; give a folder")
-    encoders = [] if args.encoders.strip().lower() == "none" else list(dict.fromkeys(
-        e.strip() for e in args.encoders.split(",") if e.strip()))
-    options = Options(
-        generated=Path(args.generated), reference=Path(args.reference),
-        videos=Path(args.videos) if args.videos else None,
-        events=Path(args.events) if args.events else None, recipe=args.recipe,
-        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-        overrides=list(args.overrides), recipe_options=recipe_options(args),
-        encoders=encoders, tolerance=args.tolerance,
-        plots=output / "plots" if args.plots else None, device=args.device or "cpu",
-    )
-    results = evaluate(options, progress=True)
-    table = markdown_table(results)
-    print(table, end="")
-    if output is not None:
-        from v2a.files import write_text_atomic
-
-        document = {"command": command_line(args),
-                    "options": {k: str(v) if isinstance(v, Path) else v
-                                for k, v in dataclasses.asdict(options).items()},
-                    **results}
-        write_text_atomic(output / "results.md", table)
-        write_text_atomic(output / "results.json", json.dumps(json_safe(document), indent=2) + "\n")
-        print(f"wrote {output / 'results.md'} and {output / 'results.json'}"
-              + (f" and {len(results['clips'])} plots in {options.plots}" if args.plots else ""),
-              file=sys.stderr)
-    return 0
-
-
-def add_evaluate_command(sub, common: argparse.ArgumentParser) -> None:
-    """Register ``v2a evaluate`` on the CLI's sub-parsers."""
-    text = "score generated audio against reference audio (and videos)"
-    p = sub.add_parser(
-        "evaluate", parents=[common], help=text,
-        description="Score the audio files of GENERATED against the files of the same name in "
-        "--reference: Fréchet distances of audio-encoder frames (mel, MFCC, the recipe codec's "
-        "latents), onset F1 / offset / class accuracy against ground-truth events (a `v2a synth` "
-        "set), and the recipe reranker's sync score against the videos. Prints a markdown "
-        "table; -o OUT also writes OUT/results.md and OUT/results.json.",
-    )
-    p.add_argument("generated", metavar="GENERATED",
-                   help="folder of generated audio: <stem>.wav/.flac, or <stem>.mp4")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
-    p.add_argument("--reference", required=True, metavar="REF",
-                   help="folder of reference audio or videos: <stem>.wav/.flac or <stem>.mp4")
-    p.add_argument("--videos", metavar="DIR", help="the videos for the sync score (default: REF)")
-    p.add_argument("--events", metavar="FILE",
-                   help="ground-truth events (default: REF/events.jsonl when it exists)")
-    p.add_argument("--recipe", help="the recipe whose codec (FDD) and reranker (sync) to use")
-    p.add_argument("--checkpoint", metavar="RUN",
-                   help="a reranker training run folder holding scav.safetensors")
-    p.add_argument("--encoders", default=DEFAULT_ENCODERS, metavar="NAME,...",
-                   help=f"audio encoders for Fréchet distances (default {DEFAULT_ENCODERS}; "
-                   "'none' for no distance)")
-    p.add_argument("--tolerance", type=float, default=0.05,
-                   help="seconds an onset may be off and still match (default 0.05)")
-    p.add_argument("-o", "--output", metavar="OUT", help="folder for results.md and results.json")
-    p.add_argument("--plots", action="store_true",
-                   help="also write OUT/plots/<stem>.png: spectrograms, events and onsets")
-    p.add_argument("--device", help="cpu, cuda or cuda:N for the encoders (default: cpu)")
-    p.set_defaults(func=cmd_evaluate)

@@ -31,7 +31,7 @@ file and the mp4 as one commit (:func:`write_outputs`), after checking every inp
 before any model is loaded (:func:`plan_jobs`, :class:`Outputs`; see docs/reliability.md).
 
 The frozen components (codec, visual encoders, reranker) are built as the feature cache builds
-them (:func:`v2a.cache.build_frozen`, fixed seed), so random-init encoders match the ones a
+them (:func:`v2a.recipe.build_frozen`, fixed seed), so random-init encoders match the ones a
 training run saw. The fuser and generator come from a training run folder (``fuser.safetensors``
 and ``generator.safetensors``, loaded strictly) or, without one, from their ``weights`` options
 (a bundled model such as ``recipes/tiny.yaml`` names its files there); with neither they are
@@ -54,7 +54,6 @@ meet. Window 0 samples with ``seed``, window ``w`` with a seed derived from ``(s
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -65,7 +64,9 @@ import torch
 from torch import Tensor
 
 from v2a.errors import UserError
+from v2a.features import encode_video
 from v2a.media import MuxPlan, Video
+from v2a.recipe import build_frozen
 
 #: seconds a video may exceed the window (frame-rate rounding) and still be generated in one window
 WINDOW_TOLERANCE = 0.05
@@ -103,7 +104,6 @@ class VideoToAudio:
 
         A run whose ``recipe.yaml`` differs from ``recipe`` in :data:`WEIGHT_SECTIONS` is refused
         (:func:`check_run_recipe`); ``warn(text)`` receives the warnings (default: stderr)."""
-        from v2a.cache import build_frozen
         from v2a.weights import is_random, load_checkpoint, load_into
 
         for slot in ("codec", "fuser", "generator"):
@@ -278,7 +278,7 @@ class VideoToAudio:
 
     def encode_video(self, video: str | Path | Video, duration: float, *,
                      start: float = 0.0) -> dict:
-        """:func:`encode_video` with this model's visual encoders."""
+        """:func:`v2a.features.encode_video` with this model's visual encoders."""
         return encode_video(self.encoders, video, duration, start=start, device=self.device)
 
     def rerank(self, wavs: Tensor, streams: dict) -> int:
@@ -397,23 +397,6 @@ def same_weights(a: str, b: str) -> bool | None:
 
 
 # -- windows --------------------------------------------------------------------------------
-
-
-def encode_video(encoders: dict, video: str | Path | Video, duration: float, *,
-                 start: float = 0.0, device: str | torch.device = "cpu") -> dict:
-    """Each visual encoder's (stream name → encoder) feature sequence ``[1, t, d]`` of
-    ``duration`` s from ``start`` of ``video`` (a file, or frames in memory as
-    :func:`video_source` gives them), with times counted from ``start``."""
-    from v2a.media import load_video, resample_video
-
-    streams = {}
-    for name, enc in encoders.items():
-        size = tuple(int(s) for s in enc.frame_size) if enc.frame_size is not None else None
-        sampled = (resample_video if isinstance(video, Video) else load_video)(
-            video, fps=float(enc.fps), size=size, start=start, duration=duration)
-        frames = sampled.frames.to(device)[None]  # [1, t, 3, h, w] in [0, 1]
-        streams[name] = enc.encode(frames, sampled.times - start)
-    return streams
 
 
 def window_starts(total: int, width: int, *, overlap: int) -> list[int]:
@@ -594,7 +577,7 @@ def expand_inputs(paths: list[Path], notes: list[str] | None = None) -> list[Sou
             ours = [f for f in found if is_v2a_output(f)]
             if ours and notes is not None:
                 shown = ", ".join(f.name for f in ours[:3]) + (", ..." if len(ours) > 3 else "")
-                notes.append(f"note: {path}: left out {len(ours)} file(s) v2a wrote ({shown})")
+                notes.append(f"{path}: left out {len(ours)} file(s) v2a wrote ({shown})")
             found = [f for f in found if f not in ours]
             if not found:
                 raise GenerationError(f"the folder {path} holds no video" + (
@@ -786,133 +769,3 @@ def write_outputs(job: Job, audio: Tensor, sample_rate: int, notes=None) -> None
             new_wav.unlink(missing_ok=True)
             raise
     commit_together([(new_wav, job.wav), (new_mp4, job.mp4)], anchor=job.mp4)
-
-
-def parse_steps(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        steps = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise GenerationError(f"--steps takes integers separated by commas (e.g. 16,8,4), "
-                              f"not {text!r}") from None
-    if min(steps) < 1:
-        raise GenerationError(f"--steps must be positive, got {text}")
-    return steps
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from v2a.media import MediaError
-    from v2a.output_stage import OutputStage, apply_output_stage
-    from v2a.recipe import is_override, load_recipe, recipe_options, require_runnable
-    from v2a.resources import check_resources, estimate
-
-    notes: list[str] = []
-    sources = expand_inputs([Path(a) for a in args.inputs if not is_override(a)], notes)
-    overrides = [a for a in args.inputs if is_override(a)] + list(args.overrides)
-    if not sources:
-        raise GenerationError("no video was given")
-    if args.start is not None or args.duration is not None:
-        if len(sources) > 1 and args.start is not None:
-            raise GenerationError("--start applies to one video; give the stretches of several "
-                                  "videos in a manifest (start and duration columns)")
-        sources = [Source(s.video, args.start if args.start is not None else s.start,
-                          args.duration if args.duration is not None else s.duration, s.name)
-                   for s in sources]
-    output = Path(args.output) if args.output else None
-    audio_format = output_audio_format(output, args.audio_format)
-    steps = parse_steps(args.steps)
-    stage = OutputStage(peak_dbfs=None if args.raw_audio else args.peak,
-                        loudness_lufs=None if args.raw_audio else args.loudness)
-    jobs = plan_jobs(sources, output, audio_format, args.overwrite)
-    for note in notes:
-        print(note, file=sys.stderr)
-
-    recipe = load_recipe(args.recipe, overrides, **recipe_options(args))
-    require_runnable(recipe)
-    sample_rate, channels = codec_format(recipe)
-    needed: dict[Path, int] = {}
-    for job in jobs:
-        needed[job.mp4.parent] = needed.get(job.mp4.parent, 0) + estimated_bytes(
-            job, sample_rate, channels)
-    check_writable({j.mp4.parent for j in jobs} | {j.wav.parent for j in jobs}, needed)
-    for job in jobs:
-        if job.plan.message:
-            print(f"note: {job.plan.message}", file=sys.stderr)
-    with Outputs(jobs, overwrite=args.overwrite):
-        model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
-        shortfall = check_resources(estimate(recipe, task="generate", built=model.components),
-                                    folder=jobs[0].mp4.parent)
-        if shortfall:  # the weights are in memory; what generating adds may not fit
-            print(f"v2a: warning: {shortfall}", file=sys.stderr)
-        for job in tqdm(jobs, desc="generating", unit="video", disable=len(jobs) < 2):
-            try:
-                audio, sr = model.generate(job.video, start=job.source.start,
-                                           duration=job.source.duration, seed=args.seed,
-                                           candidates=args.candidates, steps=steps, cfg=args.cfg,
-                                           temperature=args.temperature, precision=args.precision,
-                                           progress=len(jobs) == 1)
-            except MediaError as exc:
-                raise GenerationError(str(exc)) from None
-            audio, report = apply_output_stage(audio, sr, stage)
-            if report.warning():  # tqdm.write: a line of its own, above the progress bar
-                tqdm.write(f"v2a: warning: {job.video}: {report.warning()}", file=sys.stderr)
-            for note in report.notes:
-                tqdm.write(f"note: {job.video}: {note}", file=sys.stderr)
-            write_outputs(job, audio, sr)
-            tqdm.write(f"wrote {job.mp4} and {job.wav}", file=sys.stdout)
-    return 0
-
-
-def add_generate_command(sub, common: argparse.ArgumentParser) -> None:
-    """Register ``v2a generate`` on the CLI's sub-parsers."""
-    text = "add generated sound to videos"
-    p = sub.add_parser(
-        "generate", parents=[common], help=text,
-        description="Generate the sound of each VIDEO with the model of --recipe (and the trained "
-        "weights of the training run folder --checkpoint) and write <stem>.wav (at the codec's "
-        "rate) and <stem>.mp4 (the video stream copied, the new audio muxed in, lasting exactly as "
-        "long as the video) into the folder -o (created if needed), or <stem>.v2a.wav/.mp4 beside "
-        "each video. With one VIDEO, -o may name the files instead: -o out.mp4 writes out.mp4 and "
-        "out.wav, -o out.flac writes out.mp4 and out.flac.",
-    )
-    p.add_argument("--recipe", required=True, help="a recipe file, or the name of a built-in recipe")
-    p.add_argument("--checkpoint", metavar="RUN",
-                   help="a training run folder (fuser.safetensors, generator.safetensors); "
-                   "without it the model is randomly initialised")
-    p.add_argument("inputs", nargs="+", metavar="VIDEO|FOLDER|LIST.csv|key=value",
-                   help="videos, folders of videos or CSV/JSONL manifests, then recipe overrides")
-    p.add_argument("-o", "--output", metavar="DIR|FILE",
-                   help="output folder, created if needed (default: beside each video); with one "
-                   "video, a file name ending in .mp4, .wav or .flac: -o out.mp4 writes out.mp4 and "
-                   "out.wav")
-    p.add_argument("--candidates", type=int, help="candidates to rerank (default: sampling.candidates)")
-    p.add_argument("--steps", help="decoding steps per RVQ level, e.g. 16,8,4 (default: sampling.steps)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: sampling.cfg_scale)")
-    p.add_argument("--temperature", type=float, help="sampling temperature (default: sampling.temperature)")
-    p.add_argument("--seed", type=int, help="random seed (default: sampling.seed)")
-    p.add_argument("--start", type=float,
-                   help="where the sound starts in the video, in seconds (default 0; a manifest's "
-                   "start column gives it per clip); the mp4 is the video cut to that stretch")
-    p.add_argument("--duration", type=float,
-                   help="seconds to generate from --start (default: to the end of the video)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
-                   help="generator precision (default: sampling.precision)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    stage = p.add_argument_group("output stage", "what is done to the generated audio before it "
-                                 "is written (docs/output.md)")
-    stage.add_argument("--peak", type=float, default=-1.0, metavar="DBFS",
-                       help="peak limiter ceiling in dBFS (default -1)")
-    stage.add_argument("--loudness", type=float, metavar="LUFS",
-                       help="normalise the integrated loudness (ITU-R BS.1770) to LUFS, e.g. -23, "
-                       "before limiting (default: off; needs v2a[loudness])")
-    stage.add_argument("--raw-audio", action="store_true",
-                       help="write the model's output as it is: no loudness normalisation, no "
-                       "limiting")
-    p.add_argument("--audio-format", choices=("wav", "flac"),
-                   help="the audio file written beside the mp4 (default: the suffix of -o FILE "
-                   "when it is .wav or .flac, else wav)")
-    p.set_defaults(func=cmd_generate, overrides=[])

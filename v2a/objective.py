@@ -30,7 +30,6 @@ from v2a.interfaces import AudioEncoder, MaskedGenerator
 from v2a.masking import LEVEL_POLICIES, LevelPolicy, training_mask
 from v2a.sequences import Conditioning, FeatureSequence
 
-
 # -- helpers ------------------------------------------------------------------------------------
 
 

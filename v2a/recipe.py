@@ -49,22 +49,39 @@ import dataclasses
 import importlib.resources
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 from v2a.errors import PluginError, RecipeError, UserError, closest, suggestion
 from v2a.interfaces import Component
 from v2a.interpolation import (
-    Absent, Evaluator, InterpolationError, Key, LimitError, Unavailable, count_values, dotted,
-    has_interpolation, walk,
+    Absent,
+    Evaluator,
+    InterpolationError,
+    Key,
+    LimitError,
+    Unavailable,
+    count_values,
+    dotted,
+    has_interpolation,
+    walk,
 )
 from v2a.registry import COMPONENT_FIELD, ComponentSpec, Registry, default_registry
 from v2a.schema import (
-    FieldError, SchemaError, bounded, check_bounds, describe, fields_of, to_data, validate,
+    FieldError,
+    SchemaError,
+    bounded,
+    check_bounds,
+    describe,
+    fields_of,
+    to_data,
+    validate,
 )
 from v2a.weights import NONE
 
@@ -125,7 +142,7 @@ class TrainingConfig:
     checkpoint_every: int = bounded(1000, low=1)
     keep_checkpoints: int = bounded(3, low=1)
     log_every: int = bounded(50, low=1)
-    task: Literal["generator", "reranker"] = "generator"  # what `v2a train` trains
+    task: str = "generator"  # what `v2a train` trains: the name of a registered training task
     lr_min: float = bounded(0.0, low=0)  # the cosine decay ends at this learning rate
     train_split: str = "train"  # manifest split trained on
     val_split: str = "val"  # manifest split of the validation loss and the logged samples
@@ -207,6 +224,21 @@ class ComponentChoice:
         return data
 
 
+#: The seed every frozen component is built from (see :func:`build_frozen`).
+BUILD_SEED = 0
+
+
+def build_frozen(choice: ComponentChoice, registry: Registry | None = None) -> Component:
+    """Build a recipe's component for inference: in eval mode, without gradients, and from a
+    fixed seed (:data:`BUILD_SEED`, the caller's random state untouched), so that a randomly
+    initialised component (``weights: none``) is the same network in every process and every
+    run, as the feature cache's key assumes."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(BUILD_SEED)
+        component = (registry or default_registry()).build(choice.kind, choice.plugin, choice.config)
+    return component.eval().requires_grad_(False)
+
+
 @dataclass
 class Recipe:
     """A loaded, composed and validated recipe.
@@ -258,6 +290,11 @@ class Recipe:
         """Build the component in ``slot`` (``"codec"``, ``"visual_encoders.clip"``, ...)."""
         choice = self.choice(slot)
         return (registry or default_registry()).build(choice.kind, choice.plugin, choice.config)
+
+    def command_line(self, command: str, *options: str) -> str:
+        """``v2a <command> <recipe> <the user's overrides> <options>``, quoted for a shell: the
+        command a hint tells the user to run, repeating what they gave."""
+        return "v2a " + shlex.join([command, str(self.source), *self.overrides, *options])
 
     def as_data(self) -> dict[str, Any]:
         """The resolved recipe with every default filled in (what ``v2a recipe show`` prints)."""

@@ -405,7 +405,18 @@ def describe_failure(exc: BaseException, *, verb: bool = False) -> str:
     return f"raised {what}" if verb else what
 
 
-@lru_cache(maxsize=1)
+#: A registry to use in place of the installed plug-ins' (what :func:`default_registry` returns
+#: when set): for tests, and for applications that assemble their own.
+override: Registry | None = None
+
+
 def default_registry() -> Registry:
-    """The registry of the installed plug-ins (loaded once per process)."""
+    """The registry of the installed plug-ins (loaded once per process), or :data:`override`
+    when it is set."""
+    return override if override is not None else installed_registry()
+
+
+@lru_cache(maxsize=1)
+def installed_registry() -> Registry:
+    """The installed plug-ins' registry, loaded once per process."""
     return Registry.from_environment()

@@ -257,8 +257,9 @@ def _generator_shape(recipe: Recipe, registry: Registry | None) -> tuple[int, in
 
 
 def _train_estimate(recipe: Recipe, registry: Registry | None) -> Estimate:
-    from v2a.cache import extraction_slots
-    from v2a.train import TASKS as TRAINING_TASKS, trained_state
+    from v2a.features import extraction_slots
+    from v2a.train import TASKS as TRAINING_TASKS
+    from v2a.train import trained_state
 
     t = recipe.training
     unsized: list[str] = []

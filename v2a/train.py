@@ -53,7 +53,6 @@ resolved recipe, ``<out>/tensorboard/`` the logs, ``<out>/skipped.tsv`` the clip
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import datetime
@@ -394,7 +393,7 @@ class RerankerTask(nn.Module):
 
 def check_reranker_features(recipe) -> None:
     """The data hold the features of the recipe's ``audio_encoder`` (or, without one, of the
-    reranker's own, see :func:`v2a.cache.extraction_slots`): SCAV must read those."""
+    reranker's own, see :func:`v2a.features.extraction_slots`): SCAV must read those."""
     own = recipe.choice("reranker").nested.get("audio_encoder")
     if own is None or not recipe.has("audio_encoder"):
         return
@@ -652,10 +651,9 @@ class Trainer:
         self.device = self.dist.device
         self.out = run_dir_for(recipe, out_dir)
         self.resume = resume
-        from v2a.cache import command_line
 
         out = ("--out", str(self.out)) if out_dir is not None else ()
-        self.resume_command = command_line(recipe, "train", "--resume", *out)
+        self.resume_command = recipe.command_line("train", "--resume", *out)
         self.quiet = quiet
         self.collate = collate_fn or collate
         self._check_config()
@@ -1183,45 +1181,3 @@ def train(recipe, *, out_dir: str | Path | None = None, resume: bool = False,
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from v2a.recipe import load_recipe, recipe_options, require_runnable
-    from v2a.resources import check_resources, estimate
-
-    recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args), check_weights=True)
-    require_runnable(recipe)
-    distributed = setup_distributed(args.device)
-    if distributed.main:
-        shortfall = check_resources(estimate(recipe, task="train"),
-                                    folder=run_dir_for(recipe, args.out).parent)
-        if shortfall:
-            print(f"v2a: warning: {shortfall}", file=sys.stderr)
-    try:
-        result = train(recipe, out_dir=args.out, resume=args.resume, distributed=distributed)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 128 + result.stopped_by if result.stopped_by else 0
-
-
-def add_train_command(sub, common: argparse.ArgumentParser) -> None:
-    """Register ``v2a train`` on the CLI's sub-parsers."""
-    from v2a.cli import add_recipe_arguments
-
-    text = "train a model (generator or reranker) from a recipe"
-    p = sub.add_parser(
-        "train", parents=[common], help=text,
-        description="Train the generator (or, with training.task=reranker, the SCAV reranker) of "
-        "RECIPE on its data (data.cache from `v2a extract`, or data.manifest). Run it under "
-        "`torchrun --nproc_per_node N -m v2a train ...` for several processes (DDP). SIGINT or "
-        "SIGTERM saves a checkpoint and exits; --resume continues from the last one.",
-    )
-    add_recipe_arguments(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in the output folder (a new run if none)")
-    p.add_argument("--out", metavar="DIR",
-                   help="output folder (default: training.out_dir/<recipe name>)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU of the local rank if "
-                   "there is one, else the CPU)")
-    p.set_defaults(func=cmd_train)

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from v2a.errors import UserError
 from v2a.files import atomic_output

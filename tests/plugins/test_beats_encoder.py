@@ -14,7 +14,7 @@ from v2a.errors import UserError
 from v2a.registry import default_registry
 from v2a.testing import from_registry, parametrize_with_checks
 from v2a.weights import WeightsError
-from v2a_plugins.beats_encoder import (
+from v2a_plugins.audio_encoders.beats import (
     DOWNLOAD_PAGE,
     AudioTooShortError,
     BeatsConfig,

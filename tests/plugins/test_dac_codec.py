@@ -16,7 +16,7 @@ from v2a.errors import PluginError  # noqa: E402
 from v2a.registry import default_registry  # noqa: E402
 from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
 from v2a.weights import WeightsError, save_state  # noqa: E402
-from v2a_plugins.dac_codec import (  # noqa: E402
+from v2a_plugins.codecs.dac import (  # noqa: E402
     PUBLISHED,
     PUBLISHED_SHARED,
     DACCodec,

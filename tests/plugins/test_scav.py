@@ -17,7 +17,7 @@ from v2a.recipe import load_recipe
 from v2a.registry import default_registry
 from v2a.testing import from_registry, parametrize_with_checks
 from v2a.weights import WeightsError
-from v2a_plugins.scav import DISTANCES, Scav, cosine_mean, dtw, interpolated_euclidean
+from v2a_plugins.rerankers.scav import DISTANCES, Scav, cosine_mean, dtw, interpolated_euclidean
 
 SR, SECONDS, FPS, VDIM = 8000, 2.0, 8.0, 16
 #: A small log-mel front end (31.25 steps/s) in place of BEATs, to keep training fast.

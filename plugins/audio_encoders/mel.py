@@ -1,4 +1,4 @@
-"""Audio encoders that need no pre-trained weights."""
+"""The ``mel`` audio encoder: a log-mel spectrogram, no weights (metrics, tests)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
-from v2a.registry import component_option, default_registry
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> Tensor:
@@ -71,48 +70,10 @@ class MelEncoder(AudioEncoder):
         return FeatureSequence(values=torch.log(mel + self.config.floor), rate=self.rate)
 
 
-@dataclass
-class CodecLatentsConfig:
-    codec: dict = component_option("codec", "spectral_rvq")
-
-
-def codec_latents_properties(config: CodecLatentsConfig) -> dict:
-    """The encoder attributes of the nested codec's declaration (see
-    ``ComponentSpec.properties``): its sample rate, latent width and frame rate, where declared."""
-    codec = default_registry().properties_from("codec", config.codec)  # as the build resolves it
-    found = {"sample_rate": "sample_rate", "dim": "latent_dim", "rate": "frame_rate"}
-    return {ours: codec[theirs] for ours, theirs in found.items() if theirs in codec}
-
-
-class CodecLatents(AudioEncoder):
-    """The continuous latents of any codec: ``latents(encode(wav))`` (for FDD-style metrics).
-
-    The codec is a nested component (``codec: {plugin: dac, ...}``), frozen; features are
-    ``[b, l, latent_dim]`` at the codec's frame rate.
-    """
-
-    def __init__(self, config: CodecLatentsConfig):
-        super().__init__()
-        self.codec = default_registry().build_from("codec", config.codec).eval()
-        self.codec.requires_grad_(False)
-        self.sample_rate = self.codec.sample_rate
-        self.dim = self.codec.latent_dim
-        self.rate = self.codec.frame_rate
-
-    def encode(self, wav: Tensor) -> FeatureSequence:
-        with torch.no_grad():
-            return self.codec.latents(self.codec.encode(wav))
-
-
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="mel", build=MelEncoder, config=MelConfig,
         properties=mel_properties,
         description="log-mel spectrogram (no weights); metrics, tests",
-    ))
-    register(ComponentSpec(
-        kind="audio_encoder", name="codec_latents", build=CodecLatents, config=CodecLatentsConfig,
-        properties=codec_latents_properties,
-        description="continuous latents of any codec (FDD-style metrics)",
     ))

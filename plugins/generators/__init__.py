@@ -1,0 +1,1 @@
+"""Built-in ``generator`` plug-ins (:class:`v2a.interfaces.MaskedGenerator`): MaskVAT's three variants."""

@@ -1,0 +1,151 @@
+"""``v2a generate --recipe R VIDEO...``: add generated sound to videos."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from v2a.generate import (
+    GenerationError,
+    Outputs,
+    Source,
+    VideoToAudio,
+    check_writable,
+    codec_format,
+    estimated_bytes,
+    expand_inputs,
+    output_audio_format,
+    plan_jobs,
+    write_outputs,
+)
+from v2a.log import note, warn
+from v2a.media import MediaError
+from v2a.output_stage import OutputStage, apply_output_stage
+from v2a.recipe import is_override, load_recipe, recipe_options, require_runnable
+from v2a.resources import check_resources, estimate
+
+
+def parse_steps(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        steps = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise GenerationError(f"--steps takes integers separated by commas (e.g. 16,8,4), "
+                              f"not {text!r}") from None
+    if min(steps) < 1:
+        raise GenerationError(f"--steps must be positive, got {text}")
+    return steps
+
+
+def run(args: argparse.Namespace) -> int:
+    notes: list[str] = []
+    sources = expand_inputs([Path(a) for a in args.inputs if not is_override(a)], notes)
+    overrides = [a for a in args.inputs if is_override(a)] + list(args.overrides)
+    if not sources:
+        raise GenerationError("no video was given")
+    if args.start is not None or args.duration is not None:
+        if len(sources) > 1 and args.start is not None:
+            raise GenerationError("--start applies to one video; give the stretches of several "
+                                  "videos in a manifest (start and duration columns)")
+        sources = [Source(s.video, args.start if args.start is not None else s.start,
+                          args.duration if args.duration is not None else s.duration, s.name)
+                   for s in sources]
+    output = Path(args.output) if args.output else None
+    audio_format = output_audio_format(output, args.audio_format)
+    steps = parse_steps(args.steps)
+    stage = OutputStage(peak_dbfs=None if args.raw_audio else args.peak,
+                        loudness_lufs=None if args.raw_audio else args.loudness)
+    jobs = plan_jobs(sources, output, audio_format, args.overwrite)
+    for text in notes:
+        note(text)
+
+    recipe = load_recipe(args.recipe, overrides, **recipe_options(args))
+    require_runnable(recipe)
+    sample_rate, channels = codec_format(recipe)
+    needed: dict[Path, int] = {}
+    for job in jobs:
+        needed[job.mp4.parent] = needed.get(job.mp4.parent, 0) + estimated_bytes(
+            job, sample_rate, channels)
+    check_writable({j.mp4.parent for j in jobs} | {j.wav.parent for j in jobs}, needed)
+    for job in jobs:
+        if job.plan.message:
+            note(job.plan.message)
+    with Outputs(jobs, overwrite=args.overwrite):
+        model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
+        shortfall = check_resources(estimate(recipe, task="generate", built=model.components),
+                                    folder=jobs[0].mp4.parent)
+        if shortfall:  # the weights are in memory; what generating adds may not fit
+            warn(shortfall)
+        for job in tqdm(jobs, desc="generating", unit="video", disable=len(jobs) < 2):
+            try:
+                audio, sr = model.generate(job.video, start=job.source.start,
+                                           duration=job.source.duration, seed=args.seed,
+                                           candidates=args.candidates, steps=steps, cfg=args.cfg,
+                                           temperature=args.temperature, precision=args.precision,
+                                           progress=len(jobs) == 1)
+            except MediaError as exc:
+                raise GenerationError(str(exc)) from None
+            audio, report = apply_output_stage(audio, sr, stage)
+            if report.warning():
+                warn(f"{job.video}: {report.warning()}")
+            for text in report.notes:
+                note(f"{job.video}: {text}")
+            write_outputs(job, audio, sr)
+            tqdm.write(f"wrote {job.mp4} and {job.wav}", file=sys.stdout)
+    return 0
+
+
+def add_command(sub, common: argparse.ArgumentParser) -> None:
+    """Register ``v2a generate`` on the CLI's sub-parsers."""
+    text = "add generated sound to videos"
+    p = sub.add_parser(
+        "generate", parents=[common], help=text,
+        description="Generate the sound of each VIDEO with the model of --recipe (and the trained "
+        "weights of the training run folder --checkpoint) and write <stem>.wav (at the codec's "
+        "rate) and <stem>.mp4 (the video stream copied, the new audio muxed in, lasting exactly as "
+        "long as the video) into the folder -o (created if needed), or <stem>.v2a.wav/.mp4 beside "
+        "each video. With one VIDEO, -o may name the files instead: -o out.mp4 writes out.mp4 and "
+        "out.wav, -o out.flac writes out.mp4 and out.flac.",
+    )
+    p.add_argument("--recipe", required=True, help="a recipe file, or the name of a built-in recipe")
+    p.add_argument("--checkpoint", metavar="RUN",
+                   help="a training run folder (fuser.safetensors, generator.safetensors); "
+                   "without it the model is randomly initialised")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO|FOLDER|LIST.csv|key=value",
+                   help="videos, folders of videos or CSV/JSONL manifests, then recipe overrides")
+    p.add_argument("-o", "--output", metavar="DIR|FILE",
+                   help="output folder, created if needed (default: beside each video); with one "
+                   "video, a file name ending in .mp4, .wav or .flac: -o out.mp4 writes out.mp4 and "
+                   "out.wav")
+    p.add_argument("--candidates", type=int, help="candidates to rerank (default: sampling.candidates)")
+    p.add_argument("--steps", help="decoding steps per RVQ level, e.g. 16,8,4 (default: sampling.steps)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: sampling.cfg_scale)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: sampling.temperature)")
+    p.add_argument("--seed", type=int, help="random seed (default: sampling.seed)")
+    p.add_argument("--start", type=float,
+                   help="where the sound starts in the video, in seconds (default 0; a manifest's "
+                   "start column gives it per clip); the mp4 is the video cut to that stretch")
+    p.add_argument("--duration", type=float,
+                   help="seconds to generate from --start (default: to the end of the video)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="generator precision (default: sampling.precision)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    stage = p.add_argument_group("output stage", "what is done to the generated audio before it "
+                                 "is written (docs/output.md)")
+    stage.add_argument("--peak", type=float, default=-1.0, metavar="DBFS",
+                       help="peak limiter ceiling in dBFS (default -1)")
+    stage.add_argument("--loudness", type=float, metavar="LUFS",
+                       help="normalise the integrated loudness (ITU-R BS.1770) to LUFS, e.g. -23, "
+                       "before limiting (default: off; needs v2a[loudness])")
+    stage.add_argument("--raw-audio", action="store_true",
+                       help="write the model's output as it is: no loudness normalisation, no "
+                       "limiting")
+    p.add_argument("--audio-format", choices=("wav", "flac"),
+                   help="the audio file written beside the mp4 (default: the suffix of -o FILE "
+                   "when it is .wav or .flac, else wav)")
+    p.set_defaults(func=run, overrides=[])

@@ -1,0 +1,58 @@
+"""``v2a plugins [KIND NAME] [--json]``: the installed components, or one component's options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from v2a.errors import UserError
+from v2a.log import warn
+from v2a.recipe import dataclass_doc
+from v2a.registry import default_registry
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    if args.kind or args.name:
+        return show_options(registry, args.kind, args.name)
+    rows = list(registry.rows())
+    if args.json:
+        print(json.dumps({"components": rows, "problems": registry.problems}, indent=2))
+        return 0
+    columns = ("kind", "name", "provider", "version", "status")
+    if not rows:
+        print("no plug-ins are loaded (is V2A_DISABLE_PLUGIN_AUTOLOAD set?)")
+    else:
+        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns[:-1]}
+        print("  ".join(c.ljust(widths[c]) for c in columns[:-1]) + "  status")
+        for row in rows:
+            print("  ".join(row[c].ljust(widths[c]) for c in columns[:-1]) + "  " + row["status"])
+    for problem in registry.problems:
+        warn(problem)
+    return 0
+
+
+def show_options(registry, kind: str | None, name: str | None) -> int:
+    if not (kind and name):
+        raise UserError("give both a kind and a name, e.g. `v2a plugins reranker none`")
+    entry = registry.get(kind, name)
+    print(f"{kind} {name!r} from {entry.plugin.label}: {entry.spec.description or '-'}")
+    print(f"status: {entry.status}")
+    if entry.spec.config is None:
+        print("no options")
+        return 0
+    rows = dataclass_doc(entry.spec.config)
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    print("options:")
+    for key, type_, default in rows:
+        print(f"  {key.ljust(widths[0])}  {type_.ljust(widths[1])}  default {default}")
+    return 0
+
+
+def add_command(sub, common: argparse.ArgumentParser) -> None:
+    """Register ``v2a plugins`` on the CLI's sub-parsers."""
+    p = sub.add_parser("plugins", parents=[common], help="list the installed components")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("kind", nargs="?", help="with NAME: show that component's recipe options")
+    p.add_argument("name", nargs="?", help="the component's name")
+    p.set_defaults(func=run)
