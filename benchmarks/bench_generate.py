@@ -11,8 +11,9 @@ encoders themselves are not timed: both paths would run them once per video).
   candidates and both guidance passes go through one ``predict`` per step, in
   ``torch.inference_mode``, at ``--precision`` (bf16: a bfloat16 copy of the weights).
 * **reference**: :func:`reference_sample`: one candidate at a time, the fuser and
-  ``prepare`` recomputed at every step, a separate forward per guidance pass, fp32. It draws
-  the same random numbers in the same order, so with fp32 it returns the same tokens.
+  ``prepare`` recomputed at every step, a separate forward per guidance pass, fp32, through the
+  sampler's own level loop (:func:`v2a.sampler.decode_level`). It draws the same random numbers
+  in the same order, so with fp32 it returns the same tokens.
 
 Printed: wall time of both and their ratio, the peak resident memory (RSS, sampled every 5 ms
 by a thread with psutil; ``ru_maxrss`` as a fallback) above the process's memory before the
@@ -41,17 +42,15 @@ import torch
 
 from v2a.registry import default_registry
 from v2a.sampler import (
+    Decoding,
     Prompt,
     candidate_generator,
-    decode_step,
-    draw_noise,
+    decode_level,
+    initial_state,
     level_steps,
     sample,
-    step_temperature,
 )
-from v2a.masking import masked_counts
 from v2a.sequences import Conditioning, FeatureSequence
-
 
 # -- the workload -------------------------------------------------------------------------------
 
@@ -117,61 +116,44 @@ def reference_sample(
     condition: Conditioning | Callable[[], Conditioning],
     *,
     num_frames: int,
-    steps=(16, 8, 4, 2, 1),
-    temperature: float = 1.0,
-    anneal_temperature: bool = True,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    cfg_scale: float = 3.0,
     candidates: int = 1,
     seed: int = 0,
     prompt: Prompt | None = None,
-    remask_noise: float = 4.5,
+    **options,
 ) -> torch.Tensor:
-    """The sampler's algorithm written plainly: for every video and candidate, for every level
-    and step, recompute the conditioning (``condition()`` when it is a callable, e.g. the fuser)
-    and ``generator(codes, mask, condition, drop=...)`` (``prepare`` + ``predict``) for each
-    guidance pass, one row at a time, in fp32. Same options, same random streams."""
+    """The sampler's algorithm run plainly: for every video and candidate, one row at a time,
+    decode each level (:func:`v2a.sampler.decode_level`, the sampler's own step loop) with logits
+    that recompute the conditioning (``condition()`` when it is a callable, e.g. the fuser) and
+    run ``generator(codes, mask, condition, drop=...)`` (``prepare`` + ``predict``) once per
+    guidance pass, in fp32. Same options (``options``: the fields of
+    :class:`v2a.sampler.Decoding`), same random streams."""
+    decoding = Decoding(**options)
     k, vocab = generator.n_codebooks, generator.codebook_size
-    per_level = level_steps(steps, k)
+    per_level = decoding.per_level(k)
     conditioning = condition if callable(condition) else (lambda: condition)
     b = conditioning().batch_size
     out = []
     with torch.no_grad():
         for v in range(b):
             row = torch.tensor([v])
+
+            def level_logits(codes, hidden, level, row=row):
+                cond = uncond = None
+                if decoding.cfg_scale != 0:
+                    cond = generator(codes, hidden, conditioning().index_select(row))[:, level]
+                if decoding.cfg_scale != 1:
+                    uncond = generator(codes, hidden, conditioning().index_select(row),
+                                       drop=torch.tensor([True]))[:, level]
+                return cond, uncond
+
+            own = None if prompt is None else Prompt(prompt.codes[v:v + 1], prompt.known[v:v + 1])
             for c in range(candidates):
-                rng = candidate_generator(seed, c)
-                codes = torch.zeros(1, k, num_frames, dtype=torch.int64)
-                hidden = torch.ones(1, k, num_frames, dtype=torch.bool)
-                if prompt is not None:
-                    known = prompt.known[v:v + 1].bool()
-                    codes = torch.where(known, prompt.codes[v:v + 1], codes)
-                    hidden = ~known
+                codes, hidden = initial_state(own, batch=1, n_codebooks=k, num_frames=num_frames,
+                                              candidates=1, device="cpu")
+                rng = [candidate_generator(seed, c)]
                 for q in range(k):
-                    total = hidden[:, q].sum(dim=1)
-                    if int(total[0]) == 0:
-                        continue
-                    counts = masked_counts(total, per_level[q])
-                    for s in range(per_level[q]):
-                        token_u, conf_u = draw_noise([rng], num_frames, vocab, "cpu")
-                        if not hidden[:, q].any():
-                            continue
-                        cond = uncond = None
-                        if cfg_scale != 0:
-                            cond = generator(codes, hidden, conditioning().index_select(row))[:, q]
-                        if cfg_scale != 1:
-                            uncond = generator(codes, hidden, conditioning().index_select(row),
-                                               drop=torch.tensor([True]))[:, q]
-                        tokens, still = decode_step(
-                            cond, uncond, hidden[:, q], counts[s], token_u, conf_u,
-                            cfg_scale=cfg_scale,
-                            temperature=step_temperature(temperature, s, per_level[q], anneal_temperature),
-                            top_k=top_k, top_p=top_p,
-                            noise_scale=remask_noise * (1.0 - (s + 1) / per_level[q]),
-                        )
-                        codes[:, q] = torch.where(hidden[:, q], tokens, codes[:, q])
-                        hidden[:, q] = still
+                    decode_level(codes, hidden, level=q, steps=per_level[q], generators=rng,
+                                 vocab=vocab, decoding=decoding, logits=level_logits)
                 out.append(codes)
     return torch.cat(out)
 

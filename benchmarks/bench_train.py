@@ -5,12 +5,12 @@ S3D and BEATs) with a generator of width 256, 4 layers, 4 heads, on 2 s clips (1
 of 4 codebooks); batch 8; ``data.num_workers`` 2. The data are ``--videos`` generated 2 s videos
 (64×64, 8 fps, a tone each), extracted once with ``v2a extract`` (timed too).
 
-* **cache**: :class:`v2a.data.CachedClips`: the trainer reads codes and features from the
+* **cache**: :class:`v2a.datasets.CachedClips`: the trainer reads codes and features from the
   cache's safetensors shards; no video is decoded.
-* **live**: :class:`v2a.data.LiveClips`: every clip is decoded with PyAV and run through the
+* **live**: :class:`v2a.datasets.LiveClips`: every clip is decoded with PyAV and run through the
   codec and the encoders in the DataLoader workers, at every epoch.
 
-Both run the same trainer (:class:`v2a.train.Trainer`) for ``--steps`` steps; the figures are
+Both run the same trainer (:class:`v2a.training.Trainer`) for ``--steps`` steps; the figures are
 those of the last ``--steps - --warmup`` steps (the trainer's own ``perf/*`` metrics: code frames
 per second, clips per second, and the share of step time spent in ``next(loader)``).
 
@@ -34,9 +34,10 @@ sys.path.insert(0, str(ROOT))  # tests.media_fixtures writes the videos
 
 from tests.media_fixtures import write_dataset  # noqa: E402
 from v2a.cache import extract  # noqa: E402
-from v2a.data import CachedClips, Clip, LiveClips, write_manifest  # noqa: E402
+from v2a.datasets import CachedClips, LiveClips  # noqa: E402
+from v2a.manifests import Clip, write_manifest  # noqa: E402
 from v2a.recipe import load_recipe  # noqa: E402
-from v2a.train import Trainer  # noqa: E402
+from v2a.training import Trainer  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "small" / "maskvat_hybrid_small.yaml"
 

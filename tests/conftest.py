@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 import v2a_plugins.audio_encoders.codec_latents
 import v2a_plugins.audio_encoders.mel
 import v2a_plugins.rerankers.keep_first
+
+import v2a.generator_task
 from tests import components_for_tests
 from v2a.registry import Registry
 
@@ -28,8 +29,10 @@ def one_thread():
 
 @pytest.fixture
 def registry() -> Registry:
-    """A fresh registry: the built-in plug-ins and ``tests/components_for_tests.py``."""
+    """A fresh registry: the built-in plug-ins, the core's training task and
+    ``tests/components_for_tests.py``."""
     reg = Registry()
+    reg.register_module(v2a.generator_task)
     reg.register_module(v2a_plugins.audio_encoders.mel)
     reg.register_module(v2a_plugins.audio_encoders.codec_latents)
     reg.register_module(v2a_plugins.rerankers.keep_first)

@@ -1,6 +1,7 @@
 """The shape of the code base, checked with ``ast`` (docs/architecture.md says why):
 
-* no import cycle among the modules of ``v2a/`` and ``plugins/``;
+* no import cycle among the modules of ``v2a/`` and ``plugins/``, and every import goes to the
+  same layer of :data:`LAYERS` or one below (plug-ins: only to :data:`PLUGIN_MAY_IMPORT`);
 * no ``from v2a… import`` / ``import v2a…`` inside a function body, except where a comment on
   that line starting ``# deferred:`` says which heavy optional dependency it keeps off import;
 * no module over :data:`MAX_MODULE_LINES` lines, no function over :data:`MAX_FUNCTION_LINES`
@@ -144,6 +145,67 @@ def test_the_checker_finds_cycles_and_submodule_imports():
 def test_no_import_cycle():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+#: The core's layers, bottom first (docs/architecture.md draws them). A unit is a top-level
+#: module or package of ``v2a``; ``v2a`` itself is the package's public face (``from v2a
+#: import ...``). A module may import from its own layer and the layers below, never above.
+LAYERS = (
+    ("foundation", {"errors", "log", "files", "sequences", "schema", "interpolation", "hookspecs",
+                    "masking", "metrics"}),
+    ("contracts", {"interfaces", "weights", "meta_device"}),
+    ("registry", {"registry", "testing"}),
+    ("recipes", {"recipe"}),
+    ("tasks and media", {"tasks", "media", "v2a"}),
+    ("features", {"features"}),
+    ("manifests", {"manifests"}),
+    ("items", {"items"}),
+    ("converters", {"converters"}),
+    ("cache", {"cache"}),
+    ("datasets", {"datasets"}),
+    ("models", {"objective", "sampler", "generator_task", "output_stage", "synth"}),
+    ("planning", {"resources"}),
+    ("engines", {"training", "generate", "evaluate"}),
+    ("commands", {"commands", "cli", "__main__"}),
+)
+#: What a plug-in may import of the core: what the public interfaces need, and the batch a
+#: training task reads; never the data path's machinery, the engines or the commands.
+PLUGIN_MAY_IMPORT = {"v2a", "errors", "log", "files", "sequences", "schema", "hookspecs",
+                     "masking", "metrics", "interfaces", "weights", "registry", "recipe", "tasks",
+                     "items", "media", "testing", "plugins"}
+
+
+def unit_of(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] == "v2a_plugins":
+        return "plugins"
+    return parts[1] if len(parts) > 1 else "v2a"
+
+
+def layer_of(unit: str) -> int:
+    return next(i for i, (_, units) in enumerate(LAYERS) if unit in units)
+
+
+def test_every_core_module_has_a_layer():
+    units = {unit_of(m) for m in MODULES} - {"plugins"}
+    placed = set().union(*(u for _, u in LAYERS))
+    assert units <= placed, f"give these a layer in LAYERS: {sorted(units - placed)}"
+
+
+def test_imports_go_down_the_layers():
+    upward = []
+    for module, targets in import_graph().items():
+        source = unit_of(module)
+        for target in targets:
+            unit = unit_of(target)
+            if unit == source:
+                continue
+            if source == "plugins":
+                if unit not in PLUGIN_MAY_IMPORT:
+                    upward.append(f"{module} -> {target}")
+            elif unit == "plugins" or layer_of(unit) > layer_of(source):
+                upward.append(f"{module} ({LAYERS[layer_of(source)][0]}) -> {target}")
+    assert not upward, "imports up the layers: " + "; ".join(sorted(upward))
 
 
 def test_no_deferred_project_imports():

@@ -23,31 +23,27 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import v2a.cache
+import v2a.cache.extraction
 from tests.media_fixtures import BROKEN_REASONS, write_broken, write_dataset
 from v2a.cache import (
     CacheError,
     CacheMismatchError,
+    FeatureEncoder,
     cache_identity,
     cache_key,
+    decode_clip,
     extract,
     first_difference,
 )
 from v2a.cli import main
-from v2a.media import find_video
-from v2a.recipe import build_frozen
+from v2a.converters import folder_manifest
+from v2a.datasets import CachedClips, LiveClips
+from v2a.features import encode_frames, encode_video, encode_windows, frame_request
 from v2a.files import is_temporary, temporary_path
-from v2a.data import (
-    CachedClips,
-    Clip,
-    LiveClips,
-    Skipped,
-    collate,
-    folder_manifest,
-    write_manifest,
-)
-from v2a.media import load_audio, load_video
-from v2a.recipe import load_recipe
+from v2a.items import Skipped, collate
+from v2a.manifests import Clip, write_manifest
+from v2a.media import find_video, load_audio, load_video
+from v2a.recipe import build_frozen, load_recipe
 from v2a.weights import save_state
 
 RECIPE = """\
@@ -212,13 +208,61 @@ def test_live_clips_match_cached_clips(dataset, reference):
                                rtol=2e-3, atol=1e-3)
 
 
+# -- one way from frames to streams -----------------------------------------------------------
+
+
+def test_generation_and_the_cache_encode_a_window_alike(dataset, tmp_path):
+    """encode_video (generation, evaluation) and the cache's batched FeatureEncoder go through
+    the same frame request, byte conversion and encoder call: the same window gives the same
+    streams, bit for bit (one clip, so both run the very same forward pass)."""
+    recipe = recipe_for(dataset, tmp_path / "unused")
+    encoder = FeatureEncoder(recipe)
+    clip = Clip("clip001.mp4", start=0.4)
+    (item,) = encoder.encode([decode_clip(clip, dataset / "videos", encoder.request)])
+    with torch.inference_mode():
+        streams = encode_video(encoder.streams, dataset / "videos" / clip.path, 1.0, start=0.4)
+    assert set(streams) == set(item.streams) == {"motion", "clip"}
+    for name, seq in streams.items():
+        cached = item.streams[name]
+        assert (seq.rate, seq.start) == (cached.rate, cached.start)
+        assert torch.equal(seq.values.float(), cached.values)
+
+
+def test_encode_windows_batches_alike_windows_and_separates_the_others(dataset, tmp_path):
+    encoder = FeatureEncoder(recipe_for(dataset, tmp_path / "unused"))
+    motion = {"motion": encoder.streams["motion"]}
+    request = frame_request(motion["motion"])
+    decoded = [decode_clip(Clip(name), dataset / "videos", encoder.request)
+               for name in ("clip000.mp4", "clip002.mp4")]
+    frames, times = decoded[0].video[request]
+    shorter = {request: (frames[:-1], times[:-1])}  # one frame less: another batch
+    windows = [decoded[0].video, shorter, decoded[1].video]
+    batches = []
+    real_encode = motion["motion"].encode
+
+    def counting_encode(frames, times):
+        batches.append(frames.shape[0])
+        return real_encode(frames, times)
+
+    with torch.inference_mode():
+        motion["motion"].encode = counting_encode
+        streams = encode_windows(motion, windows)
+        del motion["motion"].encode
+        alone = encode_frames(motion["motion"], shorter[request][0][None], shorter[request][1])
+    assert batches == [2, 1]  # the two 1 s windows in one forward pass, the shorter one alone
+    assert [s["motion"].values.shape[1] for s in streams] == [4, 3, 4]
+    # float32 on the CPU, trimmed, equal to encoding the window on its own (the same pass)
+    assert streams[1]["motion"].values.dtype == torch.float32
+    assert torch.equal(streams[1]["motion"].values, alone.values.float())
+
+
 # -- resume ----------------------------------------------------------------------------------
 
 
 def test_resume_after_an_exception_gives_the_same_cache(dataset, reference, monkeypatch):
     cache = dataset / "interrupted_cache"
     recipe = recipe_for(dataset, cache)
-    real_write_shard = v2a.cache.write_shard
+    real_write_shard = v2a.cache.extraction.write_shard
     calls = []
 
     def failing_write_shard(*args, **kwargs):
@@ -227,7 +271,7 @@ def test_resume_after_an_exception_gives_the_same_cache(dataset, reference, monk
         calls.append(args[1])
         return real_write_shard(*args, **kwargs)
 
-    monkeypatch.setattr(v2a.cache, "write_shard", failing_write_shard)
+    monkeypatch.setattr(v2a.cache.extraction, "write_shard", failing_write_shard)
     with pytest.raises(KeyboardInterrupt):
         extract(recipe, workers=0, batch_size=2, shard_size=3, progress=False)
     index = (cache / "index.json").read_text()
@@ -244,7 +288,7 @@ def test_resume_after_an_exception_gives_the_same_cache(dataset, reference, monk
         calls.append(args[1])
         return real_write_shard(*args, **kwargs)
 
-    monkeypatch.setattr(v2a.cache, "write_shard", counting_write_shard)
+    monkeypatch.setattr(v2a.cache.extraction, "write_shard", counting_write_shard)
     summary = extract(recipe, workers=0, batch_size=2, progress=False)  # shard size from the cache
     assert calls == [2, 3, 4] and summary.shards_done_now == 3 and summary.clips_done_now == 9
     assert files_of(cache) == files_of(reference[0])
@@ -356,8 +400,8 @@ def test_a_shard_whose_tensor_bytes_changed_is_named_with_the_command_that_redoe
     assert data[0].codes is not None  # the other clips still read
 
     # `v2a extract` checks headers only (cheap); --verify hashes the shards and redoes that one
-    real_write_shard, redone = v2a.cache.write_shard, []
-    monkeypatch.setattr(v2a.cache, "write_shard",
+    real_write_shard, redone = v2a.cache.extraction.write_shard, []
+    monkeypatch.setattr(v2a.cache.extraction, "write_shard",
                         lambda *a, **k: redone.append(a[1]) or real_write_shard(*a, **k))
     assert main(extract_args(dataset, cache, "--no-progress")) == 0 and redone == []
     capsys.readouterr()
@@ -388,8 +432,8 @@ def test_a_shard_with_a_damaged_header_or_size_is_found_at_start_and_redone(
     with pytest.raises(CacheError, match=rf"^the shard {shard} is damaged \({re.escape(words)}.*\); "
                                          r"extract it again with `v2a extract .* --verify`$"):
         CachedClips(cache, recipe)
-    real_write_shard, redone = v2a.cache.write_shard, []
-    monkeypatch.setattr(v2a.cache, "write_shard",
+    real_write_shard, redone = v2a.cache.extraction.write_shard, []
+    monkeypatch.setattr(v2a.cache.extraction, "write_shard",
                         lambda *a, **k: redone.append(a[1]) or real_write_shard(*a, **k))
     summary = extract(recipe, workers=0, progress=False)
     assert redone == [2] and len(summary.damaged) == 1
@@ -401,14 +445,14 @@ def test_a_full_disk_stops_extraction_in_one_sentence_and_it_continues_later(
         dataset, reference, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     recipe = recipe_for(dataset, cache)
-    real_write_shard = v2a.cache.write_shard
+    real_write_shard = v2a.cache.extraction.write_shard
 
     def write_shard(cache_dir, index, *args, **kwargs):
         if index == 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(cache_dir / "shards"))
         return real_write_shard(cache_dir, index, *args, **kwargs)
 
-    monkeypatch.setattr(v2a.cache, "write_shard", write_shard)
+    monkeypatch.setattr(v2a.cache.extraction, "write_shard", write_shard)
     with pytest.raises(CacheError) as error:
         extract(recipe, workers=0, batch_size=2, shard_size=3, progress=False)
     assert str(error.value) == (

@@ -42,9 +42,10 @@ def test_plugins_lists_kind_name_provider_version_status(capsys):
 def test_plugins_shows_broken_and_missing(capsys, use_registry):
     import importlib.metadata
 
-    from v2a import ComponentSpec
     from v2a_plugins.rerankers.keep_first import KeepFirst, KeepFirstConfig
+
     from tests.test_registry import plugin_module
+    from v2a import ComponentSpec
 
     use_registry.load_entry_point(importlib.metadata.EntryPoint(
         name="broken_thing", value="v2a_no_such_module_xyz", group="v2a"))
@@ -64,6 +65,14 @@ def test_plugins_shows_the_options_of_one_component(capsys):
     assert "n_mels" in out and "int" in out and "default 64" in out
     code, _, err = run(capsys, "plugins", "audio_encoder", "mell")
     assert code == 2 and "did you mean 'mel'" in err
+
+
+def test_plugins_shows_a_training_task_and_the_files_it_exports(capsys):
+    code, out, _ = run(capsys, "plugins", "training_task", "generator")
+    assert code == 0
+    assert "fuser.safetensors" in out and "generator.safetensors" in out
+    code, _, err = run(capsys, "plugins", "training_task", "generater")
+    assert code == 2 and "did you mean 'generator'" in err
 
 
 def test_recipe_show_and_check(capsys, recipe_file, use_registry):

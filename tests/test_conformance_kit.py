@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from v2a import ComponentSpec, hookimpl
 from v2a.interfaces import (
     AudioCodec,
     AudioEncoder,
@@ -29,7 +30,6 @@ from v2a.interfaces import (
     Reranker,
     VisualEncoder,
 )
-from v2a import ComponentSpec, hookimpl
 from v2a.registry import Registry
 from v2a.sequences import Conditioning, FeatureSequence
 from v2a.testing import (
@@ -76,13 +76,9 @@ class RefCodec(AudioCodec):
     def lookup(self, table, codes):  # table [k, v, d], codes [b, k, l] -> [b, l, d]
         return sum(table[j][codes[:, j]] for j in range(self.n_codebooks))
 
-    def decode(self, codes, length=None):
+    def decode_frames(self, codes):  # decode, inherited, fits this to the length asked for
         frames = self.lookup(self.synthesis, codes)  # [b, l, c * hop]
-        wav = rearrange(frames, "b l (c h) -> b c (l h)", c=self.channels)
-        if length is None:
-            return wav
-        n = wav.shape[-1]
-        return wav[..., :length] if length <= n else F.pad(wav, (0, length - n))
+        return rearrange(frames, "b l (c h) -> b c (l h)", c=self.channels)
 
     def latents(self, codes):
         return FeatureSequence(self.lookup(self.latent_table, codes), rate=self.frame_rate)
@@ -374,8 +370,18 @@ class WrongFrameRate(RefCodec):
 
 
 class IgnoresLength(RefCodec):
+    """Overrides decode and drops ``length``: the interface still fits its output (see
+    :func:`test_the_interface_fits_a_decode_that_ignores_length`), so it is no breakage."""
+
     def decode(self, codes, length=None):
         return super().decode(codes)
+
+
+class DecodesStereo(RefCodec):
+    """Declares one channel but decodes two."""
+
+    def decode_frames(self, codes):
+        return super().decode_frames(codes).expand(-1, 2, -1)
 
 
 class LatentsAtSampleRate(RefCodec):
@@ -573,7 +579,9 @@ BROKEN = [
     Broken(CentredCodes, ("check_codec_encode",), "[0, codebook_size) = [0, 16)"),
     Broken(DropsPartialFrame, RATES, "16 frames for 500 samples (0.5 s), but num_frames(500)"),
     Broken(WrongFrameRate, RATES, "frame_rate 40.0 at sample_rate 1000 implies 20"),
-    Broken(IgnoresLength, ("check_codec_decode",), "length=500) returned shape [2, 1, 510]"),
+    Broken(DecodesStereo, ("check_codec_decode",),
+           "shape [2, 2, 510] for codes of shape [2, 2, 17]; the AudioCodec contract is float "
+           "[b, channels, num_samples(l)] = [2, 1, 510]"),
     Broken(LatentsAtSampleRate, ("check_codec_latents",), "rate 1000.0"),
     # visual encoder
     Broken(IgnoresTimes, ("check_visual_encoder_times",), "start must follow the times"),
@@ -628,6 +636,15 @@ def test_each_breakage_passes_the_other_checks(case):
 def test_every_check_has_a_breakage_that_it_catches():
     caught = {case.fails[0] for case in BROKEN}
     assert set(CHECK_BY_NAME) == caught
+
+
+def test_the_interface_fits_a_decode_that_ignores_length():
+    """A codec whose own ``decode`` drops ``length`` was a breakage of check_codec_decode; the
+    AudioCodec interface now fits every decode to the contract, so it passes every check."""
+    codes = torch.randint(0, 16, (2, 2, 17))
+    with torch.no_grad():
+        assert IgnoresLength().decode(codes, length=500).shape == (2, 1, 500)
+    assert check_component(IgnoresLength) == [c.__name__ for c in CHECKS["codec"]]
 
 
 # -- declared properties --------------------------------------------------------------------------

@@ -10,21 +10,9 @@ import torch
 
 from tests.media_fixtures import write_broken, write_video
 from v2a.cli import main
-from v2a.data import (
-    Batch,
-    Clip,
-    ClipItem,
-    ManifestError,
-    Skipped,
-    collate,
-    folder_manifest,
-    hashed_split,
-    music_manifest,
-    read_manifest,
-    vggsound_manifest,
-    windows,
-    write_manifest,
-)
+from v2a.converters import folder_manifest, hashed_split, music_manifest, vggsound_manifest, windows
+from v2a.items import Batch, ClipItem, Skipped, collate
+from v2a.manifests import Clip, ManifestError, read_manifest, write_manifest
 from v2a.sequences import FeatureSequence
 
 # -- manifests ---------------------------------------------------------------------------------

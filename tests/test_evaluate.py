@@ -1,11 +1,13 @@
-"""`v2a evaluate` on a small `v2a synth` set: identical, shifted and silent "generated" audio, the
-Fréchet distance against closed forms, MFCC against a direct DCT, the command line end to end
-(results files, plots, one-sentence errors), FDD and the sync score through a tiny recipe of real
-components (spectral RVQ codec, colour_motion, SCAV on mel), and a third-party audio encoder."""
+"""`v2a evaluate` on a small `v2a synth` set: identical, shifted and silent "generated" audio,
+pairing and events, the command line end to end (results files, plots, one-sentence errors),
+FDD and the sync score through a tiny recipe of real components (spectral RVQ codec,
+colour_motion, SCAV on mel), and a third-party audio encoder. The metrics themselves (Fréchet
+distance, MFCC, onsets) are tested in tests/test_metrics.py."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import types
@@ -18,18 +20,12 @@ import torch
 
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
 from v2a.cli import main
-from v2a.evaluate import (
-    Moments,
-    Options,
-    audio_sources,
-    dct_matrix,
-    evaluate,
-    frechet_distance,
-    mfcc,
-    truth_by_stem,
-)
+from v2a.evaluate import Options, evaluate
+from v2a.evaluate.benchmark import truth_by_stem
+from v2a.evaluate.pairing import audio_sources
 from v2a.media import load_audio, write_audio
-from v2a.synth import onset_f1, write_synth
+from v2a.metrics.onsets import onset_f1
+from v2a.synth import write_synth
 
 SR = 16000
 CLIPS = 4
@@ -132,63 +128,6 @@ def test_tolerance_decides_what_matches(sets):
     assert wide["onsets"]["tolerance"] == tolerance
 
 
-# -- Fréchet distance and MFCC ---------------------------------------------------------------------
-
-
-def closed_form(mu1, var1, mu2, var2) -> float:
-    """FD of Gaussians whose covariances share eigenvectors: |Δμ|² + Σ (√λ1 − √λ2)²."""
-    return float(np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2))
-
-
-def test_frechet_distance_matches_the_closed_form():
-    rng = np.random.default_rng(0)
-    d = 6
-    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
-    var1, var2 = rng.uniform(0.1, 4, size=d), rng.uniform(0.1, 4, size=d)
-    expected = closed_form(mu1, var1, mu2, var2)
-    assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected, rel=1e-10)
-    # the same in a rotated basis (commuting, non-diagonal covariances)
-    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    s1, s2 = q @ np.diag(var1) @ q.T, q @ np.diag(var2) @ q.T
-    assert frechet_distance(q @ mu1, s1, q @ mu2, s2) == pytest.approx(expected, rel=1e-9)
-    # symmetric, zero for identical sets, and fine with rank-deficient covariances
-    a = rng.normal(size=(d, d))
-    s3 = a @ a.T
-    assert frechet_distance(mu1, s1, mu2, s3) == pytest.approx(frechet_distance(mu2, s3, mu1, s1), rel=1e-9)
-    assert frechet_distance(mu1, s3, mu1, s3) == pytest.approx(0.0, abs=1e-9 * np.trace(s3))
-    low1, low2 = var1.copy(), var2.copy()
-    low1[:3] = 0.0
-    low2[2:] = 0.0
-    assert frechet_distance(mu1, np.diag(low1), mu2, np.diag(low2)) == pytest.approx(
-        closed_form(mu1, low1, mu2, low2), rel=1e-9)
-
-
-def test_running_moments_match_numpy():
-    rng = np.random.default_rng(1)
-    frames = rng.normal(loc=50.0, scale=[1.0, 3.0, 0.5], size=(300, 3))
-    moments = Moments()
-    for chunk in np.array_split(frames, 7):
-        moments.add(chunk)
-    moments.add(np.zeros((0, 3)))
-    assert moments.count == 300 and moments.dim == 3
-    np.testing.assert_allclose(moments.mean(), frames.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(moments.covariance(), np.cov(frames.T), rtol=1e-9)
-
-
-def test_mfcc_is_the_orthonormal_dct_of_the_log_mel_frames():
-    rng = np.random.default_rng(2)
-    log_mel = rng.normal(size=(5, 64))
-    n = log_mel.shape[1]
-    direct = np.array([[
-        math.sqrt((1 if k == 0 else 2) / n)
-        * sum(frame[i] * math.cos(math.pi * k * (2 * i + 1) / (2 * n)) for i in range(n))
-        for k in range(20)] for frame in log_mel])
-    np.testing.assert_allclose(mfcc(log_mel), direct, atol=1e-10)
-    basis = dct_matrix(n, n)
-    np.testing.assert_allclose(basis.T @ basis, np.eye(n), atol=1e-12)  # orthonormal
-    assert mfcc(log_mel[:, :8]).shape == (5, 8)  # at most n_mels coefficients
-
-
 # -- pairing and events --------------------------------------------------------------------------
 
 
@@ -199,14 +138,28 @@ def test_pairing_prefers_audio_files_and_the_v2a_suffix(tmp_path):
     assert found == {"a": "a.wav", "b": "b.mp4", "c": "c.v2a.wav"}
 
 
-def test_events_map_clip_ids_to_stems(tmp_path, capsys):
+@pytest.fixture
+def v2a_messages():
+    """The records the ``v2a`` logger (:mod:`v2a.log`) emits during a test, whatever handlers
+    the command line has set up."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger("v2a")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def test_events_map_clip_ids_to_stems(tmp_path, v2a_messages):
     lines = [{"clip": "a.mp4", "time": 0.5, "class": "red_disc"},
              {"clip": "b.mp4@2", "time": 0.3, "class": "red_disc"}]
     events = tmp_path / "events.jsonl"
     events.write_text("".join(json.dumps(line) + "\n" for line in lines))
     truth = truth_by_stem(events)
     assert list(truth) == ["a"] and truth["a"][0].time == 0.5
-    assert "1 clips" in capsys.readouterr().err
+    assert [r.levelno for r in v2a_messages] == [logging.WARNING]  # v2a.log.warn, not a print
+    assert "1 clips" in v2a_messages[0].getMessage() and "'b.mp4@2'" in v2a_messages[0].getMessage()
     # with the manifest beside it: ids are the manifest's, a clip without events has none
     (tmp_path / "manifest.csv").write_text("path,start,duration,label,split,id\n"
                                            "videos/a.mp4,0,2,,,a.mp4\nvideos/c.mp4,0,2,,,\n")
@@ -292,8 +245,7 @@ def test_user_errors_are_one_sentence(sets, tmp_path, capsys, case, words):
 
 
 def test_recipe_gives_fdd_the_codec_ceiling_and_the_sync_score(sets, tmp_path, capsys):
-    from v2a.recipe import build_frozen
-    from v2a.recipe import load_recipe
+    from v2a.recipe import build_frozen, load_recipe
 
     out = tmp_path / "out"
     code, stdout, err = run(capsys, sets["same"], "--reference", sets["ref_wav"], "--recipe",
@@ -317,9 +269,12 @@ def test_recipe_gives_fdd_the_codec_ceiling_and_the_sync_score(sets, tmp_path, c
     run_dir = tmp_path / "run"
     recipe = load_recipe(sets["recipe"], ["codec.sample_rate=8000"])
     reranker = build_frozen(recipe.choice("reranker"))
+    # a fixed draw: with seed 0 the shifted audio's mean score is 3.5e-3 off the synced one's, far
+    # above the 1e-4 asserted below (an unseeded draw lands under 1e-4 now and then)
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in reranker.projectors.parameters():
-            p.normal_(0, 0.5)
+            p.normal_(0, 0.5, generator=generator)
     reranker.save_weights(run_dir / "scav.safetensors")
     shifted_out = tmp_path / "shifted"
     for generated, target in ((sets["same"], out), (sets["shifted"], shifted_out)):
@@ -336,6 +291,19 @@ def test_recipe_gives_fdd_the_codec_ceiling_and_the_sync_score(sets, tmp_path, c
         assert clip["sync"]["generated"] == pytest.approx(clip["sync"]["reference"], abs=1e-3)
     assert shifted["sync"]["reference"] == pytest.approx(same["sync"]["reference"])
     assert shifted["sync"]["generated"] != pytest.approx(same["sync"]["generated"], abs=1e-4)
+
+
+def test_a_run_folder_without_reranker_weights_leaves_the_reranker_untrained(sets, tmp_path,
+                                                                            capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "generator.safetensors").write_bytes(b"")  # another slot's export: not the reranker's
+    code, stdout, err = run(capsys, sets["same"], "--reference", sets["ref"], "--recipe",
+                            sets["recipe"], "--checkpoint", run_dir, "--encoders", "none",
+                            "codec.sample_rate=8000")
+    assert code == 0, err
+    assert f"Note: {run_dir} holds no trained weights for the reranker" in stdout
+    assert "the reranker 'scav' is untrained" in stdout and "sync score (scav)" not in stdout
 
 
 # -- a third-party audio encoder -----------------------------------------------------------------

@@ -16,6 +16,7 @@ from v2a.errors import UserError
 from v2a.files import (
     FileBusyError,
     OutputLock,
+    atomic_folder,
     atomic_output,
     commit_together,
     is_stale,
@@ -50,6 +51,32 @@ def test_atomic_output_renames_on_success_and_leaves_nothing_on_failure(tmp_path
             raise RuntimeError("the writer failed")
     assert target.read_text() == "one"  # the old file is untouched
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.json"]
+
+
+def test_atomic_folder_is_complete_under_its_name_or_absent(tmp_path):
+    final = tmp_path / "checkpoints" / "step_1"
+    with atomic_folder(final) as tmp:
+        assert is_temporary(tmp) and tmp.parent == final.parent
+        (tmp / "a.bin").write_bytes(b"a")
+        assert not final.exists()  # nothing under the final name until the block ends
+    assert (final / "a.bin").read_bytes() == b"a"
+    with atomic_folder(final) as tmp:  # an existing folder of that name is replaced
+        (tmp / "b.bin").write_bytes(b"b")
+    assert sorted(p.name for p in final.iterdir()) == ["b.bin"]
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "step_2") as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("killed half-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]  # no temporary left
+
+
+def test_a_failed_rename_leaves_no_temporary(tmp_path):
+    target = tmp_path / "taken"
+    (target / "inside").mkdir(parents=True)  # a folder that is not empty: no file replaces it
+    with pytest.raises(OSError):
+        with atomic_output(target) as tmp:
+            Path(tmp).write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    assert [p.name for p in target.iterdir()] == ["inside"]
 
 
 def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
@@ -146,6 +173,21 @@ def test_a_failed_stage_leaves_the_old_pair(tmp_path):
                 raise RuntimeError("muxing failed")
     assert (wav.read_text(), mp4.read_text()) == ("old wav", "old mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "a.wav"]  # no temporaries
+
+
+def test_a_commit_whose_temporary_is_gone_fails_and_keeps_its_journal(tmp_path):
+    """A commit never reports success for a file it did not write: the rename that cannot be
+    made raises, and the journal stays for the next run's :func:`recover_commit`."""
+    wav, mp4 = tmp_path / "a.wav", tmp_path / "a.mp4"
+    mp4.write_text("old mp4")
+    with staged_output(wav) as new_wav:
+        new_wav.write_text("new wav")
+    gone = temporary_path(mp4)  # never written (say, removed by hand meanwhile)
+    with pytest.raises(FileNotFoundError):
+        commit_together([(new_wav, wav), (gone, mp4)], anchor=mp4)
+    assert wav.read_text() == "new wav" and mp4.read_text() == "old mp4"
+    assert journal_path(mp4).exists()
+    assert recover_commit(mp4) and not journal_path(mp4).exists()
 
 
 @pytest.mark.parametrize("renamed", [0, 1, 2])

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from v2a_plugins.audio_encoders.mel import MelConfig, MelEncoder
 
 from tests.test_media import write_audio
 from v2a.cli import main
 from v2a.recipe import load_recipe
-from v2a_plugins.audio_encoders.mel import MelConfig, MelEncoder
 
 
 def tones(seconds: float, sample_rate: int, freqs: list[float]) -> np.ndarray:

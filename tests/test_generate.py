@@ -4,6 +4,9 @@ generator, SCAV with a mel encoder), randomly initialised, on generated videos."
 
 from __future__ import annotations
 
+import logging
+import sys
+import types
 from pathlib import Path
 
 import av
@@ -16,8 +19,10 @@ from tests.media_fixtures import frame_indices, tone, write_audio, write_broken,
 from v2a.cli import main
 from v2a.errors import UserError
 from v2a.generate import VideoToAudio, check_run_recipe, same_weights
+from v2a.hookspecs import hookimpl
 from v2a.media import load_audio, load_video, probe, resample_video
 from v2a.recipe import load_recipe
+from v2a.registry import Registry, TrainingTaskSpec
 from v2a.weights import save_state
 
 SR = 8000
@@ -241,17 +246,17 @@ def test_audio_files_are_written_exactly(tmp_path):
 
 
 def test_long_videos_are_generated_in_windows_that_continue_each_other(files, monkeypatch):
-    import v2a.sampler
+    import v2a.generate.model
 
     calls = []
-    real = v2a.sampler.sample
+    real = v2a.generate.model.sample
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         calls.append((kwargs.get("prompt"), out))
         return out
 
-    monkeypatch.setattr(v2a.sampler, "sample", spy)
+    monkeypatch.setattr(v2a.generate.model, "sample", spy)
     model = VideoToAudio.from_recipe(load_recipe(files["recipe"]), warn=lambda _: None)
     audio, sr = model.generate(files["long"], seed=3, candidates=1)
     assert audio.shape == (1, 3 * SR)  # exactly the video's 3 s, past the 2 s window
@@ -271,7 +276,7 @@ def test_long_videos_are_generated_in_windows_that_continue_each_other(files, mo
 
 
 def test_a_folder_or_a_manifest_as_input_and_flac(files, tmp_path, capsys):
-    from v2a.data import Clip, write_manifest
+    from v2a.manifests import Clip, write_manifest
 
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -480,3 +485,79 @@ def test_a_recipe_naming_its_fuser_and_generator_weights_needs_no_checkpoint(fil
     # neither a run nor weights: the sound is noise, and the user is told
     VideoToAudio.from_recipe(load_recipe(files["recipe"], named[:1]), warn=warnings.append)
     assert len(warnings) == 1 and "the generator is randomly initialised" in warnings[0]
+
+
+# -- optional dependencies and messages ----------------------------------------------------------
+
+
+def test_reranking_needs_no_torchaudio(files, monkeypatch):
+    # the base install has no torchaudio (only the beats extra brings it): candidates reach the
+    # reranker at its own rate all the same (the recipe's codec runs at 8 kHz, its mel at 16 kHz)
+    monkeypatch.setitem(sys.modules, "torchaudio", None)
+    monkeypatch.setitem(sys.modules, "torchaudio.functional", None)
+    model = VideoToAudio.from_recipe(load_recipe(files["recipe"]), warn=lambda _: None)
+    seen = []
+    real = model.reranker.score
+    monkeypatch.setattr(model.reranker, "score", lambda wavs, video: seen.append(wavs) or real(wavs, video))
+    audio, sr = model.generate(files["video"], seed=2, candidates=2)
+    assert audio.shape == (1, round(probe(files["video"]).video_duration * SR))
+    assert bool(torch.isfinite(audio).all())
+    frames = model.codec.num_frames(audio.shape[-1])  # one window: the whole video
+    decoded = model.codec.num_samples(frames)  # what the codec decodes each candidate to
+    assert len(seen) == 1 and seen[0].shape == (1, 2, 1, decoded * 16000 // SR)
+
+
+class Recorded(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_warnings_go_through_the_v2a_logger(files, tmp_path):
+    logger = logging.getLogger("v2a")
+    recorded = Recorded()
+    logger.addHandler(recorded)
+    try:
+        VideoToAudio.from_recipe(load_recipe(files["recipe"]))  # no run, no weights
+        check_run_recipe(tmp_path, load_recipe(files["recipe"]))  # a run without recipe.yaml
+    finally:
+        logger.removeHandler(recorded)
+    texts = [r.getMessage() for r in recorded.records]
+    assert all(r.levelno == logging.WARNING for r in recorded.records) and len(texts) == 2, texts
+    assert "the fuser and generator are randomly initialised" in texts[0]
+    assert "has no readable recipe.yaml" in texts[1]
+    assert not any(t.startswith(("v2a:", "warning:")) for t in texts)  # the CLI adds the prefix
+
+
+def test_a_runs_weights_are_found_by_the_names_its_training_task_exports(files, trained, tmp_path,
+                                                                          monkeypatch):
+    # the installed plug-ins, and one more whose training task exports the fuser and generator
+    # under names of its own
+    registry = Registry.from_environment()
+    monkeypatch.setattr("v2a.registry.override", registry)
+    plugin = types.ModuleType("renamed_exports")
+
+    @hookimpl
+    def v2a_register_training_tasks(register):
+        register(TrainingTaskSpec(name="renamed", build=lambda recipe: None,
+                                  exports={"fuser": "fuse.safetensors", "generator": "gen.safetensors"}))
+
+    plugin.v2a_register_training_tasks = v2a_register_training_tasks
+    registry.register_module(plugin)
+    run_dir = tmp_path / "renamed_run"
+    run_dir.mkdir()
+    for name, new in (("fuser", "fuse"), ("generator", "gen"), ("recipe", "recipe")):
+        suffix = ".yaml" if name == "recipe" else ".safetensors"
+        (run_dir / f"{new}{suffix}").write_bytes((trained / f"{name}{suffix}").read_bytes())
+    recipe = load_recipe(files["recipe"])
+    renamed = VideoToAudio.from_recipe(recipe, run_dir, warn=lambda _: None)
+    original = VideoToAudio.from_recipe(recipe, trained, warn=lambda _: None)
+    for slot in ("fuser", "generator"):
+        ours, theirs = getattr(renamed, slot).state_dict(), getattr(original, slot).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    (run_dir / "gen.safetensors").unlink()  # the message names every name a task exports
+    with pytest.raises(UserError, match=r"has no gen.safetensors or generator.safetensors; is it"):
+        VideoToAudio.from_recipe(recipe, run_dir)

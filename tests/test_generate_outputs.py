@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-import v2a.generate
+import v2a.generate.model
 from tests.media_fixtures import write_audio as fixture_audio
 from tests.media_fixtures import write_video
 from v2a.cli import main
@@ -48,7 +48,7 @@ def run(capsys, *argv) -> tuple[int, str]:
     code = main(["generate", "--recipe", "tiny", *map(str, argv)])
     err = capsys.readouterr().err
     return code, "".join(line for line in err.splitlines(keepends=True)
-                         if not line.startswith(("v2a: warning:", "note:")))
+                         if not line.startswith(("v2a: warning:", "v2a: note:")))
 
 
 def run_all(capsys, *argv) -> tuple[int, str]:
@@ -80,7 +80,7 @@ def test_outputs_say_v2a_wrote_them_and_a_failed_overwrite_keeps_the_old_pair(cl
         Path(out_path).write_bytes(b"half an mp4")
         raise OSError(28, "No space left on device", str(out_path))
 
-    monkeypatch.setattr("v2a.media.mux_audio", broken_mux)
+    monkeypatch.setattr("v2a.generate.outputs.mux_audio", broken_mux)
     code, err = run(capsys, clip, "-o", out, "--seed", 2, "--overwrite")
     assert code == 1 and "no space left on device" in err.lower() and err.count("\n") == 1
     assert (wav.read_bytes(), mp4.read_bytes()) == old  # both old: the new wav never landed
@@ -218,14 +218,14 @@ def test_an_os_error_is_one_sentence_and_a_bug_keeps_its_traceback(clip, tmp_pat
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x.wav"))
 
-    monkeypatch.setattr("v2a.media.write_audio", denied)
+    monkeypatch.setattr("v2a.generate.outputs.write_audio", denied)
     code, err = run(capsys, clip, "-o", tmp_path / "out")
     assert code == 1 and err == f"v2a: error: {tmp_path / 'x.wav'}: permission denied; check the permissions\n"
 
     def bug(*args, **kwargs):
         raise KeyError("a bug in v2a")
 
-    monkeypatch.setattr("v2a.media.write_audio", bug)
+    monkeypatch.setattr("v2a.generate.outputs.write_audio", bug)
     with pytest.raises(KeyError):
         main(["generate", "--recipe", "tiny", str(clip), "-o", str(tmp_path / "out2")])
 
@@ -241,7 +241,7 @@ def test_non_finite_audio_is_refused_in_one_sentence(clip, tmp_path, capsys, mon
         wav[..., 100] = float("nan")
         return wav
 
-    monkeypatch.setattr(v2a.generate, "decode_in_windows", poisoned)
+    monkeypatch.setattr(v2a.generate.model, "decode_in_windows", poisoned)
     code, err = run(capsys, clip, "-o", tmp_path / "out")
     assert code != 0 and "1 non-finite samples (NaN or inf)" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
@@ -297,7 +297,7 @@ def test_windowed_decoding_equals_one_decode_and_bounds_each_call():
 
 
 def test_a_manifest_row_gives_the_sound_of_its_stretch_and_a_video_cut_to_it(tmp_path, capsys):
-    from v2a.data import Clip, write_manifest
+    from v2a.manifests import Clip, write_manifest
 
     video = write_video(tmp_path / "long.mp4", seconds=3.0, fps=10.0, width=64, height=64)
     listed = write_manifest([Clip(path="long.mp4", start=1.0, duration=1.5)], tmp_path / "list.csv")

@@ -3,7 +3,6 @@ for bad media. Every file is written by the test itself (tests/media_fixtures.py
 
 from __future__ import annotations
 
-
 import av
 import numpy as np
 import pytest
@@ -171,16 +170,16 @@ class CountingContainer:
 
 def test_window_cut_seeks_instead_of_decoding_from_the_start(tmp_path, monkeypatch):
     path = write_video(tmp_path / "long.mp4", seconds=12.0, fps=10, options={"g": "10"})
-    import v2a.media
+    import v2a.media.decode
 
     opened: list[CountingContainer] = []
-    real_open = v2a.media.open_media
+    real_open = v2a.media.decode.open_media
 
     def counting_open(p):
         opened.append(CountingContainer(real_open(p)))
         return opened[-1]
 
-    monkeypatch.setattr(v2a.media, "open_media", counting_open)
+    monkeypatch.setattr(v2a.media.decode, "open_media", counting_open)
     video = load_video(path, fps=5, start=9.3, duration=1.0, size=16)
     grid = 9.3 + torch.arange(5, dtype=torch.float64) / 5
     assert torch.allclose(video.times, grid) and video.start == pytest.approx(9.3)
@@ -462,12 +461,12 @@ class WatchedReformatter:
 
 
 def test_frames_are_resized_as_they_are_decoded(tmp_path, monkeypatch):
-    import v2a.media
+    import v2a.media.decode
 
     path = write_video(tmp_path / "big.mp4", seconds=1.0, fps=20, width=320, height=240,
                        options={"preset": "ultrafast"})
     sizes: list[tuple[int, int]] = []
-    real_open = v2a.media.open_media
+    real_open = v2a.media.decode.open_media
 
     def watched_open(p):
         container = CountingContainer(real_open(p))
@@ -475,7 +474,7 @@ def test_frames_are_resized_as_they_are_decoded(tmp_path, monkeypatch):
         container.decode = lambda *a, **k: (WatchedFrame(f, sizes) for f in decode(*a, **k))
         return container
 
-    monkeypatch.setattr(v2a.media, "open_media", watched_open)
+    monkeypatch.setattr(v2a.media.decode, "open_media", watched_open)
     monkeypatch.setattr(av.video.reformatter, "VideoReformatter", lambda: WatchedReformatter(sizes))
     video = load_video(path, fps=20, size=32)
     assert video.frames.shape == (20, 3, 32, 32)

@@ -12,7 +12,6 @@ import torch
 from v2a.errors import RecipeError
 from v2a.recipe import load_recipe, load_yaml
 
-
 BASE = """
     name: base
     description: the base recipe
@@ -511,7 +510,7 @@ def test_a_unique_file_name_finds_a_shipped_recipe(tmp_path, monkeypatch):
     for folder in ("a", "b"):
         (shipped / folder).mkdir(parents=True)
         (shipped / folder / "twin.yaml").write_text("name: twin\n")
-    monkeypatch.setattr("v2a.recipe.builtin_recipes_dir", lambda: shipped)
+    monkeypatch.setattr("v2a.recipe.files.builtin_recipes_dir", lambda: shipped)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RecipeError) as info:
         load_recipe("twin")

@@ -1,5 +1,5 @@
 """A recipe's components are checked for fitting together before anything is built
-(:mod:`v2a.recipe_checks`), from what each plug-in declares (``ComponentSpec.properties``)."""
+(:mod:`v2a.recipe.consistency`), from what each plug-in declares (``ComponentSpec.properties``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import torch
 
 from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
 from v2a.errors import RecipeError
-from v2a.recipe import load_recipe
-from v2a.recipe_checks import check_consistency, inconsistencies
+from v2a.recipe import check_consistency, inconsistencies, load_recipe
 from v2a.registry import Registry, default_registry
 from v2a.weights import save_state
 
@@ -364,3 +363,27 @@ def test_weights_checks_skip_what_cannot_be_built_on_the_meta_device_or_read(wri
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     consistent(base, [f"generator.weights={tmp_path / 'missing.safetensors'}"])
     consistent(base, [f"generator.weights={tmp_path / 'junk.safetensors'}"])
+
+
+def test_checking_trained_weights_imports_nothing_above_the_recipe_layer(tmp_path):
+    """The consistency checks build on the meta device (:mod:`v2a.meta_device`) without the
+    resource estimates or any engine: loading the tiny recipe (three trained weights files) with
+    its weights checked imports none of those modules beyond what loading the plug-ins did. A
+    fresh process, so that what the rest of the suite imported does not count."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from v2a.registry import default_registry\n"
+              "default_registry()\n"
+              "before = set(sys.modules)\n"
+              "from v2a.recipe import load_recipe\n"
+              "load_recipe('tiny', check_weights=True)\n"
+              "above = ('v2a.resources', 'v2a.train', 'v2a.training', 'v2a.cache', 'v2a.generate',"
+              " 'v2a.features', 'v2a.sampler')\n"
+              "print(sorted(m for m in set(sys.modules) - before if m.startswith(above)))\n"
+              "print('v2a.meta_device' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]  # checked on the meta device, and only so

@@ -1,4 +1,5 @@
-"""The plug-in registry: entry points, duplicates, broken plug-ins, optional dependencies."""
+"""The plug-in registry: entry points, duplicates, broken plug-ins, optional dependencies,
+training tasks."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 import v2a_plugins.rerankers.keep_first
-from v2a import ComponentSpec, hookimpl
+from v2a_plugins.rerankers.keep_first import KeepFirst, KeepFirstConfig
+
+from v2a import ComponentSpec, TrainingTaskSpec, hookimpl
 from v2a.errors import PluginError
 from v2a.registry import Registry
-from v2a_plugins.rerankers.keep_first import KeepFirst, KeepFirstConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,6 +186,98 @@ def test_autoload_switch_and_explicit_plugin_list(monkeypatch):
     assert any("not_installed_anywhere" in p for p in registry.problems)
 
 
+# -- training tasks -----------------------------------------------------------------------------
+
+
+def task_module(name: str, *specs) -> types.ModuleType:
+    """A plug-in module object whose training-task hook registers ``specs``."""
+    module = types.ModuleType(name)
+
+    @hookimpl
+    def v2a_register_training_tasks(register):
+        for spec in specs:
+            register(spec)
+
+    module.v2a_register_training_tasks = v2a_register_training_tasks
+    return module
+
+
+def task(name: str = "probe", **exports: str) -> TrainingTaskSpec:
+    return TrainingTaskSpec(name=name, build=lambda recipe: None,
+                            exports=exports or {"fuser": f"{name}.safetensors"},
+                            description="a probe")
+
+
+def test_training_tasks_register_through_their_own_hook_and_are_listed():
+    registry = Registry()
+    registry.register_module(task_module("probes", task("probe")))
+    registry.register_module(v2a_plugins.rerankers.keep_first)
+    assert registry.training_task("probe").exports == {"fuser": "probe.safetensors"}
+    assert registry.training_task("probe").slots == ("fuser",)
+    assert registry.training_task_names() == ["probe"] and ("reranker", "none") in registry.entries
+    [row] = [r for r in registry.rows() if r["kind"] == "training_task"]
+    assert (row["name"], row["plugin"], row["status"], row["description"]) == (
+        "probe", "probes", "ok", "a probe")
+    with pytest.raises(PluginError, match=r"no training task is named 'prob'; did you mean "
+                                          r"'probe'\? \(see `v2a plugins`\)"):
+        registry.training_task("prob")
+
+
+def test_a_training_task_name_two_plugins_claim_is_disabled():
+    registry = Registry()
+    registry.register_module(task_module("first_pkg", task("dup")))
+    registry.register_module(task_module("second_pkg", task("dup")))
+    assert registry.training_task_names() == []
+    assert any("training_task name 'dup'" in p and "first_pkg" in p and "second_pkg" in p
+               for p in registry.problems)
+    with pytest.raises(PluginError, match="training task 'dup' is provided by both .*first_pkg"
+                                          ".*second_pkg"):
+        registry.training_task("dup")
+    statuses = [r["status"] for r in registry.rows() if r["name"] == "dup"]
+    assert len(statuses) == 2 and all(s.startswith("conflict") for s in statuses)
+
+
+def test_invalid_training_task_specs_are_ignored_with_a_problem():
+    registry = Registry()
+    registry.register_module(task_module(
+        "bad", task("Bad Name"), task("nowhere", fuser="../fuser.safetensors"),
+        task("pickled", fuser="fuser.pt"), keep_first("not_a_task"),
+    ))
+    assert registry.training_tasks == {}
+    assert any("'Bad Name': names use lowercase" in p for p in registry.problems)
+    assert any("'nowhere'" in p and "'../fuser.safetensors'" in p for p in registry.problems)
+    assert any("'pickled'" in p and "ending .safetensors" in p for p in registry.problems)
+    assert any("not a TrainingTaskSpec" in p for p in registry.problems)
+
+
+def test_a_training_task_hook_that_raises_breaks_only_its_plugin():
+    module = types.ModuleType("raising_tasks")
+
+    @hookimpl
+    def v2a_register_training_tasks(register):
+        raise RuntimeError("boom")
+
+    module.v2a_register_training_tasks = v2a_register_training_tasks
+    registry = Registry()
+    registry.register_module(module)
+    registry.register_module(task_module("fine", task("probe")))
+    assert "raised in v2a_register_training_tasks: RuntimeError: boom" in (
+        registry.plugins["raising_tasks"].error)
+    assert registry.training_task_names() == ["probe"]
+
+
+def test_the_core_generator_task_comes_through_the_entry_point_group(monkeypatch):
+    eps = {ep.name: ep for ep in importlib.metadata.entry_points(group="v2a")}
+    assert eps["generator_task"].value == "v2a.generator_task"
+    spec = Registry.from_environment().training_task("generator")
+    assert spec.exports == {"fuser": "fuser.safetensors", "generator": "generator.safetensors"}
+    # without autoload it comes when named, like any plug-in
+    monkeypatch.setenv("V2A_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("V2A_PLUGINS", "generator_task")
+    registry = Registry.from_environment()
+    assert registry.training_task_names() == ["generator"] and registry.entries == {}
+
+
 # -- plug-ins that must not take over ---------------------------------------------------------
 
 
@@ -218,7 +311,7 @@ def v2a_plugins_json(site: Path) -> tuple[int, dict, str]:
 
 
 IMPOSTOR = """\
-    from v2a import ComponentSpec, hookimpl
+    from v2a import ComponentSpec, TrainingTaskSpec, hookimpl
     from v2a_plugins.visual_encoders.colour_motion import ColourMotionConfig, ColourMotionEncoder
     from v2a_plugins.rerankers.keep_first import KeepFirst, KeepFirstConfig
 

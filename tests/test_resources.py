@@ -10,7 +10,7 @@ import pytest
 from v2a import resources
 from v2a.recipe import load_recipe
 from v2a.resources import Estimate, available_memory, check_resources, estimate, free_disk
-from v2a.train import build_task, trained_state
+from v2a.tasks import build_task, trained_state
 
 #: The paper recipe with every weights option at none (nothing is read or downloaded anyway).
 NO_WEIGHTS = ["codec.weights=none", "visual_encoders.clip.weights=none",
@@ -159,7 +159,7 @@ def test_a_module_first_imported_during_a_meta_build_keeps_real_tensors(tmp_path
 
     import torch
 
-    from v2a.resources import build_on_meta
+    from v2a.meta_device import build_on_meta
 
     (tmp_path / "made_at_import.py").write_text("import torch\nEPSILON = torch.tensor(1e-7)\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -351,3 +351,17 @@ def test_bf16_copy_is_cached_until_the_weights_change():
     assert half_copy(generator) is not twin
     assert torch.equal(sample(generator, condition, **options), sample(other, condition, **options))
     assert not torch.equal(before, sample(generator, condition, **options))
+
+
+def test_a_recipes_sampling_section_gives_the_samplers_options():
+    from v2a.recipe import SamplingConfig
+    from v2a.sampler import recipe_sampling
+
+    generator = small_generator("hybrid")
+    condition = condition_for(generator)
+    section = SamplingConfig(steps=[3, 1], temperature=0.7, top_k=5, cfg_scale=1.5, candidates=2,
+                             seed=9)
+    explicit = sample(generator, condition, num_frames=L, steps=[3, 1], temperature=0.7, top_k=5,
+                      cfg_scale=1.5, candidates=2, seed=9)
+    assert torch.equal(sample(generator, condition, num_frames=L, **recipe_sampling(section)),
+                       explicit)

@@ -1,5 +1,5 @@
-"""The trainer (v2a.train, `v2a train`): schedule, data order, learning, accumulation, EMA, the
-reranker task, checkpoints that resume exactly after SIGKILL, SIGTERM, and refusals.
+"""The trainer (v2a.training, `v2a train`): schedule, data order, learning, accumulation, EMA,
+training tasks from the registry, checkpoints that resume exactly after SIGKILL, SIGTERM, and refusals.
 
 In-process tests train the tiny MaskVAT-Hybrid (recipes/small) on clips held in memory (random
 codes and features of the shapes the small recipe's encoders produce); the command-line tests
@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -24,20 +25,29 @@ import torch
 from safetensors.torch import load_file
 
 from tests.media_fixtures import BROKEN_REASONS, write_broken, write_dataset
+from v2a import TrainingTaskSpec, hookimpl
 from v2a.cli import main
-from v2a.data import Batch, Clip, ClipItem, LiveClips, collate, write_manifest
+from v2a.datasets import LiveClips
+from v2a.items import Batch, ClipItem, collate
+from v2a.manifests import Clip, write_manifest
 from v2a.recipe import load_recipe
+from v2a.registry import Registry
+from v2a.resources import estimate
 from v2a.sequences import FeatureSequence
-from v2a.train import (
+from v2a.tasks import exported_file_names
+from v2a.training import (
     ClipOrder,
     MicroBatches,
-    RerankerTask,
     Trainer,
     TrainingError,
+    TrainingTask,
     checkpoints,
+    derived_seed,
+    exported_weights,
     learning_rate,
     train,
 )
+from v2a.weights import save_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "recipes" / "small" / "maskvat_hybrid_small.yaml"
@@ -51,7 +61,7 @@ QUIET = ["data.num_workers=0", "training.eval_every=0", "training.sample_every=0
 
 
 class MemoryClips(torch.utils.data.Dataset):
-    """``n`` clips of random codes and features, held in memory (items for v2a.data.collate)."""
+    """``n`` clips of random codes and features, held in memory (items for v2a.items.collate)."""
 
     def __init__(self, n: int, *, seed: int = 0, k: int = 4, vocab: int = 64, frames: int = 43,
                  split: str = "train"):
@@ -174,7 +184,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch_and_log_audio(tmp_path):
 
 
 def collate_in_float64(items) -> Batch:
-    """:func:`v2a.data.collate` (which gives float32 features), then the features in float64."""
+    """:func:`v2a.items.collate` (which gives float32 features), then the features in float64."""
     batch = collate(items)
     double = lambda seq: seq.replace(values=seq.values.double())  # noqa: E731
     return dataclasses.replace(batch, streams={k: double(s) for k, s in batch.streams.items()},
@@ -248,51 +258,96 @@ def test_bf16_autocast_trains(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# The reranker task
+# Training tasks come from the registry
 # ---------------------------------------------------------------------------------------------
 
 
-def test_reranker_loss_is_scavs_contrastive_loss_on_the_audio_features():
-    task = RerankerTask(recipe("training.task=reranker"))
-    scav = task.reranker
-    g = torch.Generator().manual_seed(0)
-    wav = torch.randn(3, 1, 16000, generator=g) * 0.1
-    video = FeatureSequence(torch.randn(3, 8, 32, generator=g), rate=8.0)
-    batch = collate([MemoryClips(1).items[0]] * 3)
-    batch.streams = {"clip": video}
-    batch.audio_features = scav.audio_encoder.encode(wav)
-    with torch.no_grad():
-        ours = task(batch, g)["loss"]
-        theirs = scav.contrastive_loss(video, wav)
-    torch.testing.assert_close(ours, theirs)
+class QuietFuser(TrainingTask):
+    """A toy task of a test plug-in: the recipe's fuser, trained to make its conditioning small
+    (the mean square of every fused value)."""
+
+    def __init__(self, recipe):
+        super().__init__()
+        self.fuser = recipe.build("fuser")
+
+    def forward(self, batch, generator):
+        fused = self.fuser.fuse(batch.streams, frame_rate=batch.frame_rate,
+                                num_frames=batch.codes.shape[-1])
+        parts = [s.values for s in (fused.aligned, fused.context) if s is not None]
+        loss = torch.stack([p.float().pow(2).mean() for p in parts]).mean()
+        return {"loss": loss, "parts": torch.tensor(float(len(parts)))}
+
+    def exports(self):
+        return {"fuser": self.fuser}
 
 
-def test_reranker_training_learns_pairs_and_exports_weights_scav_loads(tmp_path):
-    """Audio features that are a fixed function of the video stream: after training, each video
-    retrieves its own audio among the batch far above chance."""
-    data = MemoryClips(8)
-    mix = torch.randn(32, AUDIO[0], generator=torch.Generator().manual_seed(9))
-    for item in data.items:  # audio features: the CLIP stream mixed linearly, resampled
-        clip = item.streams["clip"]
-        item.audio_features = FeatureSequence(clip.values @ mix, rate=clip.rate).resample(
-            AUDIO[1], item.audio_features.length)
-    run = train(recipe("training.task=reranker", "training.batch_size=8", "training.steps=30",
-                       "training.lr=0.003", "training.ema=0", "training.warmup_steps=2",
-                       "training.eval_every=30"),
-                out_dir=tmp_path, train_data=data, val_data=data, quiet=True)
-    assert run.metrics["val/accuracy"] >= 0.75  # chance: 1/8
-    path = run.out_dir / "scav.safetensors"
-    assert run.exported == [path]
-    from v2a.registry import default_registry
+def toy_plugin() -> types.ModuleType:
+    """A plug-in module whose hook registers the training task ``quiet_fuser``."""
+    module = types.ModuleType("toy_training_plugin")
 
-    r = recipe()
-    options = {**r.choice("reranker").as_data(), "weights": str(path)}
-    loaded = default_registry().build_from("reranker", options)
+    @hookimpl
+    def v2a_register_training_tasks(register):
+        register(TrainingTaskSpec(name="quiet_fuser", build=QuietFuser,
+                                  exports={"fuser": "quiet_fuser.safetensors"},
+                                  description="the fuser's conditioning made small (tests only)"))
+
+    module.v2a_register_training_tasks = v2a_register_training_tasks
+    return module
+
+
+@pytest.fixture
+def with_toy_task(monkeypatch) -> Registry:
+    """The installed plug-ins and the toy task's plug-in, as the process-wide registry."""
+    registry = Registry.from_environment()
+    registry.register_module(toy_plugin())
+    monkeypatch.setattr("v2a.registry.override", registry)
+    return registry
+
+
+def test_a_task_a_plugin_registers_by_hook_trains_and_exports_its_declared_file(
+        tmp_path, with_toy_task):
+    r = recipe("training.task=quiet_fuser", "training.steps=2", "training.ema=0", "training.lr=0.01")
+    torch.manual_seed(derived_seed(r.training.seed, "init"))  # as the trainer seeds its build
+    fuser = r.build("fuser")
+    start = {k: v.clone() for k, v in fuser.state_dict().items()}
+    run = train(r, out_dir=tmp_path, train_data=MemoryClips(4), quiet=True)
+    assert run.step == 2 and math.isfinite(run.metrics["train/loss"])
+    assert run.metrics["train/parts"] >= 1  # the toy's own term is logged like any other
+    path = tmp_path / "quiet_fuser.safetensors"
+    assert run.exported == [path] and exported_weights(tmp_path, "fuser") == path
     exported = load_file(str(path))
-    assert_same(loaded.projectors.state_dict(), exported)
-    prefix = "reranker.projectors."  # the last checkpoint's weights (no EMA): the exported ones
-    assert_same({k[len(prefix):]: v for k, v in weights(run.out_dir).items() if k.startswith(prefix)},
-                exported)
+    assert exported.keys() == start.keys()  # the fuser's own state dict: its weights option loads it
+    assert any(not torch.equal(exported[k], start[k]) for k in start)  # 2 steps trained it
+    assert_same({k[len("fuser."):]: v for k, v in weights(tmp_path).items()}, exported)
+    state = json.loads((checkpoints(tmp_path)[-1][1] / "state.json").read_text())
+    assert state["task"] == "quiet_fuser"
+    # the resource estimate sizes the registered task: 16 bytes a trained parameter
+    trained = sum(p.numel() for p in fuser.parameters())
+    assert estimate(r, task="train").parts["weights, gradients and AdamW moments"] == 16 * trained
+
+
+def test_exported_weights_finds_the_file_a_run_holds_for_a_slot(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert exported_weights(run, "fuser") is None
+    save_state({"w": torch.zeros(1)}, run / "fuser.safetensors")  # a generator task's export
+    save_state({"w": torch.zeros(1)}, run / "scav.safetensors")  # a reranker task's export
+    assert exported_weights(run, "fuser") == run / "fuser.safetensors"
+    assert exported_weights(run, "reranker") == run / "scav.safetensors"
+    assert exported_weights(run, "generator") is None  # not exported by this run
+    assert exported_weights(run, "codec") is None  # no task trains it
+    assert exported_file_names("generator") == ["generator.safetensors"]
+
+
+@pytest.mark.parametrize("command", ["train", "check"])
+def test_an_unknown_training_task_is_refused_by_name_with_the_nearest(tmp_path, capsys, command):
+    argv = (["train", str(SMALL), "training.task=generatr", "--out", str(tmp_path), "--device",
+             "cpu"] if command == "train" else ["recipe", "check", str(SMALL), "training.task=generatr"])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"v2a: error: {load_recipe(SMALL).source}: training.task: no training "
+                          "task is named 'generatr'; did you mean 'generator'")
+    assert err.endswith("? (see `v2a plugins`)") and len(err.splitlines()) == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +458,7 @@ def test_skipped_clips_are_reported_with_their_reason(reference):
 
 
 def test_decoding_on_the_fly_trains_and_reports_the_broken_clips(cache, tmp_path):
-    """Without a cache the clips are decoded and encoded while training (v2a.data.LiveClips);
+    """Without a cache the clips are decoded and encoded while training (v2a.datasets.LiveClips);
     the broken files among them are skipped, and reported exactly, with the reason."""
     live = [o for o in cache if not o.startswith("data.cache=")]
     trainer = Trainer(recipe(*live, "training.steps=3", "training.batch_size=3"), out_dir=tmp_path,

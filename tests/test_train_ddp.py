@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.test_train import SMALL, assert_same, recipe, weights, write_cache
-from v2a.train import checkpoints, fingerprint, train
+from v2a.training import checkpoints, fingerprint, train
 
 STEPS = 8
 

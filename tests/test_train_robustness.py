@@ -17,14 +17,15 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-import v2a.train
+import v2a.training.trainer
 import v2a.weights
 from tests.test_cache import dataset, recipe_for, reference, tensor_span  # noqa: F401 (fixtures)
 from tests.test_train import MemoryClips, recipe
 from v2a.cache import CacheError
-from v2a.data import CachedClips, collate
+from v2a.datasets import CachedClips
 from v2a.files import is_temporary, temporary_path
-from v2a.train import Trainer, TrainingError, checkpoints, train, worker_errors
+from v2a.items import collate
+from v2a.training import Trainer, TrainingError, checkpoints, train, worker_errors
 
 EVERY_2 = ("training.steps=4", "training.checkpoint_every=2", "training.keep_checkpoints=5")
 
@@ -141,14 +142,14 @@ def _train_as(user: pwd.struct_passwd | None, out: Path, report: int) -> None:
         if user is not None:
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
-        real_write = v2a.train.write_checkpoint
+        real_write = v2a.training.trainer.write_checkpoint
 
         def write_then_lock(run_dir, step, *args, **kwargs):
             path = real_write(run_dir, step, *args, **kwargs)
             os.chmod(Path(run_dir) / "checkpoints", 0o555)  # chmod -w while training
             return path
 
-        v2a.train.write_checkpoint = write_then_lock
+        v2a.training.trainer.write_checkpoint = write_then_lock
         try:
             train(recipe(*EVERY_2), out_dir=out, train_data=MemoryClips(4), quiet=True)
         except TrainingError as exc:

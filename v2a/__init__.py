@@ -2,8 +2,8 @@
 
 The core defines the component interfaces (:mod:`v2a.interfaces`), the sequences they exchange
 (:mod:`v2a.sequences`), the plug-in registry (:mod:`v2a.registry`), recipes
-(:mod:`v2a.recipe`), the conformance kit (:mod:`v2a.testing`) and the ``v2a`` command line.
-Concrete components live in plug-ins.
+(:mod:`v2a.recipe`), the conformance kit (:mod:`v2a.testing`), the training tasks
+(:mod:`v2a.tasks`) and the ``v2a`` command line. Concrete components live in plug-ins.
 """
 
 from v2a.hookspecs import hookimpl
@@ -16,8 +16,9 @@ from v2a.interfaces import (
     Reranker,
     VisualEncoder,
 )
-from v2a.registry import ComponentSpec
+from v2a.registry import ComponentSpec, TrainingTaskSpec
 from v2a.sequences import Conditioning, FeatureSequence
+from v2a.tasks import TrainingTask
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,8 @@ __all__ = [
     "FeatureSequence",
     "MaskedGenerator",
     "Reranker",
+    "TrainingTask",
+    "TrainingTaskSpec",
     "VisualEncoder",
     "hookimpl",
 ]

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -114,33 +115,55 @@ def _new_temporary(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[str]:
-    """A temporary file beside ``path`` to write to (its name as a string); when the block ends
-    normally it is flushed to disk and renamed to ``path``; when the block raises it is removed, so
-    nobody ever sees a half-written ``path``. Permissions follow the umask, as for ``open``."""
-    path = Path(path)
-    tmp = _new_temporary(path)
-    try:
-        yield str(tmp)
-        fsync(tmp)
-        os.replace(tmp, path)
-        fsync(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-@contextlib.contextmanager
 def staged_output(path: str | Path) -> Iterator[Path]:
-    """A temporary beside ``path`` to write to, kept (not renamed) when the block ends normally,
-    for :func:`commit_together`; removed when the block raises."""
+    """A temporary beside ``path`` to write to (see :func:`temporary_path`), flushed to disk and
+    kept (not renamed) when the block ends normally, for :func:`commit_together`; removed when
+    the block raises. Permissions follow the umask, as for ``open``."""
     tmp = _new_temporary(Path(path))
     try:
         yield tmp
         fsync(tmp)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[str]:
+    """A temporary file beside ``path`` to write to (its name as a string); when the block ends
+    normally it is flushed to disk and renamed to ``path``; when the block (or the rename) fails
+    it is removed, so nobody ever sees a half-written ``path``: :func:`staged_output`, then a
+    commit of that one file."""
+    path = Path(path)
+    with staged_output(path) as tmp:
+        yield str(tmp)
+    try:
+        _rename_all([(tmp, path)])
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; when the block ends normally every file in
+    it and the folder are flushed to disk and it is renamed to ``path`` (a folder already there
+    under that name is replaced); when the block (or the rename) fails it is removed. So a
+    folder such as a training checkpoint is complete under its final name or absent, and a
+    dead writer's leftover is recognisable (:func:`is_temporary`, :func:`is_stale`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for child in tmp.iterdir():
+            fsync(child)
+        fsync(tmp)
+        shutil.rmtree(path, ignore_errors=True)  # an incomplete folder of that name
+        _rename_all([(tmp, path)])
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # what cannot be removed stays a temporary
         raise
 
 
@@ -169,15 +192,16 @@ def commit_together(moves: Sequence[tuple[Path, Path]], *, anchor: str | Path) -
     journal = journal_path(anchor)
     record = {"moves": [[str(src), str(dst)] for src, dst in moves]}
     write_text_atomic(journal, json.dumps(record) + "\n")
-    _finish(record["moves"])
+    _rename_all(record["moves"])
     journal.unlink()
     fsync(journal.parent)
 
 
-def _finish(moves: list[list[str]]) -> None:
+def _rename_all(moves: Sequence[Sequence[str | Path]]) -> None:
+    """Rename each finished ``src`` to its ``dst``, then flush the folders' entries to disk: the
+    one way a v2a temporary takes its final name."""
     for src, dst in moves:
-        if os.path.exists(src):
-            os.replace(src, dst)
+        os.replace(src, dst)
     for folder in {Path(dst).parent for _, dst in moves}:
         fsync(folder)
 
@@ -193,7 +217,8 @@ def recover_commit(anchor: str | Path) -> bool:
     except (OSError, ValueError):  # the journal itself was never complete: nothing was renamed
         journal.unlink(missing_ok=True)
         return False
-    _finish(record.get("moves", []))
+    # the moves whose temporary is gone were made before the process died
+    _rename_all([(src, dst) for src, dst in record.get("moves", []) if os.path.exists(src)])
     journal.unlink(missing_ok=True)
     return True
 

@@ -26,11 +26,14 @@ Conventions shared by all interfaces
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from v2a.sequences import Conditioning, FeatureSequence
@@ -40,6 +43,36 @@ class Component(nn.Module, abc.ABC):
     """Base of every pluggable component. ``kind`` names the interface (``"codec"``, ...)."""
 
     kind: ClassVar[str] = ""
+
+
+def fit_length(wav: Tensor, length: int) -> Tensor:
+    """``wav: [..., n]`` trimmed or zero-padded at the end to exactly ``length`` samples
+    (``wav`` itself when it has them already)."""
+    n = wav.shape[-1]
+    if n == length:
+        return wav
+    return wav[..., :length] if n > length else F.pad(wav, (0, length - n))
+
+
+#: Set on a ``decode`` that :class:`AudioCodec` has already wrapped to fit its output.
+_FITS_LENGTH = "_v2a_fits_length"
+
+
+def _fitting_length(decode: Callable) -> Callable:
+    """A codec's own ``decode(codes, length=None)`` with its output fitted to the contract."""
+
+    @functools.wraps(decode)
+    def fitted(self: AudioCodec, codes: Tensor, length: int | None = None) -> Tensor:
+        return self._fit_decoded(decode(self, codes, length=length), codes, length)
+
+    setattr(fitted, _FITS_LENGTH, True)
+    return fitted
+
+
+def _decode_frames_by_decode(self: AudioCodec, codes: Tensor) -> Tensor:
+    """The ``decode_frames`` of a codec that overrides ``decode`` itself: its decode without a
+    length (already at ``num_samples(l)``)."""
+    return self.decode(codes)
 
 
 class AudioCodec(Component):
@@ -52,6 +85,16 @@ class AudioCodec(Component):
         n_codebooks (int): ``k``, the number of RVQ levels ``encode`` returns.
         codebook_size (int): entries per codebook; codes lie in ``[0, codebook_size)``.
         latent_dim (int): width of the continuous latents returned by :meth:`latents`.
+
+    Decoding: a codec implements :meth:`decode_frames`, its decoder's waveform at whatever
+    length the decoder gives, and inherits :meth:`decode`, which fits that waveform to the
+    length contract. A codec may instead override ``decode(codes, length=None)`` itself, as
+    codecs written before ``decode_frames`` existed do: when the class is created its
+    ``decode`` is wrapped so that what it returns is fitted the same way (nothing changes for
+    a ``decode`` that already keeps the contract), and its ``decode_frames`` is its ``decode``
+    without a length. Only a ``decode`` defined as a plain function in the class body is
+    wrapped. An override that calls ``super().decode(...)`` reaches :meth:`decode_frames`, so
+    it needs one of its own or from a parent.
     """
 
     kind = "codec"
@@ -62,17 +105,43 @@ class AudioCodec(Component):
     codebook_size: int
     latent_dim: int
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("decode")
+        if not inspect.isfunction(own) or getattr(own, _FITS_LENGTH, False):
+            return
+        cls.decode = _fitting_length(own)
+        if getattr(cls.decode_frames, "__isabstractmethod__", False):
+            cls.decode_frames = _decode_frames_by_decode
+
     @abc.abstractmethod
     def encode(self, wav: Tensor) -> Tensor:
         """``wav: [b, c, n]`` float → ``codes: [b, k, l]`` int64, ``l = self.num_frames(n)``."""
 
-    @abc.abstractmethod
     def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
         """``codes: [b, k, l]`` → ``wav: [b, c, n]`` float.
 
-        With ``length`` the output has exactly ``length`` samples (trimmed or zero-padded);
-        without, ``n = round(l * sample_rate / frame_rate)``.
+        Without ``length``, ``n = num_samples(l)``, about ``l * sample_rate / frame_rate``;
+        with ``length`` the output has exactly ``length`` samples: the ``num_samples(l)``
+        samples of the decode without ``length``, trimmed or followed by zeros. This method
+        keeps that contract for every codec: it fits the waveform :meth:`decode_frames`
+        returns, or what a codec's own ``decode`` returns (see the class docstring).
         """
+        return self._fit_decoded(self.decode_frames(codes), codes, length)
+
+    @abc.abstractmethod
+    def decode_frames(self, codes: Tensor) -> Tensor:
+        """``codes: [b, k, l]`` → ``wav: [b, c, n']`` float at the decoder's own length ``n'``
+        (a codec's natural ``l * hop``; :meth:`decode` trims or zero-pads it to
+        ``num_samples(l)`` and to the length asked for)."""
+
+    def _fit_decoded(self, wav: Tensor, codes: Tensor, length: int | None) -> Tensor:
+        """A decoded ``wav`` fitted to :meth:`decode`'s contract for ``codes`` and ``length``
+        (anything that is not a tensor is returned as it is, for the caller to refuse)."""
+        if not isinstance(wav, Tensor):
+            return wav
+        wav = fit_length(wav, self.num_samples(codes.shape[-1]))
+        return wav if length is None else fit_length(wav, length)
 
     @abc.abstractmethod
     def latents(self, codes: Tensor) -> FeatureSequence:

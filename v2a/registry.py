@@ -3,7 +3,9 @@
 Plug-ins are found through the ``v2a`` entry-point group, built-ins and third-party packages
 alike (there is no other door). Each plug-in module implements
 :func:`v2a.hookspecs.v2a_register_components` and hands :class:`ComponentSpec` objects to the
-``register`` callback it receives. The registry then
+``register`` callback it receives, and/or :func:`v2a.hookspecs.v2a_register_training_tasks`,
+handing over :class:`TrainingTaskSpec` objects (what ``v2a train`` can train; the core's own
+``generator`` task comes through this door too). The registry then
 
 * rejects a name two plug-ins claim for the same kind, naming both providers (the name becomes
   unusable until one of them is uninstalled);
@@ -18,7 +20,8 @@ alike (there is no other door). Each plug-in module implements
 
 Environment switches:
 
-* ``V2A_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry point automatically;
+* ``V2A_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry point automatically (the core's training
+  task, entry point ``generator_task``, included);
 * ``V2A_PLUGINS=name1,name2``: load these entry points (by entry-point name) even then.
 """
 
@@ -47,6 +50,8 @@ ENTRY_POINT_GROUP = "v2a"
 DISABLE_AUTOLOAD_ENV = "V2A_DISABLE_PLUGIN_AUTOLOAD"
 PLUGINS_ENV = "V2A_PLUGINS"
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]*")
+#: A training task's export file name: a plain name (no folder) ending ``.safetensors``.
+EXPORT_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors")
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,38 @@ class ComponentSpec:
 COMPONENT_FIELD = "v2a_component"
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainingTaskSpec:
+    """One training task a plug-in provides: what ``v2a train`` trains when a recipe says
+    ``training.task: <name>``.
+
+    Args:
+        name: what recipes call it; lowercase letters, digits, ``_``, ``-``.
+        build: ``build(recipe) -> TrainingTask`` (:class:`v2a.tasks.TrainingTask`):
+            the task built from a loaded :class:`~v2a.recipe.Recipe`.
+        exports: ``{recipe slot: file name}``: the slots the task trains, in the order its
+            parameters are built, each with the name of the file its trained weights are
+            exported as in the run folder (``{"fuser": "fuser.safetensors", ...}``). Declared
+            here so that the trainer can check a recipe, and other commands find a run's
+            files (:func:`v2a.tasks.exported_weights`), without building the task.
+        description: one line for ``v2a plugins``.
+    """
+
+    name: str
+    build: Callable[[Any], Any]
+    exports: Mapping[str, str]
+    description: str = ""
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """The recipe slots the task trains (a recipe must have them all)."""
+        return tuple(self.exports)
+
+
+#: The kind ``v2a plugins`` shows a training task under.
+TRAINING_TASK = "training_task"
+
+
 def component_option(kind: str, plugin: str | None = None, **options: Any) -> Any:
     """A config field that holds another component, written ``{plugin: name, ...options}``.
 
@@ -139,13 +176,22 @@ class Entry:
 
 
 @dataclass
+class TrainingTaskEntry:
+    spec: TrainingTaskSpec
+    plugin: PluginInfo
+
+
+@dataclass
 class Registry:
-    """Components by ``(kind, name)``, with the plug-ins that provided them."""
+    """Components by ``(kind, name)`` and training tasks by name, with the plug-ins that
+    provided them. ``conflicts`` holds both (a training task under the kind
+    :data:`TRAINING_TASK`)."""
 
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
     conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    training_tasks: dict[str, TrainingTaskEntry] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -203,20 +249,29 @@ class Registry:
             self._fail(info, f"is not a valid v2a plug-in: {exc}")
             return
         self.plugins[info.name] = info
-        hook = self._pm.hook.v2a_register_components
-        for impl in hook.get_hookimpls():
+        for hook, add in (("v2a_register_components", self._add),
+                          ("v2a_register_training_tasks", self._add_training_task)):
+            specs = self._call_hook(hook, info)
+            if specs is None:
+                return
+            for spec in specs:
+                add(spec, info)
+
+    def _call_hook(self, hook: str, info: PluginInfo) -> list[Any] | None:
+        """What plug-in ``info`` hands to ``register`` in its implementation of ``hook`` (none
+        when it has none); ``None`` when the hook raised (the plug-in is then broken)."""
+        specs: list[Any] = []
+        for impl in getattr(self._pm.hook, hook).get_hookimpls():
             if impl.plugin_name != info.name:
                 continue
-            specs: list[ComponentSpec] = []
             try:
                 impl.function(register=specs.append)
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                self._fail(info, f"raised in v2a_register_components: {describe_failure(exc)}")
-                return
-            for spec in specs:
-                self._add(spec, info)
+                self._fail(info, f"raised in {hook}: {describe_failure(exc)}")
+                return None
+        return specs
 
     def _fail(self, info: PluginInfo, message: str) -> None:
         info.error = message
@@ -247,19 +302,47 @@ class Registry:
                 "dataclass; ignored"
             )
             return
-        key = (spec.kind, spec.name)
-        if key in self.conflicts:
-            self.conflicts[key].append(info)
-        elif key in self.entries:
-            first = self.entries.pop(key)
-            self.conflicts[key] = [first.plugin, info]
-        else:
-            self.entries[key] = Entry(spec=spec, plugin=info)
+        self._claim(self.entries, (spec.kind, spec.name), Entry(spec=spec, plugin=info))
+
+    def _add_training_task(self, spec: TrainingTaskSpec, info: PluginInfo) -> None:
+        if not isinstance(spec, TrainingTaskSpec):
+            self.problems.append(
+                f"plug-in {info.name!r} registered {spec!r} as a training task, which is not a "
+                "TrainingTaskSpec; ignored"
+            )
             return
-        providers = " and ".join(p.label for p in self.conflicts[key])
+        if not NAME_PATTERN.fullmatch(spec.name):
+            self.problems.append(
+                f"plug-in {info.name!r} registered training task {spec.name!r}: names use "
+                "lowercase letters, digits, '_' and '-', starting with a letter; ignored"
+            )
+            return
+        bad = [f for f in spec.exports.values() if not EXPORT_FILE.fullmatch(str(f))]
+        if not spec.exports or bad:
+            what = f"export file name {bad[0]!r}" if bad else "no exports"
+            self.problems.append(
+                f"plug-in {info.name!r} gave training task {spec.name!r} {what} (each trained "
+                "slot needs a plain file name ending .safetensors); ignored"
+            )
+            return
+        self._claim(self.training_tasks, spec.name, TrainingTaskEntry(spec=spec, plugin=info))
+
+    def _claim(self, table: dict, key: Any, entry: Entry | TrainingTaskEntry) -> None:
+        """Put ``entry`` into ``table`` under ``key``, unless another plug-in claims that key:
+        then neither keeps it (see :attr:`conflicts`)."""
+        kind, name = key if isinstance(key, tuple) else (TRAINING_TASK, key)
+        if (kind, name) in self.conflicts:
+            self.conflicts[(kind, name)].append(entry.plugin)
+        elif key in table:
+            first = table.pop(key)
+            self.conflicts[(kind, name)] = [first.plugin, entry.plugin]
+        else:
+            table[key] = entry
+            return
+        providers = " and ".join(p.label for p in self.conflicts[(kind, name)])
         self.problems.append(
-            f"{spec.kind} name {spec.name!r} is claimed by {providers}; it is disabled until "
-            "one of them is uninstalled"
+            f"{kind} name {name!r} is claimed by {providers}; it is disabled until one of "
+            "them is uninstalled"
         )
 
     # -- lookup -----------------------------------------------------------------------------
@@ -281,6 +364,23 @@ class Registry:
         raise PluginError(
             f"no {kind} plug-in is named {name!r}; "
             f"{suggestion(name, self.names(kind), kind + ' plug-ins')} (see `v2a plugins`)"
+        )
+
+    def training_task_names(self) -> list[str]:
+        return sorted(self.training_tasks)
+
+    def training_task(self, name: str) -> TrainingTaskSpec:
+        """The training task ``name``, or a :class:`PluginError` saying what to do."""
+        if name in self.training_tasks:
+            return self.training_tasks[name].spec
+        if (TRAINING_TASK, name) in self.conflicts:
+            providers = " and ".join(p.label for p in self.conflicts[(TRAINING_TASK, name)])
+            raise PluginError(
+                f"training task {name!r} is provided by both {providers}; uninstall one of them"
+            )
+        raise PluginError(
+            f"no training task is named {name!r}; "
+            f"{suggestion(name, self.training_task_names(), 'training tasks')} (see `v2a plugins`)"
         )
 
     def config_for(self, kind: str, name: str, options: Mapping[str, Any] | None = None) -> Any:
@@ -362,6 +462,10 @@ class Registry:
             yield {"kind": kind, "name": name, "provider": entry.plugin.provider,
                    "version": entry.plugin.version, "plugin": entry.plugin.name,
                    "status": entry.status, "description": entry.spec.description}
+        for name, task in sorted(self.training_tasks.items()):
+            yield {"kind": TRAINING_TASK, "name": name, "provider": task.plugin.provider,
+                   "version": task.plugin.version, "plugin": task.plugin.name, "status": "ok",
+                   "description": task.spec.description}
         for (kind, name), infos in sorted(self.conflicts.items()):
             for info in infos:
                 yield {"kind": kind, "name": name, "provider": info.provider,

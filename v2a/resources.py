@@ -1,16 +1,17 @@
 """How much memory and disk a run will need, estimated before anything heavy is built.
 
 :func:`estimate` sizes every component a task builds on PyTorch's meta device (shapes, no
-memory, no weights read or downloaded: each ``weights`` option is taken as ``none``, which
-builds the same architecture) and adds up:
+memory, no weights read or downloaded: :func:`v2a.meta_device.build_on_meta`), each ``weights``
+option taken as ``none``, which builds the same architecture
+(:func:`v2a.recipe.untrained_recipe`), and adds up:
 
 ``train`` (``v2a train``), in bytes:
 
-* trained parameters (the fuser and generator, or SCAV's projectors, and the objective's
+* trained parameters (the fuser and generator, or a reranker's projectors, and the objective's
   heads), fp32: weights + gradients + AdamW's two moments = 16 bytes a parameter, plus an EMA
   copy (4 bytes) when ``training.ema > 0``;
 * frozen components at their own size (4 bytes a fp32 parameter or buffer): the task's own
-  (the audio encoder of the regression target, SCAV's audio encoder), and, when the recipe
+  (the audio encoder of the regression target, a reranker's audio encoder), and, when the recipe
   names no ``data.cache``, the codec, visual and audio encoders that decode clips on the fly,
   once per DataLoader worker (``data.num_workers``, at least one);
 * activations, generator task only: ``batch_size × frames × hidden_dim × layers`` values of
@@ -24,7 +25,7 @@ Disk: a checkpoint holds the trained state, its EMA copy and AdamW's moments (4 
 each); a run keeps ``training.keep_checkpoints`` of them and writes the next one before it
 removes the oldest, so ``min(written, keep + 1)`` checkpoints are on disk at the peak, where
 ``written`` counts one every ``checkpoint_every`` steps and one at the end; plus the exported
-weights (``fuser`` + ``generator``, or ``scav``).
+weights (``fuser`` + ``generator``, or the reranker's).
 
 ``generate`` (``v2a generate``): the weights of every component it builds (codec, visual
 encoders, fuser, generator, reranker), plus ``rows × frames × hidden_dim × layers`` values for
@@ -45,22 +46,21 @@ one line to show when either is short.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.abc
 import math
 import os
 import shutil
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from torch import nn
+from torch import nn
 
-    from v2a.recipe import ComponentChoice, Recipe
-    from v2a.registry import Registry
+from v2a.features import extraction_slots
+from v2a.meta_device import build_on_meta, module_bytes, tensor_bytes
+from v2a.recipe import Recipe, untrained_recipe
+from v2a.registry import Registry, default_registry
+from v2a.sampler import guidance_parts
+from v2a.tasks import task_spec, trained_state
 
 #: Resident memory of a Python process that has imported torch and v2a (measured: 0.54 GB).
 PROCESS_BYTES = 500_000_000
@@ -110,104 +110,6 @@ def gigabytes(size: float) -> str:
 # -- sizing on the meta device --------------------------------------------------------------------
 
 
-def _has_weights(config: Any) -> bool:
-    return config is not None and any(f.name == "weights" for f in dataclasses.fields(config))
-
-
-def _options(choice: ComponentChoice) -> dict[str, Any]:
-    """A nested component as the options its owner builds it from, with random weights."""
-    out = {"plugin": choice.plugin, **choice.options}
-    if _has_weights(choice.config):
-        out["weights"] = "none"
-    out.update({name: _options(inner) for name, inner in choice.nested.items()})
-    return out
-
-
-def untrained(choice: ComponentChoice) -> ComponentChoice:
-    """``choice`` with ``weights: none`` for it and every component nested in it: the same
-    architecture, built without reading or downloading anything."""
-    if choice.config is None:
-        return choice
-    changes: dict[str, Any] = {name: _options(inner) for name, inner in choice.nested.items()}
-    if _has_weights(choice.config):
-        changes["weights"] = "none"
-    if not changes:
-        return choice
-    return dataclasses.replace(choice, config=dataclasses.replace(choice.config, **changes))
-
-
-def untrained_recipe(recipe: Recipe) -> Recipe:
-    """``recipe`` with :func:`untrained` applied to every slot."""
-    return dataclasses.replace(
-        recipe, components={slot: untrained(c) for slot, c in recipe.components.items()}
-    )
-
-
-class _FirstImportsOffMeta(importlib.abc.MetaPathFinder):
-    """While a build runs on the meta device, a module imported for the first time runs its
-    top-level code on the device that was the default before (``device``): a library that makes
-    a module-level tensor at import (torchaudio's Kaldi ``EPSILON``, imported by DAC's
-    dependencies) must not keep a meta tensor for the rest of the process."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-
-    def find_spec(self, name, path, target=None):
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _LoaderOffMeta(spec.loader, self.device)
-                return spec
-        return None
-
-
-class _LoaderOffMeta(importlib.abc.Loader):
-    def __init__(self, loader, device) -> None:
-        self.loader, self.device = loader, device
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        import torch
-
-        module.__loader__ = self.loader  # the module keeps its own loader (resources, reloads)
-        if module.__spec__ is not None:
-            module.__spec__.loader = self.loader
-        with torch.device(self.device):  # device contexts nest: the meta one returns after
-            self.loader.exec_module(module)
-
-
-def build_on_meta(build):
-    """``build()`` with PyTorch's meta device as the default (shapes and dtypes, no memory, no
-    values), or ``None`` when the plug-in cannot be built there (one that computes with real
-    values while it builds). Modules imported for the first time meanwhile are imported on the
-    usual device (:class:`_FirstImportsOffMeta`)."""
-    import torch
-
-    finder = _FirstImportsOffMeta(torch.get_default_device())
-    sys.meta_path.insert(0, finder)
-    try:
-        with torch.device("meta"):
-            return build()
-    except Exception:  # a plug-in that reads values or moves tensors while it builds
-        return None
-    finally:
-        sys.meta_path.remove(finder)
-
-
-def tensor_bytes(tensors: Iterable[Any]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def module_bytes(module: nn.Module) -> int:
-    """Bytes of a module's parameters and buffers at their dtype."""
-    return tensor_bytes(module.parameters()) + tensor_bytes(module.buffers())
-
-
 def _slot_bytes(recipe: Recipe, slots: Iterable[str], registry: Registry | None,
                 unsized: list[str], built: Mapping[str, nn.Module] | None = None) -> int:
     total = 0
@@ -241,8 +143,6 @@ def estimate(recipe: Recipe, *, task: str, registry: Registry | None = None,
 def _generator_shape(recipe: Recipe, registry: Registry | None) -> tuple[int, int, int] | None:
     """``(frames, hidden_dim, layers)`` of the generator on one ``data.clip_seconds`` window,
     from the declared properties, or ``None`` when they are not declared."""
-    from v2a.registry import default_registry
-
     if not (recipe.has("generator") and recipe.has("codec")):
         return None
     registry = registry or default_registry()
@@ -257,14 +157,10 @@ def _generator_shape(recipe: Recipe, registry: Registry | None) -> tuple[int, in
 
 
 def _train_estimate(recipe: Recipe, registry: Registry | None) -> Estimate:
-    from v2a.features import extraction_slots
-    from v2a.train import TASKS as TRAINING_TASKS
-    from v2a.train import trained_state
-
     t = recipe.training
     unsized: list[str] = []
-    task_class = TRAINING_TASKS[t.task]
-    task = build_on_meta(lambda: task_class(recipe))  # v2a.train's own task: heads and frozen parts
+    spec = task_spec(recipe, registry)  # the registered training task: its heads and frozen parts
+    task = build_on_meta(lambda: spec.build(recipe))
     if task is not None:
         frozen = {id(p) for m in task.frozen for p in m.parameters()}
         trained = sum(p.numel() for p in task.parameters()
@@ -274,7 +170,7 @@ def _train_estimate(recipe: Recipe, registry: Registry | None) -> Estimate:
         exported = sum(tensor_bytes(m.state_dict().values()) for m in task.exports().values())
     else:  # the task's slots alone, every parameter trained
         unsized.append(f"the {t.task} task's heads and frozen parts")
-        state = exported = _slot_bytes(recipe, task_class.slots, registry, unsized)
+        state = exported = _slot_bytes(recipe, spec.slots, registry, unsized)
         trained, frozen_bytes = state // FP32, 0
     if not recipe.data.cache:  # clips decoded and encoded while training, in every worker
         slots = [s for s in extraction_slots(recipe) if recipe.has(s)]
@@ -302,8 +198,6 @@ def _train_estimate(recipe: Recipe, registry: Registry | None) -> Estimate:
 
 def _generate_estimate(recipe: Recipe, registry: Registry | None,
                        built: Mapping[str, nn.Module] | None = None) -> Estimate:
-    from v2a.sampler import guidance_parts
-
     unsized: list[str] = []
     slots = [s for s in ("codec", *(f"visual_encoders.{n}" for n in recipe.visual_streams),
                          "fuser", "generator", "reranker") if recipe.has(s)]

@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +47,7 @@ from torch import Tensor
 
 from v2a.interfaces import MaskedGenerator
 from v2a.masking import masked_counts
+from v2a.recipe import SamplingConfig
 from v2a.sequences import Conditioning
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -276,27 +277,140 @@ def half_copy(generator: MaskedGenerator, dtype: torch.dtype = torch.bfloat16) -
 # -- sampling -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class Decoding:
+    """How :func:`sample` decodes (the module docstring says what each option does): ``steps``
+    per RVQ level (:func:`level_steps`), the temperature and its annealing, ``top_k``/``top_p``,
+    the guidance scale ``cfg_scale`` and the confidence noise ``remask_noise``. Refuses a
+    ``top_k`` below 1 and a ``top_p`` outside ``(0, 1]`` (``ValueError``)."""
+
+    steps: int | Sequence[int] = (16, 8, 4, 2, 1)
+    temperature: float = 1.0
+    anneal_temperature: bool = True
+    top_k: int | None = None
+    top_p: float | None = None
+    cfg_scale: float = 3.0
+    remask_noise: float = 4.5
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be positive, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
+
+    def per_level(self, n_codebooks: int) -> list[int]:
+        """The steps of each of ``n_codebooks`` levels (``ValueError`` for a step below 1)."""
+        return level_steps(self.steps, n_codebooks)
+
+    def step_options(self, step: int, steps: int) -> dict:
+        """The keyword options of :func:`decode_step` at ``step`` of a level's ``steps``."""
+        return dict(cfg_scale=self.cfg_scale,
+                    temperature=step_temperature(self.temperature, step, steps,
+                                                 self.anneal_temperature),
+                    top_k=self.top_k, top_p=self.top_p,
+                    noise_scale=self.remask_noise * (1.0 - (step + 1) / steps))
+
+
+def recipe_sampling(sampling: SamplingConfig) -> dict:
+    """The keyword options of :func:`sample` that a recipe's ``sampling`` section gives: the
+    :class:`Decoding` fields it has, ``candidates``, ``seed`` and ``precision``."""
+    return dict(steps=list(sampling.steps), temperature=sampling.temperature,
+                anneal_temperature=sampling.anneal_temperature, top_k=sampling.top_k,
+                top_p=sampling.top_p, cfg_scale=sampling.cfg_scale,
+                candidates=sampling.candidates, seed=sampling.seed, precision=sampling.precision)
+
+
+def initial_state(prompt: Prompt | tuple[Tensor, Tensor] | None, *, batch: int, n_codebooks: int,
+                  num_frames: int, candidates: int, device) -> tuple[Tensor, Tensor]:
+    """``codes`` int64 and ``hidden`` bool, ``[batch · candidates, k, num_frames]``, before the
+    first step: everything hidden, or, with a ``prompt`` of ``[batch, k, num_frames]``, its known
+    codes in place (repeated for each candidate of a video) and only the rest hidden."""
+    n = batch * candidates
+    codes = torch.zeros(n, n_codebooks, num_frames, dtype=torch.int64, device=device)
+    hidden = torch.ones(n, n_codebooks, num_frames, dtype=torch.bool, device=device)
+    if prompt is None:
+        return codes, hidden
+    p_codes, known = prompt if isinstance(prompt, tuple) else (prompt.codes, prompt.known)
+    if tuple(p_codes.shape) != (batch, n_codebooks, num_frames) or p_codes.shape != known.shape:
+        raise ValueError(f"prompt codes and known must be [b, k, l] = {[batch, n_codebooks, num_frames]}")
+    known = known.to(device).bool().repeat_interleave(candidates, dim=0)
+    p_codes = p_codes.to(device).long().repeat_interleave(candidates, dim=0)
+    return torch.where(known, p_codes, codes), ~known
+
+
+def draw_level_noise(generators: Sequence[torch.Generator], active: Tensor, length: int,
+                     vocab: int, device) -> tuple[Tensor, Tensor]:
+    """:func:`draw_noise` for the rows of ``active: [n]`` (bool) only, from their own
+    generators; the other rows (nothing to decode at this level) draw nothing and get zeros."""
+    rows = active.nonzero().squeeze(1)
+    token_u, conf_u = draw_noise([generators[int(i)] for i in rows], length, vocab, device)
+    n = active.shape[0]
+    if len(rows) < n:
+        token_u = token_u.new_zeros(n, length, vocab).index_copy_(0, rows, token_u)
+        conf_u = conf_u.new_zeros(n, length).index_copy_(0, rows, conf_u)
+    return token_u, conf_u
+
+
+#: ``logits(codes, hidden, level)``: the conditional and unconditional logits ``[n, l, vocab]``
+#: of ``level`` for the rows of ``codes``/``hidden`` ``[n, k, l]`` (None for a pass the guidance
+#: scale does not need).
+LevelLogits = Callable[[Tensor, Tensor, int], tuple[Tensor | None, Tensor | None]]
+
+
+def decode_level(codes: Tensor, hidden: Tensor, *, level: int, steps: int,
+                 generators: Sequence[torch.Generator], vocab: int, decoding: Decoding,
+                 logits: LevelLogits) -> None:
+    """Decode level ``level`` of ``codes``/``hidden`` ``[n, k, l]`` in place, in ``steps``
+    steps: each row draws its step's uniforms from its own generator (rows with nothing hidden
+    at the level draw nothing), ``logits`` gives the level's logits and :func:`decode_step`
+    samples the hidden positions and hides the least confident again."""
+    total = hidden[:, level].sum(dim=1)  # [n]
+    active = total > 0  # rows that decode this level
+    if not bool(active.any()):
+        return
+    counts = masked_counts(total.cpu(), steps).to(codes.device)  # [steps, n]
+    for s in range(steps):
+        token_u, conf_u = draw_level_noise(generators, active, codes.shape[-1], vocab, codes.device)
+        level_hidden = hidden[:, level]
+        if not level_hidden.any():
+            continue
+        cond, uncond = logits(codes, hidden, level)
+        tokens, still = decode_step(cond, uncond, level_hidden, counts[s], token_u, conf_u,
+                                    **decoding.step_options(s, steps))
+        codes[:, level] = torch.where(level_hidden, tokens, codes[:, level])
+        hidden[:, level] = still
+
+
+def _prepared_for(model: MaskedGenerator, condition: Conditioning | PreparedCondition, *,
+                  cfg_scale: float, device, dtype: torch.dtype) -> PreparedCondition:
+    """``condition`` prepared by ``model`` on its device and dtype (a
+    :class:`PreparedCondition` is checked against ``cfg_scale`` and moved, not prepared again)."""
+    if not isinstance(condition, PreparedCondition):
+        return prepare_condition(model, condition.to(device=device, dtype=dtype), cfg_scale=cfg_scale)
+    if condition.parts != guidance_parts(cfg_scale):
+        raise ValueError(f"condition was prepared for passes {condition.parts}, cfg_scale "
+                         f"{cfg_scale} needs {guidance_parts(cfg_scale)}")
+    return PreparedCondition(rows=condition.rows.to(device=device, dtype=dtype),
+                             batch=condition.batch, parts=condition.parts)
+
+
 def sample(
     generator: MaskedGenerator,
     condition: Conditioning | PreparedCondition,
     *,
     num_frames: int,
-    steps: int | Sequence[int] = (16, 8, 4, 2, 1),
-    temperature: float = 1.0,
-    anneal_temperature: bool = True,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    cfg_scale: float = 3.0,
     candidates: int = 1,
     seed: int = 0,
     precision: Precision = "fp32",
     prompt: Prompt | tuple[Tensor, Tensor] | None = None,
-    remask_noise: float = 4.5,
+    **options,
 ) -> Tensor:
     """Generate ``candidates`` code sequences of ``num_frames`` frames per video.
 
     ``condition`` is the fuser's output for ``b`` videos (or a :class:`PreparedCondition` from
     :func:`prepare_condition`, prepared with the same ``cfg_scale`` and generator).
+    ``options`` are the fields of :class:`Decoding` (``steps``, ``temperature``,
+    ``anneal_temperature``, ``top_k``, ``top_p``, ``cfg_scale``, ``remask_noise``).
     Returns ``codes: [b · candidates, k, num_frames]`` int64, the candidates of video ``i`` in
     rows ``i · candidates ... (i + 1) · candidates - 1``. See the module docstring for the
     options.
@@ -305,77 +419,36 @@ def sample(
         raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}")
     if candidates < 1 or num_frames < 1:
         raise ValueError("candidates and num_frames must be positive")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be positive, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+    decoding = Decoding(**options)
     k, vocab = generator.n_codebooks, generator.codebook_size
-    per_level = level_steps(steps, k)
+    per_level = decoding.per_level(k)
     device = next(generator.parameters()).device
     dtype = DTYPES[precision]
     model = half_copy(generator, dtype) if dtype != torch.float32 else generator
 
     with _evaluating(model), torch.inference_mode():
         # conditioning: prepared once per call, then one row per candidate and pass
-        if isinstance(condition, PreparedCondition):
-            if condition.parts != guidance_parts(cfg_scale):
-                raise ValueError(f"condition was prepared for passes {condition.parts}, cfg_scale "
-                                 f"{cfg_scale} needs {guidance_parts(cfg_scale)}")
-            prepared = PreparedCondition(rows=condition.rows.to(device=device, dtype=dtype),
-                                         batch=condition.batch, parts=condition.parts)
-        else:
-            condition = condition.to(device=device, dtype=dtype)
-            prepared = prepare_condition(model, condition, cfg_scale=cfg_scale)
+        prepared = _prepared_for(model, condition, cfg_scale=decoding.cfg_scale, device=device,
+                                 dtype=dtype)
         b, passes = prepared.batch, len(prepared.parts)
         n = b * candidates
         per_pass = torch.arange(b, device=device).repeat_interleave(candidates)  # [n]
         rows = prepared.rows.index_select(torch.cat([per_pass + p * b for p in range(passes)]))
-
-        # state: codes and hidden mask of every candidate
-        codes = torch.zeros(n, k, num_frames, dtype=torch.int64, device=device)
-        hidden = torch.ones(n, k, num_frames, dtype=torch.bool, device=device)
-        if prompt is not None:
-            p_codes, known = prompt if isinstance(prompt, tuple) else (prompt.codes, prompt.known)
-            if tuple(p_codes.shape) != (b, k, num_frames) or p_codes.shape != known.shape:
-                raise ValueError(f"prompt codes and known must be [b, k, l] = {[b, k, num_frames]}")
-            known = known.to(device).bool().repeat_interleave(candidates, dim=0)
-            p_codes = p_codes.to(device).long().repeat_interleave(candidates, dim=0)
-            codes = torch.where(known, p_codes, codes)
-            hidden = ~known
+        codes, hidden = initial_state(prompt, batch=b, n_codebooks=k, num_frames=num_frames,
+                                      candidates=candidates, device=device)
         generators = [
             candidate_generator(seed, c, device) for _ in range(b) for c in range(candidates)
         ]
 
+        def level_logits(codes: Tensor, hidden: Tensor, level: int):
+            # every candidate's conditional and unconditional rows in one call; only this
+            # level's head is computed
+            logits = model.predict(codes.repeat(passes, 1, 1), hidden.repeat(passes, 1, 1), rows,
+                                   level=level)
+            by_part = dict(zip(prepared.parts, logits[:, 0].split(n)))
+            return by_part.get("cond"), by_part.get("uncond")
+
         for q in range(k):
-            total = hidden[:, q].sum(dim=1)  # [n]
-            active = [i for i in range(n) if total[i] > 0]  # rows that decode this level
-            if not active:
-                continue
-            active_rows = torch.tensor(active, device=device)
-            counts = masked_counts(total.cpu(), per_level[q]).to(device)  # [steps, n]
-            for s in range(per_level[q]):
-                token_u, conf_u = draw_noise(
-                    [generators[i] for i in active], num_frames, vocab, device
-                )
-                if len(active) < n:  # rows with nothing to decode at this level draw nothing
-                    token_u = token_u.new_zeros(n, num_frames, vocab).index_copy_(
-                        0, active_rows, token_u)
-                    conf_u = conf_u.new_zeros(n, num_frames).index_copy_(0, active_rows, conf_u)
-                level_hidden = hidden[:, q]
-                if not level_hidden.any():
-                    continue
-                logits = model.predict(
-                    codes.repeat(passes, 1, 1), hidden.repeat(passes, 1, 1), rows, level=q
-                )
-                level = logits[:, 0]  # [passes · n, l, vocab]: only this level is computed
-                by_part = dict(zip(prepared.parts, level.split(n)))
-                tokens, still = decode_step(
-                    by_part.get("cond"), by_part.get("uncond"), level_hidden, counts[s],
-                    token_u, conf_u, cfg_scale=cfg_scale,
-                    temperature=step_temperature(temperature, s, per_level[q], anneal_temperature),
-                    top_k=top_k, top_p=top_p,
-                    noise_scale=remask_noise * (1.0 - (s + 1) / per_level[q]),
-                )
-                codes[:, q] = torch.where(level_hidden, tokens, codes[:, q])
-                hidden[:, q] = still
+            decode_level(codes, hidden, level=q, steps=per_level[q], generators=generators,
+                         vocab=vocab, decoding=decoding, logits=level_logits)
     return codes

@@ -21,14 +21,8 @@ event: ``{"clip": id, "time": seconds, "class": name}``, ``id`` being the manife
 Everything is deterministic for a seed (clip ``k`` draws from ``numpy.random.default_rng([seed,
 k])``, so a larger ``--clips`` adds clips without changing the earlier ones).
 
-Scoring (pure functions of waveforms and event lists, used by ``v2a evaluate``):
-
-* :func:`detect_onsets` — spectral flux onset detection with peak picking;
-* :func:`match_onsets` / :func:`onset_f1` / :func:`mean_onset_offset` — one-to-one matching
-  within a tolerance (default ±50 ms), F1, mean absolute offset of matched pairs;
-* :func:`estimate_class` / :func:`class_accuracy` — each detected event's class from the dominant
-  frequency just after its onset, compared with the class of the matched true event;
-* :func:`score_clip` — all of the above for one clip.
+The events are scored by :mod:`v2a.metrics.onsets` (``v2a evaluate``'s synthetic benchmark):
+:data:`FUNDAMENTALS` gives it each class's fundamental, by which it tells the classes apart.
 """
 
 from __future__ import annotations
@@ -41,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from v2a.errors import UserError
+from v2a.files import write_text_atomic
+from v2a.manifests import Clip, write_manifest
+from v2a.media import write_video
 
 # ---------------------------------------------------------------------------------------------
 # Classes and constants
@@ -65,6 +62,9 @@ CLASSES: tuple[SoundClass, ...] = (
     SoundClass("yellow_bar", (235, 215, 40), "bar", 1300.0, (0.2,)),
 )
 CLASS_NAMES = tuple(c.name for c in CLASSES)
+#: Class name → fundamental frequency (Hz): what the onset metrics classify a sound by
+#: (:func:`v2a.metrics.onsets.estimate_class`).
+FUNDAMENTALS: dict[str, float] = {c.name: c.frequency for c in CLASSES}
 
 MIN_GAP = 0.16  # seconds between two events of a clip (at least)
 EDGE = 0.2  # no event in the first / last EDGE seconds
@@ -263,9 +263,6 @@ def write_synth(out: str | Path, clips: int, seed: int, *, seconds: float = 4.0,
                 split: str = "train", silent: bool = False) -> Path:
     """Write the dataset (clips, ``manifest.csv``, ``events.jsonl``) to ``out``; returns it.
     ``silent``: videos without their sound (inputs for ``v2a generate``; the events stay)."""
-    from v2a.data import Clip, write_manifest, write_text_atomic
-    from v2a.media import write_video
-
     check_options(clips=clips, seconds=seconds, fps=fps, size=size, sample_rate=sample_rate)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -304,158 +301,3 @@ def check_options(*, clips: int, seconds: float, fps: float, size: int, sample_r
         raise SynthError(f"--size must be an even number of pixels, at least 16, got {size}")
     if sample_rate < 8000:
         raise SynthError(f"--sample-rate must be at least 8000 Hz, got {sample_rate}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring
-# ---------------------------------------------------------------------------------------------
-
-N_FFT = 512  # samples at 16 kHz: 32 ms windows (scaled with the sample rate)
-HOP = 0.004  # seconds between analysis frames
-COMPRESSION = 100.0  # log(1 + C * |X|) magnitude compression
-THRESHOLD = 0.15  # a peak must reach this fraction of the clip's strongest flux ...
-MIN_FLUX = 0.5  # ... and this absolute flux (a silent or near-silent clip has no onsets)
-MIN_DISTANCE = 0.08  # seconds between two detected onsets (the stronger one wins)
-
-
-def _mono(wav) -> np.ndarray:
-    wav = np.asarray(wav, dtype=np.float64)
-    return wav.mean(axis=0) if wav.ndim == 2 else wav
-
-
-def onset_strength(wav, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Spectral flux of ``wav`` (``[n]`` or ``[c, n]``): (frame times s, flux per frame).
-
-    Hann windows of ``N_FFT * sample_rate / 16000`` samples every :data:`HOP` s, magnitudes
-    compressed as ``log(1 + COMPRESSION * |X| / window sum)``, flux = sum over bins of the
-    positive frame-to-frame increase. Frame times are the windows' right edges minus a quarter
-    window (where a sharp onset's flux peaks), so times are not late by half a window.
-    """
-    x = _mono(wav)
-    n_fft = max(64, round(N_FFT * sample_rate / 16000))
-    hop = max(1, round(HOP * sample_rate))
-    x = np.concatenate([np.zeros(n_fft), x, np.zeros(n_fft)])
-    starts = np.arange(0, len(x) - n_fft + 1, hop)
-    window = np.hanning(n_fft)
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[starts] * window
-    mag = np.log1p(COMPRESSION * np.abs(np.fft.rfft(frames, axis=1)) / window.sum())
-    flux = np.maximum(0.0, np.diff(mag, axis=0)).sum(axis=1)
-    times = (starts[1:] + n_fft * 0.75) / sample_rate - n_fft / sample_rate
-    return times, flux
-
-
-def detect_onsets(wav, sample_rate: int, *, threshold: float = THRESHOLD,
-                  min_flux: float = MIN_FLUX, min_distance: float = MIN_DISTANCE) -> np.ndarray:
-    """Onset times (seconds, increasing) of ``wav`` by spectral flux and peak picking.
-
-    A frame is an onset when its flux is the maximum within ±``min_distance`` seconds and at
-    least ``max(threshold * strongest flux, min_flux)``. Parameters: see the module constants.
-    """
-    times, flux = onset_strength(wav, sample_rate)
-    if flux.size == 0 or flux.max() <= 0:
-        return np.zeros(0)
-    floor = max(threshold * flux.max(), min_flux)
-    reach = max(1, round(min_distance / HOP))
-    padded = np.pad(flux, reach, constant_values=-np.inf)
-    local_max = np.lib.stride_tricks.sliding_window_view(padded, 2 * reach + 1).max(axis=1)
-    peaks = np.flatnonzero((flux >= floor) & (flux >= local_max))
-    kept: list[int] = []
-    for p in peaks:  # plateaus: keep the first frame of equal neighbours
-        if not kept or p - kept[-1] > reach:
-            kept.append(int(p))
-    return np.clip(times[kept], 0.0, None)
-
-
-def match_onsets(detected, truth, tolerance: float = 0.05) -> list[tuple[int, int]]:
-    """One-to-one pairs ``(i_detected, j_truth)`` with ``|detected[i] - truth[j]| <= tolerance``.
-
-    Greedy, closest pairs first (the usual onset-evaluation matching; with events farther apart
-    than twice the tolerance it is optimal). Pairs are sorted by ``j``.
-    """
-    detected, truth = np.asarray(detected, dtype=float), np.asarray(truth, dtype=float)
-    candidates = sorted(
-        (abs(d - t), i, j) for i, d in enumerate(detected) for j, t in enumerate(truth)
-        if abs(d - t) <= tolerance + 1e-9
-    )
-    used_i, used_j, pairs = set(), set(), []
-    for _, i, j in candidates:
-        if i not in used_i and j not in used_j:
-            used_i.add(i)
-            used_j.add(j)
-            pairs.append((i, j))
-    return sorted(pairs, key=lambda p: p[1])
-
-
-def onset_f1(detected, truth, tolerance: float = 0.05) -> float:
-    """F1 of detected onsets against true ones (seconds), matched within ±``tolerance``.
-
-    Both empty: 1.0; one empty: 0.0.
-    """
-    n_d, n_t = len(detected), len(truth)
-    if n_d == 0 and n_t == 0:
-        return 1.0
-    if n_d == 0 or n_t == 0:
-        return 0.0
-    hits = len(match_onsets(detected, truth, tolerance))
-    return 2 * hits / (n_d + n_t)
-
-
-def mean_onset_offset(detected, truth, tolerance: float = 0.05) -> float:
-    """Mean absolute offset (seconds) of the matched pairs; NaN when nothing matches."""
-    pairs = match_onsets(detected, truth, tolerance)
-    if not pairs:
-        return float("nan")
-    return float(np.mean([abs(detected[i] - truth[j]) for i, j in pairs]))
-
-
-def dominant_frequency(wav, sample_rate: int, time: float, *, start: float = 0.01,
-                       length: float = 0.06) -> float:
-    """The strongest frequency (Hz) of ``wav`` from ``time + start`` for ``length`` seconds."""
-    x = _mono(wav)
-    a = max(0, round((time + start) * sample_rate))
-    piece = x[a:a + round(length * sample_rate)]
-    if len(piece) < 16:
-        return float("nan")
-    n = 1 << (max(len(piece), 4096) - 1).bit_length()  # zero padding: fine frequency grid
-    spectrum = np.abs(np.fft.rfft(piece * np.hanning(len(piece)), n))
-    spectrum[: max(1, round(100 * n / sample_rate))] = 0  # ignore DC and rumble below 100 Hz
-    return float(np.argmax(spectrum) * sample_rate / n)
-
-
-def estimate_class(wav, sample_rate: int, time: float) -> str:
-    """The class whose fundamental is nearest (in semitones) to the dominant frequency."""
-    f = dominant_frequency(wav, sample_rate, time)
-    if not f > 0:
-        return ""
-    return min(CLASSES, key=lambda c: abs(math.log(f / c.frequency))).name
-
-
-def class_accuracy(wav, sample_rate: int, detected, truth: list[Event],
-                   tolerance: float = 0.05) -> float:
-    """Share of matched detected onsets whose estimated class is the true event's class.
-
-    NaN when no detected onset matches a true one.
-    """
-    pairs = match_onsets(detected, [e.time for e in truth], tolerance)
-    if not pairs:
-        return float("nan")
-    right = sum(estimate_class(wav, sample_rate, detected[i]) == truth[j].cls for i, j in pairs)
-    return right / len(pairs)
-
-
-def score_clip(wav, sample_rate: int, truth: list[Event], tolerance: float = 0.05) -> dict:
-    """Onset F1, mean absolute offset (s) and class accuracy of ``wav`` against ``truth``."""
-    detected = detect_onsets(wav, sample_rate)
-    times = [e.time for e in truth]
-    return {
-        "onset_f1": onset_f1(detected, times, tolerance),
-        "onset_offset": mean_onset_offset(detected, times, tolerance),
-        "class_accuracy": class_accuracy(wav, sample_rate, detected, truth, tolerance),
-        "detected": len(detected),
-        "events": len(truth),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------

@@ -312,7 +312,8 @@ def write_safetensors(tensors: Mapping[str, Tensor], path: str | Path,
                       metadata: dict[str, str] | None = None) -> None:
     """``safetensors.torch.save_file``, except that a failure of the file system (no space, no
     permission, a read-only folder) is the :class:`OSError` it is, with its ``errno``, not a
-    ``SafetensorError`` whose message holds it."""
+    ``SafetensorError`` whose message holds it. It writes ``path`` itself: give it a temporary
+    of :mod:`v2a.files` (:func:`save_state` does, to write a file atomically)."""
     try:
         save_file(dict(tensors), str(path), metadata=metadata)
     except Exception as exc:

@@ -125,12 +125,6 @@ def encoder_receptive_field(encoder_rates: list[int]) -> int:
     return field + 2 * jump  # the last conv, at the frame rate
 
 
-def _fit(wav: Tensor, length: int) -> Tensor:
-    """``wav: [..., n]`` trimmed or zero-padded at the end to ``length`` samples."""
-    n = wav.shape[-1]
-    return wav[..., :length] if n >= length else F.pad(wav, (0, length - n))
-
-
 def _count_quantizers(state: Mapping[str, Tensor]) -> int:
     levels = {key.split(".")[2] for key in state if key.startswith("quantizer.quantizers.")}
     return len(levels)
@@ -331,7 +325,8 @@ class DACCodec(AudioCodec):
         """``wav: [b, c, n]`` → codes ``[b, n_codebooks, num_frames(n)]`` int64."""
         mono = wav.mean(dim=1, keepdim=True).to(self._dtype())  # [b, 1, n]
         frames = math.ceil(mono.shape[-1] / self.hop_length)
-        mono = _fit(mono, frames * self.hop_length)  # DAC's preprocess: pad to whole frames
+        # DAC's preprocess: zero-pad to whole frames
+        mono = F.pad(mono, (0, frames * self.hop_length - mono.shape[-1]))
         chunk, margin, hop = self.chunk_frames, self.margin_frames, self.hop_length
         if chunk is None or frames <= chunk + 2 * margin:
             return self._encode_frames(mono)
@@ -356,11 +351,10 @@ class DACCodec(AudioCodec):
         self._check_codes(codes)
         return self.model.quantizer.from_codes(codes.long())[0]
 
-    def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
-        """codes ``[b, k, l]`` → ``wav: [b, 1, length or l * hop_length]``."""
-        wav = self.model.decoder(self._embed(codes))  # [b, 1, ~l * hop]
-        wav = _fit(wav, self.num_samples(codes.shape[-1]))
-        return wav if length is None else _fit(wav, length)
+    def decode_frames(self, codes: Tensor) -> Tensor:
+        """codes ``[b, k, l]`` → ``wav: [b, 1, ~l * hop_length]``, as the decoder gives it
+        (``decode`` fits it to ``l * hop_length`` or the length asked for)."""
+        return self.model.decoder(self._embed(codes))
 
     def latents(self, codes: Tensor) -> FeatureSequence:
         """codes ``[b, k, l]`` → ``[b, l, latent_dim]`` at ``frame_rate``."""

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
@@ -115,12 +114,6 @@ def _quiet_deprecations():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*weight_norm.*is deprecated", category=FutureWarning)
         yield
-
-
-def _fit(wav: Tensor, length: int) -> Tensor:
-    """``wav: [..., n]`` trimmed or zero-padded at the end to ``length`` samples."""
-    n = wav.shape[-1]
-    return wav[..., :length] if n >= length else F.pad(wav, (0, length - n))
 
 
 def _init_codebooks(model) -> None:
@@ -230,13 +223,11 @@ class EncodecCodec(AudioCodec):
             )
         return self.model.quantizer.decode(rearrange(codes.long(), "b k l -> k b l"))
 
-    def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
-        """codes ``[b, k, l]`` → ``wav: [b, channels, length or l * 320]``."""
+    def decode_frames(self, codes: Tensor) -> Tensor:
+        """codes ``[b, k, l]`` → ``wav: [b, channels, l * 320]`` (``decode`` fits it to the
+        length asked for)."""
         wav = self.model.decoder(self._embed(codes))  # [b, channels, l * 320]
-        if self.normalize:
-            wav = wav * self.config.output_rms
-        wav = _fit(wav, self.num_samples(codes.shape[-1]))
-        return wav if length is None else _fit(wav, length)
+        return wav * self.config.output_rms if self.normalize else wav
 
     def latents(self, codes: Tensor) -> FeatureSequence:
         """codes ``[b, k, l]`` → ``[b, l, 128]`` at ``frame_rate``."""

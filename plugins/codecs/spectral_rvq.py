@@ -30,8 +30,9 @@ How it works
   initial phase is the phase a stationary sinusoid at each bin's centre frequency would have
   (``2π · bin · hop_length · frame / n_fft``), which is deterministic and already coherent from
   frame to frame for tones, so few iterations suffice and no random generator is involved.
-  ``decode`` always synthesises ``l * hop_length`` samples and then trims or zero-pads to
-  ``length``; the output is clipped to [-1, 1]. Griffin-Lim cannot restore what quantising
+  ``decode`` always synthesises ``l * hop_length`` samples (which the ``AudioCodec`` interface
+  trims or zero-pads to ``length``) and does not clip them: peaks past full scale are left to
+  ``v2a generate``'s output stage. Griffin-Lim cannot restore what quantising
   removed: the fine spectral structure that places a noise burst inside a 64 ms window is
   averaged away, so a decoded burst's attack is spread over about one frame either side
   (tones, whose frames are better matched, keep theirs sharper). More iterations do not help.
@@ -373,15 +374,11 @@ class SpectralRVQCodec(AudioCodec):
         """``wav [b, c, n]`` → ``codes [b, n_codebooks, ceil(n / hop_length)]`` int64."""
         return self.quantise(self.features(wav))
 
-    def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
-        """``codes [b, k, l]`` → ``wav [b, 1, length or l * hop_length]``, nominally in [-1, 1]
-        (not clipped: a reconstruction may overshoot, and clipping here would flatten peaks
-        that a limiter can still shape)."""
-        wav = self.synthesise(self.dequantise(codes))
-        if length is not None:
-            n = wav.shape[-1]
-            wav = wav[..., :length] if length <= n else F.pad(wav, (0, length - n))
-        return wav
+    def decode_frames(self, codes: Tensor) -> Tensor:
+        """``codes [b, k, l]`` → ``wav [b, 1, l * hop_length]``, nominally in [-1, 1] (not
+        clipped: a reconstruction may overshoot, and clipping here would flatten peaks that a
+        limiter can still shape); ``decode`` fits it to the length asked for."""
+        return self.synthesise(self.dequantise(codes))
 
     def latents(self, codes: Tensor) -> FeatureSequence:
         """``codes [b, k, l]`` → dequantised compressed magnitudes ``[b, l, latent_dim]``; step

@@ -1,4 +1,5 @@
-"""Rerankers that need no weights."""
+"""The ``none`` reranker (:class:`KeepFirst`): no weights, no scoring; every candidate gets the
+same score, so selection keeps the first one."""
 
 from __future__ import annotations
 

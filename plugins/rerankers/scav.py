@@ -36,8 +36,13 @@ Candidates arrive at ``sample_rate``, which is the audio encoder's (16 kHz for B
 the codec's output to it is the caller's job, as for every :class:`~v2a.interfaces.Reranker`.
 The audio encoder is frozen (its own ``weights`` option loads it; no gradient reaches it, and it
 stays in eval mode); only the projectors and the temperature train, through
-:meth:`Scav.contrastive_loss`. The ``weights`` option of SCAV names a file holding those trained
+:meth:`Scav.contrastive_terms`. The ``weights`` option of SCAV names a file holding those trained
 parameters (see :meth:`Scav.save_weights`).
+
+Training: this plug-in also registers the training task ``reranker`` (:class:`ScavTrainingTask`,
+``training.task: reranker``, as ``recipes/scav.yaml`` sets it), which trains the recipe's SCAV on
+the cached features of its audio encoder and exports ``scav.safetensors``, the file ``weights``
+takes.
 """
 
 from __future__ import annotations
@@ -46,17 +51,29 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from v2a import ComponentSpec, FeatureSequence, Reranker, hookimpl
-from v2a.errors import UserError
+from v2a import (
+    ComponentSpec,
+    FeatureSequence,
+    Reranker,
+    TrainingTask,
+    TrainingTaskSpec,
+    hookimpl,
+)
+from v2a.errors import RecipeError, UserError
 from v2a.registry import component_option, default_registry
+from v2a.tasks import TrainingError
 from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, load_into, save_state
+
+if TYPE_CHECKING:
+    from v2a.items import Batch
+    from v2a.recipe import Recipe
 
 Distance = Literal["interpolated_euclidean", "dtw", "cosine_mean"]
 
@@ -413,15 +430,80 @@ class Scav(Reranker):
     # -- training -------------------------------------------------------------------------------
     def contrastive_loss(self, video: FeatureSequence, audio_wav: Tensor) -> Tensor:
         """Symmetric InfoNCE over the batch: row ``i`` of ``video`` matches row ``i`` of
-        ``audio_wav`` (``[b, c, s]`` at ``sample_rate``), every other pairing is a negative.
+        ``audio_wav`` (``[b, c, s]`` at ``sample_rate``), every other pairing is a negative
+        (see :meth:`contrastive_terms`, which it computes on the frozen encoder's features)."""
+        with torch.no_grad():  # frozen encoder
+            features = self.audio_encoder.encode(audio_wav)
+        return self.contrastive_terms(video, features)["loss"]
 
-        The logits are ``-distance / temperature`` (learnable temperature); the loss is the mean
-        of the video→audio and audio→video cross-entropies.
+    def contrastive_terms(self, video: FeatureSequence, audio: FeatureSequence) -> dict[str, Tensor]:
+        """The contrastive loss of ``video`` and the audio encoder's ``audio`` features (row
+        ``i`` of each matches, every other pairing is a negative), with what training logs.
+
+        The logits are ``-distance / temperature`` (learnable temperature), in float32; ``loss``
+        is the mean of the video→audio and audio→video cross-entropies, ``accuracy`` the share
+        of videos whose nearest audio is their own, ``temperature`` the current temperature.
         """
-        logits = -self.pairwise_distance(self.embed_video(video), self.embed_audio(audio_wav))
-        logits = logits / self.projectors.temperature
+        embedded = self.projectors.audio(audio.replace(values=audio.values.detach()))
+        distance = self.pairwise_distance(self.embed_video(video), embedded)
+        logits = -distance.float() / self.projectors.temperature
         target = torch.arange(logits.shape[0], device=logits.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        accuracy = (logits.argmax(dim=1) == target).float().mean().detach()
+        return {"loss": loss, "accuracy": accuracy,
+                "temperature": self.projectors.temperature.detach()}
+
+
+# -- training task ---------------------------------------------------------------------------------
+
+#: The file a reranker training run exports (what the ``weights`` option takes).
+WEIGHTS_FILE = "scav.safetensors"
+
+
+class ScavTrainingTask(TrainingTask):
+    """``training.task: reranker``: the recipe's SCAV reranker, its projectors trained by
+    :meth:`Scav.contrastive_terms`, the video side from the batch's visual stream, the audio
+    side from the batch's audio features (which must be those of the reranker's own audio
+    encoder). Its audio encoder is frozen."""
+
+    def __init__(self, recipe: Recipe):
+        super().__init__()
+        self.reranker = recipe.build("reranker")
+        if not isinstance(self.reranker, Scav):
+            plugin = recipe.choice("reranker").plugin
+            raise TrainingError(
+                f"the reranker {plugin!r} cannot be trained by `v2a train` (it has no contrastive "
+                "loss); training.task=reranker trains SCAV"
+            )
+        check_reranker_features(recipe)
+        self.frozen = [self.reranker.audio_encoder]
+
+    def check_batch(self, batch: Batch) -> None:
+        if batch.audio_features is None:
+            raise TrainingError("the data hold no audio features; the reranker task trains on the "
+                                "features of the recipe's audio_encoder")
+        self.reranker.video_sequence(batch.streams)  # present, of the right width
+
+    def forward(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
+        video = self.reranker.video_sequence(batch.streams)
+        return self.reranker.contrastive_terms(video, batch.audio_features)
+
+    def exports(self) -> dict[str, nn.Module]:
+        return {"reranker": self.reranker}  # written by Scav.save_weights
+
+
+def check_reranker_features(recipe: Recipe) -> None:
+    """The data hold the features of the recipe's ``audio_encoder`` (or, without one, of the
+    reranker's own, see :func:`v2a.features.extraction_slots`): SCAV must read those."""
+    own = recipe.choice("reranker").nested.get("audio_encoder")
+    if own is None or not recipe.has("audio_encoder"):
+        return
+    if recipe.choice("audio_encoder").as_data() != own.as_data():
+        raise RecipeError(
+            f"{recipe.source}: audio_encoder (whose features the data hold) differs from "
+            "reranker.audio_encoder; make them the same component (or drop the top-level one) "
+            "to train the reranker"
+        )
 
 
 def scav_properties(config: ScavConfig) -> dict:
@@ -440,4 +522,12 @@ def v2a_register_components(register):
     register(ComponentSpec(
         kind="reranker", name="scav", build=Scav, config=ScavConfig, properties=scav_properties,
         description="SCAV (Tsiamas et al. 2024): sequence embeddings, interpolated Euclidean",
+    ))
+
+
+@hookimpl
+def v2a_register_training_tasks(register):
+    register(TrainingTaskSpec(
+        name="reranker", build=ScavTrainingTask, exports={"reranker": WEIGHTS_FILE},
+        description="SCAV's projectors by its contrastive loss, on the cached audio features",
     ))

@@ -47,7 +47,12 @@ from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
 from v2a.errors import UserError, suggestion
 from v2a.sequences import first_frame_time
 from v2a.weights import (
-    PRETRAINED, WeightsError, is_random, load_checkpoint, load_into, local_file,
+    PRETRAINED,
+    WeightsError,
+    is_random,
+    load_checkpoint,
+    load_into,
+    local_file,
 )
 
 #: A minimal text tower for models whose text tower is discarded at once (open_clip builds both).

@@ -57,7 +57,12 @@ from torch import Tensor
 from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
 from v2a.sequences import first_frame_time
 from v2a.weights import (
-    PRETRAINED, WeightsError, is_random, load_checkpoint, load_into, local_file,
+    PRETRAINED,
+    WeightsError,
+    is_random,
+    load_checkpoint,
+    load_into,
+    local_file,
 )
 
 #: Frames per feature step.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
+from v2a_plugins.audio_encoders.mel import MelConfig, MelEncoder, mel_filterbank
 
 from v2a.registry import default_registry
-from v2a_plugins.audio_encoders.mel import MelConfig, MelEncoder, mel_filterbank
 
 
 def test_mel_frames_rate_and_pitch():

@@ -8,12 +8,6 @@ import math
 import pytest
 import torch
 from einops import rearrange
-
-from tests.unsafe_pickle import RunsCode
-from v2a.errors import UserError
-from v2a.registry import default_registry
-from v2a.testing import from_registry, parametrize_with_checks
-from v2a.weights import WeightsError
 from v2a_plugins.audio_encoders.beats import (
     DOWNLOAD_PAGE,
     AudioTooShortError,
@@ -24,6 +18,12 @@ from v2a_plugins.audio_encoders.beats import (
     filterbank,
     relative_position_buckets,
 )
+
+from tests.unsafe_pickle import RunsCode
+from v2a.errors import UserError
+from v2a.registry import default_registry
+from v2a.testing import from_registry, parametrize_with_checks
+from v2a.weights import WeightsError
 
 #: A small configuration of the real architecture (released settings otherwise: post-LN with
 #: deep norm, gated relative position bias, even positional-convolution kernel).

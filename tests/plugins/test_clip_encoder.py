@@ -9,12 +9,12 @@ from safetensors.torch import save_file
 pytest.importorskip("open_clip")
 
 import open_clip  # noqa: E402
+from v2a_plugins.visual_encoders.clip import ClipConfig, ClipEncoder  # noqa: E402
 
 from tests.unsafe_pickle import RunsCode  # noqa: E402
 from v2a.errors import UserError  # noqa: E402
 from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
 from v2a.weights import WeightsError  # noqa: E402
-from v2a_plugins.visual_encoders.clip import ClipConfig, ClipEncoder  # noqa: E402
 
 #: A real open_clip ViT, small: 32x32 images in 2x2 patches of 16, 2 layers of width 64.
 SMALL = dict(image_size=32, patch_size=16, width=64, layers=2, heads=2, embed_dim=32)

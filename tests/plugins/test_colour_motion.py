@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
+from v2a_plugins.visual_encoders.colour_motion import ColourMotionConfig, ColourMotionEncoder
 
 from v2a.testing import from_registry, parametrize_with_checks
-from v2a_plugins.visual_encoders.colour_motion import ColourMotionConfig, ColourMotionEncoder
 
 GREY = (0.5, 0.5, 0.5)
 COLOURS = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.15, 0.2, 0.9),

@@ -11,11 +11,6 @@ import torch
 
 pytest.importorskip("dac")
 
-from tests.unsafe_pickle import TouchesFile  # noqa: E402
-from v2a.errors import PluginError  # noqa: E402
-from v2a.registry import default_registry  # noqa: E402
-from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
-from v2a.weights import WeightsError, save_state  # noqa: E402
 from v2a_plugins.codecs.dac import (  # noqa: E402
     PUBLISHED,
     PUBLISHED_SHARED,
@@ -26,6 +21,12 @@ from v2a_plugins.codecs.dac import (  # noqa: E402
     dac_kwargs,
     encoder_receptive_field,
 )
+
+from tests.unsafe_pickle import TouchesFile  # noqa: E402
+from v2a.errors import PluginError  # noqa: E402
+from v2a.registry import default_registry  # noqa: E402
+from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
+from v2a.weights import WeightsError, save_state  # noqa: E402
 
 #: A small DAC of the real architecture: 0.4 M parameters, a few ms per second of audio.
 SMALL = dict(weights="none", encoder_dim=8, decoder_dim=32, n_codebooks=4, codebook_size=256)

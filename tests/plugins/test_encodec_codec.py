@@ -3,18 +3,18 @@ weights, on the real EnCodec architectures with random weights (no download)."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 pytest.importorskip("encodec")
+
+from v2a_plugins.codecs.encodec import CHECKPOINTS, EncodecCodec  # noqa: E402
 
 from tests.unsafe_pickle import TouchesFile  # noqa: E402
 from v2a.errors import PluginError  # noqa: E402
 from v2a.registry import default_registry  # noqa: E402
 from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
 from v2a.weights import WeightsError, save_state  # noqa: E402
-from v2a_plugins.codecs.encodec import CHECKPOINTS, EncodecCodec  # noqa: E402
 
 
 def named(factory, name):

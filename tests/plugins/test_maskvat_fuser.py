@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from v2a_plugins.fusers.maskvat import MaskVATFuser, MaskVATFuserConfig, time_embedding
 
 from v2a.errors import PluginError, UserError
 from v2a.registry import default_registry
 from v2a.sequences import FeatureSequence
 from v2a.testing import from_registry, parametrize_with_checks
-from v2a_plugins.fusers.maskvat import MaskVATFuser, MaskVATFuserConfig, time_embedding
 
 STREAMS = {"clip": 12, "s3d": 20}
 SMALL = dict(streams=STREAMS, dim=16, heads=2, context_layers=1)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from v2a_plugins.generators.maskvat import VARIANTS, MaskVATConfig, MaskVATGenerator
 
 from v2a.errors import PluginError, UserError
 from v2a.registry import default_registry
 from v2a.sequences import Conditioning, FeatureSequence
 from v2a.testing import from_registry, parametrize_with_checks
-from v2a_plugins.generators.maskvat import VARIANTS, MaskVATConfig, MaskVATGenerator
 
 SMALL = dict(n_codebooks=3, codebook_size=16, condition_dim=8, width=32, layers=2, heads=4,
              max_frames=64)

@@ -11,11 +11,11 @@ from safetensors.torch import save_file
 pytest.importorskip("torchvision")
 
 from torchvision.models.video import S3D_Weights, s3d  # noqa: E402
+from v2a_plugins.visual_encoders.s3d import S3DConfig, S3DEncoder, num_features  # noqa: E402
 
 from tests.unsafe_pickle import RunsCode  # noqa: E402
 from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
 from v2a.weights import WeightsError  # noqa: E402
-from v2a_plugins.visual_encoders.s3d import S3DConfig, S3DEncoder, num_features  # noqa: E402
 
 KINETICS_MEAN = torch.tensor([0.43216, 0.394666, 0.37645]).view(1, 3, 1, 1, 1)
 KINETICS_STD = torch.tensor([0.22803, 0.22145, 0.216989]).view(1, 3, 1, 1, 1)

@@ -1,4 +1,5 @@
-"""The SCAV reranker plug-in: contract, sequence distances, contrastive training, weights."""
+"""The SCAV reranker plug-in: contract, sequence distances, contrastive training, weights, and
+its training task (`training.task: reranker`)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,28 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from v2a_plugins.rerankers.scav import (
+    DISTANCES,
+    Scav,
+    ScavTrainingTask,
+    cosine_mean,
+    dtw,
+    interpolated_euclidean,
+)
 
+from tests.test_train import AUDIO, MemoryClips, assert_same, weights
+from tests.test_train import recipe as small_recipe
 from tests.unsafe_pickle import RunsCode
 from v2a import FeatureSequence
 from v2a.errors import UserError
+from v2a.items import collate
 from v2a.recipe import load_recipe
 from v2a.registry import default_registry
+from v2a.tasks import TrainingError
 from v2a.testing import from_registry, parametrize_with_checks
+from v2a.training import train as train_run
 from v2a.weights import WeightsError
-from v2a_plugins.rerankers.scav import DISTANCES, Scav, cosine_mean, dtw, interpolated_euclidean
 
 SR, SECONDS, FPS, VDIM = 8000, 2.0, 8.0, 16
 #: A small log-mel front end (31.25 steps/s) in place of BEATs, to keep training fast.
@@ -337,3 +351,58 @@ def test_shipped_recipe_validates():
     assert reranker.config.distance == "interpolated_euclidean"
     clip = recipe.choice("visual_encoders.clip").config
     assert (clip.model, clip.pretrained, clip.fps) == ("ViT-B-32", "openai", 8.0)
+
+
+# -- the training task (training.task: reranker) ---------------------------------------------------
+
+
+def test_reranker_loss_is_scavs_contrastive_loss_on_the_audio_features():
+    task = ScavTrainingTask(small_recipe("training.task=reranker"))
+    scav = task.reranker
+    g = torch.Generator().manual_seed(0)
+    wav = torch.randn(3, 1, 16000, generator=g) * 0.1
+    video = FeatureSequence(torch.randn(3, 8, 32, generator=g), rate=8.0)
+    batch = collate([MemoryClips(1).items[0]] * 3)
+    batch.streams = {"clip": video}
+    batch.audio_features = scav.audio_encoder.encode(wav)
+    with torch.no_grad():
+        ours = task(batch, g)["loss"]
+        theirs = scav.contrastive_loss(video, wav)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_reranker_training_learns_pairs_and_exports_weights_scav_loads(tmp_path):
+    """Audio features that are a fixed function of the video stream: after training, each video
+    retrieves its own audio among the batch far above chance."""
+    data = MemoryClips(8)
+    mix = torch.randn(32, AUDIO[0], generator=torch.Generator().manual_seed(9))
+    for item in data.items:  # audio features: the CLIP stream mixed linearly, resampled
+        clip = item.streams["clip"]
+        item.audio_features = FeatureSequence(clip.values @ mix, rate=clip.rate).resample(
+            AUDIO[1], item.audio_features.length)
+    run = train_run(small_recipe("training.task=reranker", "training.batch_size=8",
+                                 "training.steps=30", "training.lr=0.003", "training.ema=0",
+                                 "training.warmup_steps=2", "training.eval_every=30"),
+                    out_dir=tmp_path, train_data=data, val_data=data, quiet=True)
+    assert run.metrics["val/accuracy"] >= 0.75  # chance: 1/8
+    path = run.out_dir / "scav.safetensors"
+    assert run.exported == [path]
+    r = small_recipe()
+    options = {**r.choice("reranker").as_data(), "weights": str(path)}
+    loaded = default_registry().build_from("reranker", options)
+    exported = load_file(str(path))
+    assert_same(loaded.projectors.state_dict(), exported)
+    prefix = "reranker.projectors."  # the last checkpoint's weights (no EMA): the exported ones
+    assert_same({k[len(prefix):]: v for k, v in weights(run.out_dir).items() if k.startswith(prefix)},
+                exported)
+
+
+def test_the_reranker_task_trains_only_scav():
+    with pytest.raises(TrainingError, match=r"^the reranker 'none' cannot be trained by `v2a "
+                                            r"train` \(it has no contrastive loss\)"):
+        ScavTrainingTask(small_recipe("training.task=reranker", "reranker=none"))
+
+
+def test_the_plugin_registers_the_reranker_task_with_its_export_file():
+    spec = default_registry().training_task("reranker")
+    assert spec.build is ScavTrainingTask and spec.exports == {"reranker": "scav.safetensors"}

@@ -12,11 +12,11 @@ import time
 
 import pytest
 import torch
+from v2a_plugins.codecs.spectral_rvq import SpectralRVQCodec, SpectralRVQConfig
 
 from tests.unsafe_pickle import RunsCode
 from v2a.testing import from_registry, parametrize_with_checks
 from v2a.weights import WeightsError, save_state
-from v2a_plugins.codecs.spectral_rvq import SpectralRVQCodec, SpectralRVQConfig
 
 SR = 16000
 FRAME_MS = 1000 * 256 / SR  # 16 ms

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import math
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
-from v2a.evaluate import DEFAULT_ENCODERS, EvaluationOptionError, Options, evaluate, markdown_table
+from v2a.evaluate import (
+    DEFAULT_ENCODERS,
+    EvaluationOptionError,
+    Options,
+    evaluate,
+    markdown_table,
+    results_json,
+)
 from v2a.files import write_text_atomic
+from v2a.metrics.onsets import DEFAULT_TOLERANCE
 from v2a.recipe import recipe_options
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities → None (strict JSON), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -60,12 +53,9 @@ def run(args: argparse.Namespace) -> int:
     table = markdown_table(results)
     print(table, end="")
     if output is not None:
-        document = {"command": command_line(args),
-                    "options": {k: str(v) if isinstance(v, Path) else v
-                                for k, v in dataclasses.asdict(options).items()},
-                    **results}
         write_text_atomic(output / "results.md", table)
-        write_text_atomic(output / "results.json", json.dumps(json_safe(document), indent=2) + "\n")
+        write_text_atomic(output / "results.json",
+                          results_json(results, command=command_line(args), options=options))
         print(f"wrote {output / 'results.md'} and {output / 'results.json'}"
               + (f" and {len(results['clips'])} plots in {options.plots}" if args.plots else ""),
               file=sys.stderr)
@@ -93,12 +83,13 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
                    help="ground-truth events (default: REF/events.jsonl when it exists)")
     p.add_argument("--recipe", help="the recipe whose codec (FDD) and reranker (sync) to use")
     p.add_argument("--checkpoint", metavar="RUN",
-                   help="a reranker training run folder holding scav.safetensors")
+                   help="a training run folder of the recipe's reranker: the weights it "
+                   "exported become the reranker's")
     p.add_argument("--encoders", default=DEFAULT_ENCODERS, metavar="NAME,...",
                    help=f"audio encoders for Fréchet distances (default {DEFAULT_ENCODERS}; "
                    "'none' for no distance)")
-    p.add_argument("--tolerance", type=float, default=0.05,
-                   help="seconds an onset may be off and still match (default 0.05)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"seconds an onset may be off and still match (default {DEFAULT_TOLERANCE:g})")
     p.add_argument("-o", "--output", metavar="OUT", help="folder for results.md and results.json")
     p.add_argument("--plots", action="store_true",
                    help="also write OUT/plots/<stem>.png: spectrograms, events and onsets")

@@ -6,8 +6,8 @@ import argparse
 
 from v2a.cache import DEFAULT_SHARD_SIZE, DTYPES, extract
 from v2a.commands.common import add_recipe_arguments
-from v2a.data import manifest_of
 from v2a.errors import UserError
+from v2a.manifests import manifest_of
 from v2a.recipe import load_recipe, recipe_options, require_runnable
 
 

@@ -8,19 +8,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from v2a.generate import (
-    GenerationError,
-    Outputs,
-    Source,
-    VideoToAudio,
+from v2a.generate.errors import GenerationError
+from v2a.generate.inputs import Source, expand_inputs
+from v2a.generate.jobs import (
     check_writable,
     codec_format,
     estimated_bytes,
-    expand_inputs,
     output_audio_format,
     plan_jobs,
-    write_outputs,
 )
+from v2a.generate.model import VideoToAudio
+from v2a.generate.outputs import Outputs, write_outputs
 from v2a.log import note, warn
 from v2a.media import MediaError
 from v2a.output_stage import OutputStage, apply_output_stage

@@ -6,16 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from v2a.data import (
+from v2a.converters import (
     MUSIC_PATTERN,
     VGGSOUND_PATTERN,
     folder_manifest,
     music_manifest,
     vggsound_manifest,
-    write_manifest,
 )
 from v2a.errors import UserError
 from v2a.files import write_text_atomic
+from v2a.manifests import write_manifest
 
 
 def run(args: argparse.Namespace) -> int:

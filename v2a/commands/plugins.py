@@ -8,7 +8,7 @@ import json
 from v2a.errors import UserError
 from v2a.log import warn
 from v2a.recipe import dataclass_doc
-from v2a.registry import default_registry
+from v2a.registry import TRAINING_TASK, Registry, default_registry
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,9 +32,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def show_options(registry, kind: str | None, name: str | None) -> int:
+def show_options(registry: Registry, kind: str | None, name: str | None) -> int:
     if not (kind and name):
         raise UserError("give both a kind and a name, e.g. `v2a plugins reranker none`")
+    if kind == TRAINING_TASK:
+        return show_training_task(registry, name)
     entry = registry.get(kind, name)
     print(f"{kind} {name!r} from {entry.plugin.label}: {entry.spec.description or '-'}")
     print(f"status: {entry.status}")
@@ -46,6 +48,18 @@ def show_options(registry, kind: str | None, name: str | None) -> int:
     print("options:")
     for key, type_, default in rows:
         print(f"  {key.ljust(widths[0])}  {type_.ljust(widths[1])}  default {default}")
+    return 0
+
+
+def show_training_task(registry: Registry, name: str) -> int:
+    """``v2a plugins training_task NAME``: who provides it and the files a run exports."""
+    spec = registry.training_task(name)
+    plugin = registry.training_tasks[name].plugin
+    print(f"{TRAINING_TASK} {name!r} from {plugin.label}: {spec.description or '-'}")
+    print("trains and exports (in the run folder):")
+    width = max(len(slot) for slot in spec.exports)
+    for slot, file in spec.exports.items():
+        print(f"  {slot.ljust(width)}  {file}")
     return 0
 
 

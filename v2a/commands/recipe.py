@@ -9,6 +9,7 @@ from v2a.commands.common import add_recipe_arguments
 from v2a.log import note
 from v2a.recipe import catalogue, load_recipe, recipe_options
 from v2a.registry import default_registry
+from v2a.tasks import task_spec
 
 
 def show(args: argparse.Namespace) -> int:
@@ -23,6 +24,7 @@ def show(args: argparse.Namespace) -> int:
 def check(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args), check_weights=True)
     registry = default_registry()
+    task_spec(recipe, registry)  # training.task names a registered training task
     for slot, choice in recipe.all_components():
         status = registry.get(choice.kind, choice.plugin).status
         if status != "ok":

@@ -10,12 +10,14 @@ from v2a.commands.common import add_recipe_arguments
 from v2a.log import warn
 from v2a.recipe import load_recipe, recipe_options, require_runnable
 from v2a.resources import check_resources, estimate
-from v2a.train import run_dir_for, setup_distributed, train
+from v2a.tasks import task_spec
+from v2a.training import run_dir_for, setup_distributed, train
 
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args), check_weights=True)
     require_runnable(recipe)
+    task_spec(recipe)  # training.task names a registered task (one sentence, "did you mean")
     distributed = setup_distributed(args.device)
     if distributed.main:
         shortfall = check_resources(estimate(recipe, task="train"),
@@ -35,8 +37,9 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
     text = "train a model (generator or reranker) from a recipe"
     p = sub.add_parser(
         "train", parents=[common], help=text,
-        description="Train the generator (or, with training.task=reranker, the SCAV reranker) of "
-        "RECIPE on its data (data.cache from `v2a extract`, or data.manifest). Run it under "
+        description="Train what RECIPE's training.task names (a training task of `v2a plugins`: "
+        "the fuser and generator by default; training.task=reranker trains the reranker) on "
+        "its data (data.cache from `v2a extract`, or data.manifest). Run it under "
         "`torchrun --nproc_per_node N -m v2a train ...` for several processes (DDP). SIGINT or "
         "SIGTERM saves a checkpoint and exits; --resume continues from the last one.",
     )

@@ -15,9 +15,10 @@ A plug-in author runs it in their own pytest suite, one test per check, like sci
 A *factory* is a zero-argument callable returning a fresh component: some checks build two
 instances (the state round trip). A :func:`from_registry` factory also carries what the plug-in
 declares the component will be (``ComponentSpec.properties``), which
-:func:`check_declared_properties` compares with the built component. Outside pytest, :func:`check_component` runs every check and
-raises the first :class:`ConformanceError`. The checks themselves live in
-:mod:`v2a.testing.checks`; each one's docstring says what it guarantees.
+:func:`check_declared_properties` compares with the built component. Outside pytest,
+:func:`check_component` runs every check and raises the first :class:`ConformanceError`. The
+checks themselves live in :mod:`v2a.testing.checks`, one module per kind of component; each
+one's docstring says what it guarantees.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from v2a.interfaces import Component
-from v2a.registry import Registry
+from v2a.registry import Registry, default_registry
 from v2a.testing.checks import (
     CHECKS,
     COMMON_CHECKS,
@@ -117,8 +118,6 @@ class RegistryFactory:
         self.__name__ = f"{kind}:{name}" + (f"({listed})" if listed else "")  # the test id
 
     def _registry(self) -> Registry:
-        from v2a.registry import default_registry
-
         return self.registry if self.registry is not None else default_registry()
 
     def __call__(self) -> Component:

@@ -16,7 +16,8 @@ not reproduced. The signal-to-noise ratio hardly depends on the level of the sig
 In v2a terms: ``frame_rate = sample_rate`` (a "frame" is one sample), ``n_codebooks = 1``,
 ``codebook_size = 2**bits``, and :meth:`MulawCodec.latents` is the companded value ``ŷ``
 (``latent_dim = 1``). The codec is mono: :meth:`MulawCodec.encode` mixes any number of input
-channels down to one, and :meth:`MulawCodec.decode` returns one channel.
+channels down to one, and :meth:`MulawCodec.decode_frames` (which the inherited
+``decode`` fits to the length asked for) returns one channel.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from v2a import AudioCodec, FeatureSequence
@@ -107,14 +107,11 @@ class MulawCodec(AudioCodec):
         y = compress(mono, self.mu)
         return torch.round((y + 1.0) * (self.mu / 2.0)).long()  # [b, 1, n]
 
-    def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
-        """``codes [b, 1, l]`` → ``wav [b, 1, length or l]`` float."""
+    def decode_frames(self, codes: Tensor) -> Tensor:
+        """``codes [b, 1, l]`` → ``wav [b, 1, l]`` float, one sample per code. The inherited
+        ``decode(codes, length=None)`` calls this and trims or zero-pads it to ``length``."""
         self._check_codes(codes)
-        wav = self.levels[codes]  # [b, 1, l]
-        if length is not None:
-            l = wav.shape[-1]
-            wav = wav[..., :length] if length <= l else F.pad(wav, (0, length - l))
-        return wav
+        return self.levels[codes]  # [b, 1, l]
 
     def latents(self, codes: Tensor) -> FeatureSequence:
         """``codes [b, 1, l]`` → the companded values ``ŷ`` as ``[b, l, 1]`` at ``frame_rate``."""

@@ -29,14 +29,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from safetensors import safe_open
 
 from v2a.errors import RecipeError, UserError
-from v2a.weights import PRETRAINED, is_random
-
-if TYPE_CHECKING:
-    from v2a.recipe import ComponentChoice, Recipe
-    from v2a.registry import Registry
+from v2a.interfaces import KINDS
+from v2a.meta_device import build_on_meta
+from v2a.recipe.config import ComponentChoice, Recipe, untrained
+from v2a.recipe.files import display
+from v2a.registry import Registry
+from v2a.weights import NONE, PRETRAINED, is_random
 
 #: A problem found: the dotted key to set, and the sentence that says why and to what.
 Inconsistency = tuple[str, str]
@@ -86,9 +89,6 @@ def built_properties(choice: ComponentChoice, registry: Registry) -> dict[str, A
     """The interface attributes (``dim``, ``n_codebooks``, ...) of ``choice`` built with random
     weights on the meta device: no memory, nothing read or downloaded; empty when the plug-in
     cannot be built there."""
-    from v2a.interfaces import KINDS
-    from v2a.resources import build_on_meta, untrained
-
     bare = untrained(choice)
     module = build_on_meta(lambda: registry.build(bare.kind, bare.plugin, bare.config))
     if module is None:
@@ -280,7 +280,7 @@ def weights_fit(recipe: Recipe, registry: Registry) -> Iterator[Inconsistency]:
                                    "these options")
         if problem is not None:
             yield f"{slot}.weights", (
-                f"{_shown(path)} {problem}; set {slot}.weights=none to train anew, or set the "
+                f"{display(path)} {problem}; set {slot}.weights=none to train anew, or set the "
                 f"options back to those it was trained with"
             )
 
@@ -290,8 +290,6 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
     ``None`` for a missing, unreadable or other kind of file."""
     if path.suffix != ".safetensors" or not path.is_file():
         return None
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as file:
             return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
@@ -302,9 +300,7 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
 def meta_shapes(choice: ComponentChoice, registry: Registry) -> dict[str, tuple[int, ...]] | None:
     """``{name: shape}`` of the ``state_dict()`` of ``choice`` built with ``weights=none`` on
     the meta device (no memory, nothing loaded), or ``None`` where that build fails."""
-    from v2a.resources import build_on_meta
-
-    config = dataclasses.replace(choice.config, weights="none")
+    config = dataclasses.replace(choice.config, weights=NONE)
     module = build_on_meta(lambda: registry.build(choice.kind, choice.plugin, config))
     if module is None:
         return None
@@ -336,9 +332,3 @@ def _yaml(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_yaml(v) for v in value) + "]"
     return str(value)
-
-
-def _shown(path: Path) -> str:
-    from v2a.recipe import display  # imported here: v2a.recipe calls this module
-
-    return display(path)

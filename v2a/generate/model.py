@@ -1,0 +1,234 @@
+"""The model: :class:`VideoToAudio`, a recipe's components ready to turn videos into audio."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from v2a.features import encode_video
+from v2a.generate.errors import GenerationError
+from v2a.generate.run_folder import RUN_SLOTS, check_run_recipe, load_run_weights, run_weights
+from v2a.generate.video import checked_stretch, video_source
+from v2a.generate.windows import WINDOW_TOLERANCE, decode_in_windows, window_seed, window_starts
+from v2a.log import warn as log_warn
+from v2a.media import Video, resample_audio
+from v2a.recipe import Recipe, build_frozen
+from v2a.sampler import Prompt, recipe_sampling, sample
+from v2a.sequences import FeatureSequence
+from v2a.weights import is_random
+
+
+class VideoToAudio:
+    """A recipe's codec, visual encoders, fuser, generator and (optional) reranker, ready to
+    turn videos into audio. Build it with :meth:`from_recipe`."""
+
+    def __init__(self, recipe: Recipe, *, codec, encoders: dict, fuser, generator, reranker=None,
+                 device: str | torch.device = "cpu"):
+        self.recipe = recipe
+        self.codec = codec
+        self.encoders = encoders  # stream name → VisualEncoder
+        self.fuser = fuser
+        self.generator = generator
+        self.reranker = reranker
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, checkpoint: str | Path | None = None, *,
+                    device: str | torch.device = "cpu",
+                    warn: Callable[[str], None] | None = None) -> VideoToAudio:
+        """Build the recipe's components; load the fuser and generator of the training run
+        folder ``checkpoint`` (strictly), or keep them randomly initialised when it is None.
+
+        A run whose ``recipe.yaml`` differs from ``recipe`` in
+        :data:`~v2a.generate.run_folder.WEIGHT_SECTIONS` is refused (:func:`check_run_recipe`);
+        ``warn(text)`` receives the warnings (default: :func:`v2a.log.warn`)."""
+        for slot in ("codec", "fuser", "generator"):
+            recipe.choice(slot)  # one sentence when the recipe lacks it
+        if not recipe.visual_streams:
+            raise GenerationError(f"{recipe.source} has no visual encoder; generation needs one")
+        warn = warn or log_warn
+        files = None
+        if checkpoint is not None:  # the run is checked before anything is built (or downloaded)
+            files = run_weights(Path(checkpoint))
+            check_run_recipe(Path(checkpoint), recipe, warn)
+        built = {slot: build_frozen(recipe.choice(slot)) for slot in ("codec", "fuser", "generator")}
+        encoders = {name: build_frozen(recipe.choice(f"visual_encoders.{name}"))
+                    for name in recipe.visual_streams}
+        reranker = build_frozen(recipe.choice("reranker")) if recipe.has("reranker") else None
+        missing = sorted(set(built["fuser"].stream_dims) - set(encoders))
+        if missing:
+            raise GenerationError(f"{recipe.source}: the fuser reads stream {missing[0]!r}, which no "
+                                  f"visual encoder of the recipe provides")
+        if files is not None:
+            load_run_weights(built, files)
+        else:  # said once all is built, not before an error that stops it
+            _warn_if_untrained(recipe, warn)
+        model = cls(recipe, codec=built["codec"], encoders=encoders, fuser=built["fuser"],
+                    generator=built["generator"], reranker=reranker)
+        return model.to(device)
+
+    def to(self, device: str | torch.device) -> VideoToAudio:
+        self.device = torch.device(device)
+        for module in self.components.values():
+            module.to(self.device).eval()
+        return self
+
+    @property
+    def components(self) -> dict[str, torch.nn.Module]:
+        """The model's components by recipe slot (``codec``, ``visual_encoders.<stream>``, ...)."""
+        found = {"codec": self.codec, "fuser": self.fuser, "generator": self.generator,
+                 **{f"visual_encoders.{name}": enc for name, enc in self.encoders.items()}}
+        if self.reranker is not None:
+            found["reranker"] = self.reranker
+        return found
+
+    @property
+    def window(self) -> float:
+        return float(self.recipe.data.clip_seconds)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate)
+
+    @property
+    def window_frames(self) -> int:
+        """Codec frames of one generation window (``data.clip_seconds``)."""
+        return int(self.codec.num_frames(round(self.window * self.sample_rate)))
+
+    @property
+    def decode_context_frames(self) -> int:
+        """Frames of context decoded on each side of a window of codes (one second): the codec's
+        decoder sees its neighbourhood, so window seams do not show."""
+        return max(1, round(float(self.codec.frame_rate)))
+
+    # -- generation ----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(self, video: str | Path | Tensor | Video, *, fps: float | None = None,
+                 start: float = 0.0, duration: float | None = None, seed: int | None = None,
+                 candidates: int | None = None, steps=None, cfg: float | None = None,
+                 temperature: float | None = None, precision: str | None = None,
+                 progress: bool = False) -> tuple[Tensor, int]:
+        """Audio for ``video``: ``([c, n] float32 on the CPU, sample_rate)`` with
+        ``n = round(duration · sample_rate)``, the sound of the stretch ``[start, start +
+        duration]`` s of the video; ``duration`` defaults to the rest of the video after ``start``.
+
+        ``video``: a file's path; a uint8 tensor ``[t, h, w, 3]`` (RGB bytes) or a float tensor
+        ``[t, 3, h, w]`` in [0, 1], with its frame rate ``fps`` (frame ``i`` is shown from
+        ``i / fps`` s, the video lasts ``t / fps``); or a :class:`~v2a.media.Video`. Frames in
+        memory give exactly the audio of the file they were decoded from (``load_video(path,
+        fps=the file's rate)``) when no encoder needs them resized; see :func:`video_source`.
+        Options left None take the recipe's ``sampling`` values. ``progress`` shows a progress
+        bar over the windows of a video longer than one window.
+
+        The result is the model's raw output (no limiting; see :mod:`v2a.output_stage`); a
+        model that produces non-finite samples (damaged weights) raises :class:`GenerationError`.
+        """
+        seed = self.recipe.sampling.seed if seed is None else int(seed)
+        options = self.sampling_options(candidates=candidates, steps=steps, cfg=cfg,
+                                        temperature=temperature, precision=precision)
+        source = video_source(video, fps)
+        name, duration = checked_stretch(source, start, duration)
+        n = round(duration * self.sample_rate)
+        total = int(self.codec.num_frames(n))  # codec frames of the whole stretch
+        width = self.window_frames
+        if duration <= self.window + WINDOW_TOLERANCE:
+            width = total  # one window (a few frames over the window's length are fine)
+        codes = self.generate_codes(source, start=start, duration=duration, total=total,
+                                    width=width, seed=seed, options=options, progress=progress)
+        wav = decode_in_windows(self.codec, codes[None].to(self.device), n, window=width,
+                                context=self.decode_context_frames, progress=progress)
+        wav = wav[0].cpu()
+        if not bool(torch.isfinite(wav).all()):
+            bad = int((~torch.isfinite(wav)).sum())
+            raise GenerationError(
+                f"the model produced {bad} non-finite samples (NaN or inf) for {name}: its weights "
+                f"are probably damaged; check the fuser and generator weights of {self.recipe.source}")
+        return wav, self.sample_rate
+
+    def sampling_options(self, *, candidates: int | None = None, steps=None,
+                         cfg: float | None = None, temperature: float | None = None,
+                         precision: str | None = None) -> dict:
+        """The keyword options of :func:`v2a.sampler.sample` but ``seed`` (each window has its
+        own): those given, the recipe's ``sampling`` values (:func:`v2a.sampler.recipe_sampling`)
+        for the rest; ``candidates`` below 1 is refused in one sentence."""
+        options = recipe_sampling(self.recipe.sampling)
+        del options["seed"]
+        given = dict(steps=steps, precision=precision or None,
+                     candidates=None if candidates is None else int(candidates),
+                     temperature=None if temperature is None else float(temperature),
+                     cfg_scale=None if cfg is None else float(cfg))
+        options.update({name: value for name, value in given.items() if value is not None})
+        if options["candidates"] < 1:
+            raise GenerationError(f"--candidates must be at least 1, got {options['candidates']}")
+        return options
+
+    def generate_codes(self, source: Path | Video, *, start: float, duration: float, total: int,
+                       width: int, seed: int, options: dict, progress: bool = False) -> Tensor:
+        """Codes ``[k, total]`` of the stretch ``[start, start + duration]`` s of ``source``, in
+        windows of ``width`` frames (:func:`window_starts`, a quarter of a window overlapping):
+        each window is conditioned on its own stretch of video and continues the codes already
+        generated in its overlap (a prompt of known positions); window ``w`` samples with
+        :func:`window_seed` ``(seed, w)``; ``options`` go to :func:`v2a.sampler.sample`."""
+        frame_rate = float(self.codec.frame_rate)
+        codes = torch.zeros(self.codec.n_codebooks, total, dtype=torch.int64)  # [k, L]
+        done = 0  # frames generated so far: [0, done)
+        starts = window_starts(total, width, overlap=width // 4)
+        for w, first in enumerate(tqdm(starts, desc="windows", unit="window", leave=False,
+                                       disable=not progress or len(starts) < 2)):
+            t0 = first / frame_rate
+            span = min(width / frame_rate, duration - t0)
+            known = torch.zeros(1, *codes.shape[:1], width, dtype=torch.bool)
+            known[..., :max(0, done - first)] = True
+            prompt = Prompt(codes[None, :, first:first + width].clone(), known) if done else None
+            codes[:, first:first + width] = self.sample_window(
+                source, start=start + t0, duration=span, width=width, prompt=prompt,
+                seed=window_seed(seed, w), options=options)
+            done = first + width
+        return codes
+
+    def sample_window(self, source: Path | Video, *, start: float, duration: float, width: int,
+                      prompt: Prompt | None, seed: int, options: dict) -> Tensor:
+        """Codes ``[k, width]`` of one window: the video's ``duration`` s from ``start``
+        encoded and fused into the conditioning of ``width`` frames, ``options["candidates"]``
+        candidates sampled (continuing ``prompt``), and the one the reranker prefers kept (the
+        first without a reranker or with one candidate)."""
+        frame_rate = float(self.codec.frame_rate)
+        streams = self.encode_video(source, duration, start=start)
+        condition = self.fuser.fuse({k: streams[k] for k in self.fuser.stream_dims},
+                                    frame_rate=frame_rate, num_frames=width)
+        window_codes = sample(self.generator, condition, num_frames=width, prompt=prompt,
+                              seed=seed, **options).cpu()  # [candidates, k, width]
+        best = 0
+        if options["candidates"] > 1 and self.reranker is not None:
+            wavs = self.codec.decode(window_codes.to(self.device)).float()
+            best = self.rerank(wavs, streams)
+        return window_codes[best]
+
+    def encode_video(self, video: str | Path | Video, duration: float, *,
+                     start: float = 0.0) -> dict[str, FeatureSequence]:
+        """:func:`v2a.features.encode_video` with this model's visual encoders."""
+        return encode_video(self.encoders, video, duration, start=start, device=self.device)
+
+    def rerank(self, wavs: Tensor, streams: dict[str, FeatureSequence]) -> int:
+        """Index of the candidate ``wavs [b, c, n]`` the reranker prefers (given to it at its
+        own ``sample_rate``, :func:`v2a.media.resample_audio`)."""
+        rate = int(self.reranker.sample_rate)
+        if rate != self.sample_rate:
+            wavs = resample_audio(wavs, self.sample_rate, rate)
+        video = {name: streams[name] for name in self.reranker.video_streams}
+        return int(self.reranker.select(wavs[None], video)[0])
+
+
+def _warn_if_untrained(recipe: Recipe, warn: Callable[[str], None]) -> None:
+    """Warn that the fuser and/or generator are randomly initialised when the recipe names no
+    ``weights`` for them (and no training run gives them)."""
+    untrained = [slot for slot in RUN_SLOTS if is_random(recipe.choice(slot).as_data().get("weights"))]
+    if untrained:
+        warn(f"no --checkpoint and no {untrained[0]}.weights in the recipe: the "
+             f"{' and '.join(untrained)} {'are' if len(untrained) > 1 else 'is'} randomly "
+             f"initialised, so the sound is noise (use this only to test the plumbing)")

@@ -1,0 +1,56 @@
+"""The check of :class:`~v2a.interfaces.AudioEncoder`, and how the common checks run one
+(:data:`PROBE`)."""
+
+from __future__ import annotations
+
+from v2a.testing import inputs
+from v2a.testing.checks.support import (
+    Check,
+    ConformanceError,
+    Factory,
+    Probe,
+    _all_finite,
+    _call,
+    _check_features,
+    _name,
+    _outputs,
+    _sequence,
+    build,
+)
+
+
+def _audio_example(encoder, batch, gen):
+    n = encoder.sample_rate // 2
+    return {"wav": inputs.waveform(batch, 1, n, encoder.sample_rate, gen)}
+
+
+def _audio_run(encoder, ex, when=""):
+    what = f"{_name(encoder)}.encode"
+    return _outputs("encode", _sequence(_call(what + when, encoder.encode, ex["wav"]), what))
+
+
+#: How the common checks run an audio encoder.
+PROBE = Probe(_audio_example, _audio_run)
+
+
+def check_audio_encoder_output(factory: Factory) -> None:
+    """One second of ``[b, 1, n]`` audio gives a finite float FeatureSequence ``[b, t, dim]`` at
+    ``rate`` with ``t`` within two steps of ``n / sample_rate * rate``."""
+    encoder = build(factory)
+    name, sr = _name(encoder), encoder.sample_rate
+    wav = inputs.waveform(2, 1, sr, sr, inputs.seeded())
+    out = _sequence(_call(f"{name}.encode", encoder.encode, wav), f"{name}.encode")
+    _check_features(f"{name}.encode", out, interface="AudioEncoder", batch=2, dim=encoder.dim,
+                    rate=encoder.rate)
+    values = out.values
+    if abs(values.shape[1] - encoder.rate) > 2:
+        raise ConformanceError(
+            f"{name}.encode returned {values.shape[1]} steps for 1 s of audio, but rate "
+            f"{encoder.rate} implies {encoder.rate:.2f}"
+        )
+    if not _all_finite(values, out.mask):
+        raise ConformanceError(f"{name}.encode returned non-finite values")
+
+
+#: The checks of this kind, in the order they run (after the common checks).
+KIND_CHECKS: list[Check] = [check_audio_encoder_output]

@@ -1,0 +1,148 @@
+"""The checks of :class:`~v2a.interfaces.ConditionFuser`, and how the common checks run one
+(:data:`PROBE`)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from v2a.sequences import Conditioning, FeatureSequence
+from v2a.testing import inputs
+from v2a.testing.checks.support import (
+    CLOSE,
+    Check,
+    ConformanceError,
+    Factory,
+    Probe,
+    _all_finite,
+    _call,
+    _difference,
+    _name,
+    _outputs,
+    _sequence,
+    _shape,
+    _with_huge_padding,
+    build,
+)
+
+
+def _fuser_example(fuser, batch, gen, *, pad_all=False):
+    padded = (lambda i: True) if pad_all else (lambda i: i == 0)
+    return {
+        "streams": inputs.streams(fuser.stream_dims, batch, gen, padded=padded),
+        "frame_rate": 50.0,
+        "num_frames": 100,
+    }
+
+
+def _fuse(fuser, ex, when=""):
+    what = f"{_name(fuser)}.fuse"
+    out = _call(
+        what + when, fuser.fuse, ex["streams"],
+        frame_rate=ex["frame_rate"], num_frames=ex["num_frames"],
+    )
+    if not isinstance(out, Conditioning):
+        raise ConformanceError(f"{what} returned a {type(out).__name__}, not a Conditioning")
+    for part in ("aligned", "context"):
+        if getattr(out, part) is not None:
+            _sequence(getattr(out, part), f"{what} (Conditioning.{part})")
+    return out
+
+
+def _fuser_run(fuser, ex, when=""):
+    out = _fuse(fuser, ex, when)
+    found = {}
+    for part in ("aligned", "context"):
+        if getattr(out, part) is not None:
+            found.update(_outputs(part, getattr(out, part)))
+    return found
+
+
+#: How the common checks run a fuser.
+PROBE = Probe(_fuser_example, _fuser_run, shared=("frame_rate", "num_frames"))
+
+
+def _check_aligned(
+    name: str, seq: FeatureSequence, *, batch: int, dim: int, rate: float, length: int
+) -> None:
+    expected = [batch, length, dim]
+    if not seq.values.is_floating_point() or _shape(seq.values) != expected:
+        raise ConformanceError(
+            f"{name}.fuse returned aligned {seq.values.dtype} values of shape "
+            f"{_shape(seq.values)} for num_frames={length}; the ConditionFuser contract is float "
+            f"[b, num_frames, dim] = {expected}"
+        )
+    if not math.isclose(seq.rate, rate, rel_tol=1e-6) or abs(seq.start) > 1e-6:
+        raise ConformanceError(
+            f"{name}.fuse returned aligned at rate {seq.rate} starting at {seq.start} s; the "
+            f"ConditionFuser contract is frame_rate = {rate} starting at 0 s"
+        )
+    if not _all_finite(seq.values, seq.mask):
+        raise ConformanceError(f"{name}.fuse returned non-finite aligned values")
+
+
+def _check_context(name: str, seq: FeatureSequence, *, batch: int, dim: int) -> None:
+    if not seq.values.is_floating_point() or [seq.batch_size, seq.dim] != [batch, dim]:
+        raise ConformanceError(
+            f"{name}.fuse returned context {seq.values.dtype} values of shape "
+            f"{_shape(seq.values)}; the ConditionFuser contract is float [b, s, dim] = "
+            f"[{batch}, s, {dim}]"
+        )
+    valid = seq.valid_mask()
+    if valid.dtype != torch.bool or not bool(valid.any(dim=1).all()):
+        raise ConformanceError(
+            f"{name}.fuse returned a context mask of dtype {valid.dtype} with "
+            f"{valid.sum(dim=1).tolist()} valid steps per row; it must be bool with at least "
+            "one valid step per row"
+        )
+    if not _all_finite(seq.values, valid):
+        raise ConformanceError(f"{name}.fuse returned non-finite context values")
+
+
+def check_fuser_output(factory: Factory) -> None:
+    """Streams at their own rates and lengths (8 Hz, 3.125 Hz, 25 Hz; with padding) give the
+    parts the flags promise: ``aligned`` finite ``[b, num_frames, dim]`` at ``frame_rate``
+    starting at 0 s, ``context`` finite ``[b, s, dim]`` with at least one valid step per row.
+    Tried at 50 Hz x 100 frames and at 21.5 Hz x 37 frames."""
+    fuser = build(factory)
+    name, b = _name(fuser), 2
+    for frame_rate, num_frames in ((50.0, 100), (21.5, 37)):
+        ex = _fuser_example(fuser, b, inputs.seeded())
+        out = _fuse(fuser, {**ex, "frame_rate": frame_rate, "num_frames": num_frames})
+        for part in ("aligned", "context"):
+            present, provided = getattr(out, part) is not None, getattr(fuser, f"provides_{part}")
+            if present != provided:
+                raise ConformanceError(
+                    f"{name}.fuse returned {'a' if present else 'no'} Conditioning.{part}, but "
+                    f"{name}.provides_{part} is {provided}"
+                )
+        if out.aligned is not None:
+            _check_aligned(
+                name, out.aligned, batch=b, dim=fuser.dim, rate=frame_rate, length=num_frames
+            )
+        if out.context is not None:
+            _check_context(name, out.context, batch=b, dim=fuser.dim)
+
+
+def check_fuser_padding(factory: Factory) -> None:
+    """Padded steps of the input streams are never read: filling them with huge random values
+    instead of zeros changes neither the output masks nor the outputs at valid steps."""
+    fuser = build(factory)
+    gen = inputs.seeded()
+    ex = _fuser_example(fuser, 2, gen, pad_all=True)
+    zeros = {k: inputs.fill_padding(s, 0.0) for k, s in ex["streams"].items()}
+    huge = {k: _with_huge_padding(s, gen) for k, s in ex["streams"].items()}
+    diff = _difference(
+        _fuser_run(fuser, {**ex, "streams": zeros}), _fuser_run(fuser, {**ex, "streams": huge}),
+        tol=CLOSE,
+    )
+    if diff:
+        raise ConformanceError(
+            f"{_name(fuser)}.fuse reads padded steps: putting large values instead of zeros where "
+            f"the stream masks are False changes its output ({diff})"
+        )
+
+
+#: The checks of this kind, in the order they run (after the common checks).
+KIND_CHECKS: list[Check] = [check_fuser_output, check_fuser_padding]
