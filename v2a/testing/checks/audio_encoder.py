@@ -9,13 +9,13 @@ from v2a.testing.checks.support import (
     ConformanceError,
     Factory,
     Probe,
-    _all_finite,
-    _call,
-    _check_features,
-    _name,
-    _outputs,
-    _sequence,
+    all_finite,
+    as_sequence,
     build,
+    call,
+    check_features,
+    component_name,
+    outputs_of,
 )
 
 
@@ -25,8 +25,8 @@ def _audio_example(encoder, batch, gen):
 
 
 def _audio_run(encoder, ex, when=""):
-    what = f"{_name(encoder)}.encode"
-    return _outputs("encode", _sequence(_call(what + when, encoder.encode, ex["wav"]), what))
+    what = f"{component_name(encoder)}.encode"
+    return outputs_of("encode", as_sequence(call(what + when, encoder.encode, ex["wav"]), what))
 
 
 #: How the common checks run an audio encoder.
@@ -37,10 +37,10 @@ def check_audio_encoder_output(factory: Factory) -> None:
     """One second of ``[b, 1, n]`` audio gives a finite float FeatureSequence ``[b, t, dim]`` at
     ``rate`` with ``t`` within two steps of ``n / sample_rate * rate``."""
     encoder = build(factory)
-    name, sr = _name(encoder), encoder.sample_rate
+    name, sr = component_name(encoder), encoder.sample_rate
     wav = inputs.waveform(2, 1, sr, sr, inputs.seeded())
-    out = _sequence(_call(f"{name}.encode", encoder.encode, wav), f"{name}.encode")
-    _check_features(f"{name}.encode", out, interface="AudioEncoder", batch=2, dim=encoder.dim,
+    out = as_sequence(call(f"{name}.encode", encoder.encode, wav), f"{name}.encode")
+    check_features(f"{name}.encode", out, interface="AudioEncoder", batch=2, dim=encoder.dim,
                     rate=encoder.rate)
     values = out.values
     if abs(values.shape[1] - encoder.rate) > 2:
@@ -48,7 +48,7 @@ def check_audio_encoder_output(factory: Factory) -> None:
             f"{name}.encode returned {values.shape[1]} steps for 1 s of audio, but rate "
             f"{encoder.rate} implies {encoder.rate:.2f}"
         )
-    if not _all_finite(values, out.mask):
+    if not all_finite(values, out.mask):
         raise ConformanceError(f"{name}.encode returned non-finite values")
 
 

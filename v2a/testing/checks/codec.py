@@ -14,15 +14,15 @@ from v2a.testing.checks.support import (
     ConformanceError,
     Factory,
     Probe,
-    _all_finite,
-    _call,
-    _difference,
-    _name,
-    _outputs,
-    _sequence,
-    _shape,
-    _tensor,
+    all_finite,
+    as_sequence,
+    as_tensor,
     build,
+    call,
+    component_name,
+    difference,
+    outputs_of,
+    shape_of,
 )
 
 
@@ -36,12 +36,12 @@ def _codec_example(codec, batch, gen):
 
 
 def _codec_run(codec, ex, when=""):
-    name = _name(codec)
-    encoded = _tensor(_call(f"{name}.encode{when}", codec.encode, ex["wav"]), f"{name}.encode")
-    decoded = _tensor(_call(f"{name}.decode{when}", codec.decode, ex["codes"]), f"{name}.decode")
-    latents = _call(f"{name}.latents{when}", codec.latents, ex["codes"])
-    latents = _sequence(latents, f"{name}.latents")
-    return {"encode": encoded, "decode": decoded, **_outputs("latents", latents)}
+    name = component_name(codec)
+    encoded = as_tensor(call(f"{name}.encode{when}", codec.encode, ex["wav"]), f"{name}.encode")
+    decoded = as_tensor(call(f"{name}.decode{when}", codec.decode, ex["codes"]), f"{name}.decode")
+    latents = call(f"{name}.latents{when}", codec.latents, ex["codes"])
+    latents = as_sequence(latents, f"{name}.latents")
+    return {"encode": encoded, "decode": decoded, **outputs_of("latents", latents)}
 
 
 #: How the common checks run a codec.
@@ -52,17 +52,17 @@ def check_codec_encode(factory: Factory) -> None:
     """``encode`` maps ``[b, channels, n]`` waveforms to int64 codes ``[b, n_codebooks, l]`` with
     every value in ``[0, codebook_size)``."""
     codec = build(factory)
-    name = _name(codec)
+    name = component_name(codec)
     b, n = 2, round(0.5 * codec.sample_rate)
     wav = inputs.waveform(b, codec.channels, n, codec.sample_rate, inputs.seeded())
-    codes = _tensor(_call(f"{name}.encode", codec.encode, wav), f"{name}.encode")
+    codes = as_tensor(call(f"{name}.encode", codec.encode, wav), f"{name}.encode")
     if codes.dtype != torch.int64:
         raise ConformanceError(
             f"{name}.encode returned codes of dtype {codes.dtype}; the AudioCodec contract is int64"
         )
     if codes.dim() != 3 or list(codes.shape[:2]) != [b, codec.n_codebooks]:
         raise ConformanceError(
-            f"{name}.encode returned codes of shape {_shape(codes)} for a {_shape(wav)} waveform; "
+            f"{name}.encode returned codes of shape {shape_of(codes)} for a {shape_of(wav)} waveform; "
             f"the AudioCodec contract is [b, n_codebooks, l] = [{b}, {codec.n_codebooks}, l]"
         )
     low, high = int(codes.min()), int(codes.max())
@@ -78,12 +78,12 @@ def check_codec_rates(factory: Factory) -> None:
     returns ``num_frames(n)`` frames, within one frame of ``n * frame_rate / sample_rate``, and
     ``num_samples(l)`` is within one sample of ``l * sample_rate / frame_rate``."""
     codec = build(factory)
-    name, sr, fr = _name(codec), codec.sample_rate, codec.frame_rate
+    name, sr, fr = component_name(codec), codec.sample_rate, codec.frame_rate
     gen = inputs.seeded()
     for seconds in (0.5, 1.0, 1.3):
         n = round(seconds * sr)
         wav = inputs.waveform(1, codec.channels, n, sr, gen)
-        codes = _tensor(_call(f"{name}.encode", codec.encode, wav), f"{name}.encode")
+        codes = as_tensor(call(f"{name}.encode", codec.encode, wav), f"{name}.encode")
         l = codes.shape[-1]
         if l != codec.num_frames(n):
             raise ConformanceError(
@@ -110,29 +110,29 @@ def check_codec_decode(factory: Factory) -> None:
     fits the number of samples for every subclass; the channels, the dtype and finite values
     are the codec's own to get right."""
     codec = build(factory)
-    name, c = _name(codec), codec.channels
+    name, c = component_name(codec), codec.channels
     n = round(0.5 * codec.sample_rate)
     l = codec.num_frames(n)
     codes = inputs.codes(2, codec.n_codebooks, l, codec.codebook_size, inputs.seeded())
-    wav = _tensor(_call(f"{name}.decode", codec.decode, codes), f"{name}.decode")
+    wav = as_tensor(call(f"{name}.decode", codec.decode, codes), f"{name}.decode")
     natural = codec.num_samples(l)
-    if not wav.is_floating_point() or _shape(wav) != [2, c, natural]:
+    if not wav.is_floating_point() or shape_of(wav) != [2, c, natural]:
         raise ConformanceError(
-            f"{name}.decode returned a {wav.dtype} tensor of shape {_shape(wav)} for codes of "
-            f"shape {_shape(codes)}; the AudioCodec contract is float [b, channels, "
+            f"{name}.decode returned a {wav.dtype} tensor of shape {shape_of(wav)} for codes of "
+            f"shape {shape_of(codes)}; the AudioCodec contract is float [b, channels, "
             f"num_samples(l)] = [2, {c}, {natural}]"
         )
-    if not _all_finite(wav):
+    if not all_finite(wav):
         raise ConformanceError(f"{name}.decode returned non-finite samples")
     for length in (n, natural + 7):
-        out = _tensor(_call(f"{name}.decode", codec.decode, codes, length=length), f"{name}.decode")
-        if _shape(out) != [2, c, length]:
+        out = as_tensor(call(f"{name}.decode", codec.decode, codes, length=length), f"{name}.decode")
+        if shape_of(out) != [2, c, length]:
             raise ConformanceError(
-                f"{name}.decode(codes, length={length}) returned shape {_shape(out)}; the "
+                f"{name}.decode(codes, length={length}) returned shape {shape_of(out)}; the "
                 f"AudioCodec contract is exactly {length} samples, [2, {c}, {length}]"
             )
         keep = min(length, natural)
-        diff = _difference({"decode": wav[..., :keep]}, {"decode": out[..., :keep]}, tol=CLOSE)
+        diff = difference({"decode": wav[..., :keep]}, {"decode": out[..., :keep]}, tol=CLOSE)
         if diff or bool((out[..., keep:] != 0).any()):
             raise ConformanceError(
                 f"{name}.decode(codes, length={length}) is not the {natural}-sample decode "
@@ -144,15 +144,15 @@ def check_codec_latents(factory: Factory) -> None:
     """``latents`` maps codes ``[b, k, l]`` to a finite float FeatureSequence ``[b, l, latent_dim]``
     at ``frame_rate``."""
     codec = build(factory)
-    name = _name(codec)
+    name = component_name(codec)
     l = codec.num_frames(round(0.5 * codec.sample_rate))
     codes = inputs.codes(2, codec.n_codebooks, l, codec.codebook_size, inputs.seeded())
-    latents = _sequence(_call(f"{name}.latents", codec.latents, codes), f"{name}.latents")
+    latents = as_sequence(call(f"{name}.latents", codec.latents, codes), f"{name}.latents")
     values = latents.values
-    if not values.is_floating_point() or _shape(values) != [2, l, codec.latent_dim]:
+    if not values.is_floating_point() or shape_of(values) != [2, l, codec.latent_dim]:
         raise ConformanceError(
-            f"{name}.latents returned {values.dtype} values of shape {_shape(values)} for codes of "
-            f"shape {_shape(codes)}; the AudioCodec contract is float [b, l, latent_dim] = "
+            f"{name}.latents returned {values.dtype} values of shape {shape_of(values)} for codes of "
+            f"shape {shape_of(codes)}; the AudioCodec contract is float [b, l, latent_dim] = "
             f"[2, {l}, {codec.latent_dim}]"
         )
     if not math.isclose(latents.rate, codec.frame_rate, rel_tol=1e-6):
@@ -160,7 +160,7 @@ def check_codec_latents(factory: Factory) -> None:
             f"{name}.latents returned a sequence at rate {latents.rate}; the AudioCodec contract "
             f"is frame_rate = {codec.frame_rate}"
         )
-    if not _all_finite(values, latents.mask):
+    if not all_finite(values, latents.mask):
         raise ConformanceError(f"{name}.latents returned non-finite values")
 
 

@@ -24,12 +24,12 @@ from v2a.testing.checks.support import (
     ConformanceError,
     Factory,
     Probe,
-    _difference,
-    _name,
-    _reported,
     build,
+    component_name,
+    difference,
     factory_id,
     kind_of,
+    reported,
 )
 
 #: How the common checks run each kind.
@@ -46,7 +46,7 @@ PROBES: dict[str, Probe] = {
 def _probe(component: Component) -> Probe:
     kind = kind_of(component)
     if kind is None:
-        raise ConformanceError(f"{_name(component)} implements none of the v2a interfaces")
+        raise ConformanceError(f"{component_name(component)} implements none of the v2a interfaces")
     return PROBES[kind]
 
 
@@ -100,7 +100,7 @@ def check_interface(factory: Factory) -> None:
     are all set to sane values (positive ints, positive finite rates, real bools, ``str -> int``
     mappings); a fuser provides, and a generator uses, at least one kind of conditioning."""
     component = build(factory)
-    name, kind = _name(component), kind_of(component)
+    name, kind = component_name(component), kind_of(component)
     if kind is None:
         interfaces = ", ".join(cls.__name__ for cls in KINDS.values())
         raise ConformanceError(f"{name} implements none of the v2a interfaces ({interfaces})")
@@ -175,12 +175,12 @@ def check_declared_properties(factory: Factory) -> None:
     declare = getattr(factory, "declared_properties", None)
     if declare is None:
         return
-    with _reported(f"the declared properties of {factory_id(factory)}"):
+    with reported(f"the declared properties of {factory_id(factory)}"):
         declared = dict(declare() or {})
     if not declared:
         return
     component = build(factory)
-    name, kind = _name(component), kind_of(component)
+    name, kind = component_name(component), kind_of(component)
     if kind is None:
         raise ConformanceError(f"{name} implements none of the v2a interfaces")
     interface = KINDS[kind].__name__
@@ -206,7 +206,7 @@ def check_state_round_trip(factory: Factory) -> None:
     from safetensors.torch import load_file, save_file
 
     source, target = build(factory, seed=0), build(factory, seed=1)
-    name = _name(source)
+    name = component_name(source)
     tensors = {}
     for key, value in source.state_dict().items():
         if not isinstance(value, Tensor):
@@ -217,14 +217,14 @@ def check_state_round_trip(factory: Factory) -> None:
         tensors[key] = value.detach().cpu().clone().contiguous()  # clone: untie shared storage
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "state.safetensors")
-        with _reported(f"safetensors.torch.save_file of {name}.state_dict()"):
+        with reported(f"safetensors.torch.save_file of {name}.state_dict()"):
             save_file(tensors, path)
         loaded = load_file(path)
-    with _reported(f"{name}.load_state_dict(strict=True) of its own saved state_dict"):
+    with reported(f"{name}.load_state_dict(strict=True) of its own saved state_dict"):
         target.load_state_dict(loaded, strict=True)
     probe = _probe(source)
     example = probe.example(source, 2, inputs.seeded())
-    diff = _difference(probe.run(source, example), probe.run(target, example), tol=SAME)
+    diff = difference(probe.run(source, example), probe.run(target, example), tol=SAME)
     if diff:
         raise ConformanceError(
             f"a second {name} that loaded the first one's state_dict (through safetensors) gives "
@@ -237,10 +237,10 @@ def check_dtype_move(factory: Factory) -> None:
     """After ``.to(torch.float64)`` the component runs on float64 inputs and every float output
     is float64, integer outputs (codes) keeping their dtype: no tensor hides from ``.to()``."""
     component = build(factory)
-    name, probe = _name(component), _probe(component)
+    name, probe = component_name(component), _probe(component)
     example = probe.example(component, 2, inputs.seeded())
     before = probe.run(component, example)
-    with _reported(f"{name}.to(torch.float64)"):
+    with reported(f"{name}.to(torch.float64)"):
         component.to(torch.float64)
     when = " after .to(torch.float64)"
     after = probe.run(component, inputs.to_dtype(example, torch.float64), when)
@@ -263,9 +263,9 @@ def check_device_move(factory: Factory) -> None:
     if not torch.cuda.is_available():
         return
     component = build(factory)
-    name, probe = _name(component), _probe(component)
+    name, probe = component_name(component), _probe(component)
     example = probe.example(component, 2, inputs.seeded())
-    with _reported(f"{name}.to('cuda')"):
+    with reported(f"{name}.to('cuda')"):
         component.to("cuda")
     outputs = probe.run(component, inputs.to_device(example, "cuda"), " after .to('cuda')")
     for key, value in outputs.items():
@@ -282,10 +282,10 @@ def check_deterministic(factory: Factory) -> None:
     probe = _probe(component)
     example = probe.example(component, 2, inputs.seeded())
     first, second = probe.run(component, example), probe.run(component, example)
-    diff = _difference(first, second, tol=SAME)
+    diff = difference(first, second, tol=SAME)
     if diff:
         raise ConformanceError(
-            f"{_name(component)} is not deterministic in eval mode: a second call on the same "
+            f"{component_name(component)} is not deterministic in eval mode: a second call on the same "
             f"input gives different outputs ({diff})"
         )
 
@@ -303,12 +303,12 @@ def check_batch_independence(factory: Factory) -> None:
         alone = {
             k: v if k in probe.shared else inputs.batch_rows(v, rows) for k, v in example.items()
         }
-        diff = _difference(
+        diff = difference(
             inputs.batch_rows(full, rows), probe.run(component, alone),
             tol=CLOSE, code_flips=CODE_FLIPS,
         )
         if diff:
             raise ConformanceError(
-                f"{_name(component)} is not batch independent: row {i} of a batch of {batch} gives "
+                f"{component_name(component)} is not batch independent: row {i} of a batch of {batch} gives "
                 f"different outputs than the same row alone ({diff})"
             )

@@ -15,15 +15,15 @@ from v2a.testing.checks.support import (
     ConformanceError,
     Factory,
     Probe,
-    _all_finite,
-    _call,
-    _difference,
-    _name,
-    _outputs,
-    _sequence,
-    _shape,
-    _with_huge_padding,
+    all_finite,
+    as_sequence,
     build,
+    call,
+    component_name,
+    difference,
+    outputs_of,
+    shape_of,
+    with_huge_padding,
 )
 
 
@@ -37,8 +37,8 @@ def _fuser_example(fuser, batch, gen, *, pad_all=False):
 
 
 def _fuse(fuser, ex, when=""):
-    what = f"{_name(fuser)}.fuse"
-    out = _call(
+    what = f"{component_name(fuser)}.fuse"
+    out = call(
         what + when, fuser.fuse, ex["streams"],
         frame_rate=ex["frame_rate"], num_frames=ex["num_frames"],
     )
@@ -46,7 +46,7 @@ def _fuse(fuser, ex, when=""):
         raise ConformanceError(f"{what} returned a {type(out).__name__}, not a Conditioning")
     for part in ("aligned", "context"):
         if getattr(out, part) is not None:
-            _sequence(getattr(out, part), f"{what} (Conditioning.{part})")
+            as_sequence(getattr(out, part), f"{what} (Conditioning.{part})")
     return out
 
 
@@ -55,7 +55,7 @@ def _fuser_run(fuser, ex, when=""):
     found = {}
     for part in ("aligned", "context"):
         if getattr(out, part) is not None:
-            found.update(_outputs(part, getattr(out, part)))
+            found.update(outputs_of(part, getattr(out, part)))
     return found
 
 
@@ -67,10 +67,10 @@ def _check_aligned(
     name: str, seq: FeatureSequence, *, batch: int, dim: int, rate: float, length: int
 ) -> None:
     expected = [batch, length, dim]
-    if not seq.values.is_floating_point() or _shape(seq.values) != expected:
+    if not seq.values.is_floating_point() or shape_of(seq.values) != expected:
         raise ConformanceError(
             f"{name}.fuse returned aligned {seq.values.dtype} values of shape "
-            f"{_shape(seq.values)} for num_frames={length}; the ConditionFuser contract is float "
+            f"{shape_of(seq.values)} for num_frames={length}; the ConditionFuser contract is float "
             f"[b, num_frames, dim] = {expected}"
         )
     if not math.isclose(seq.rate, rate, rel_tol=1e-6) or abs(seq.start) > 1e-6:
@@ -78,7 +78,7 @@ def _check_aligned(
             f"{name}.fuse returned aligned at rate {seq.rate} starting at {seq.start} s; the "
             f"ConditionFuser contract is frame_rate = {rate} starting at 0 s"
         )
-    if not _all_finite(seq.values, seq.mask):
+    if not all_finite(seq.values, seq.mask):
         raise ConformanceError(f"{name}.fuse returned non-finite aligned values")
 
 
@@ -86,7 +86,7 @@ def _check_context(name: str, seq: FeatureSequence, *, batch: int, dim: int) -> 
     if not seq.values.is_floating_point() or [seq.batch_size, seq.dim] != [batch, dim]:
         raise ConformanceError(
             f"{name}.fuse returned context {seq.values.dtype} values of shape "
-            f"{_shape(seq.values)}; the ConditionFuser contract is float [b, s, dim] = "
+            f"{shape_of(seq.values)}; the ConditionFuser contract is float [b, s, dim] = "
             f"[{batch}, s, {dim}]"
         )
     valid = seq.valid_mask()
@@ -96,7 +96,7 @@ def _check_context(name: str, seq: FeatureSequence, *, batch: int, dim: int) -> 
             f"{valid.sum(dim=1).tolist()} valid steps per row; it must be bool with at least "
             "one valid step per row"
         )
-    if not _all_finite(seq.values, valid):
+    if not all_finite(seq.values, valid):
         raise ConformanceError(f"{name}.fuse returned non-finite context values")
 
 
@@ -106,7 +106,7 @@ def check_fuser_output(factory: Factory) -> None:
     starting at 0 s, ``context`` finite ``[b, s, dim]`` with at least one valid step per row.
     Tried at 50 Hz x 100 frames and at 21.5 Hz x 37 frames."""
     fuser = build(factory)
-    name, b = _name(fuser), 2
+    name, b = component_name(fuser), 2
     for frame_rate, num_frames in ((50.0, 100), (21.5, 37)):
         ex = _fuser_example(fuser, b, inputs.seeded())
         out = _fuse(fuser, {**ex, "frame_rate": frame_rate, "num_frames": num_frames})
@@ -132,14 +132,14 @@ def check_fuser_padding(factory: Factory) -> None:
     gen = inputs.seeded()
     ex = _fuser_example(fuser, 2, gen, pad_all=True)
     zeros = {k: inputs.fill_padding(s, 0.0) for k, s in ex["streams"].items()}
-    huge = {k: _with_huge_padding(s, gen) for k, s in ex["streams"].items()}
-    diff = _difference(
+    huge = {k: with_huge_padding(s, gen) for k, s in ex["streams"].items()}
+    diff = difference(
         _fuser_run(fuser, {**ex, "streams": zeros}), _fuser_run(fuser, {**ex, "streams": huge}),
         tol=CLOSE,
     )
     if diff:
         raise ConformanceError(
-            f"{_name(fuser)}.fuse reads padded steps: putting large values instead of zeros where "
+            f"{component_name(fuser)}.fuse reads padded steps: putting large values instead of zeros where "
             f"the stream masks are False changes its output ({diff})"
         )
 

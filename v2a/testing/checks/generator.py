@@ -14,14 +14,14 @@ from v2a.testing.checks.support import (
     ConformanceError,
     Factory,
     Probe,
-    _all_finite,
-    _call,
-    _difference,
-    _name,
-    _shape,
-    _tensor,
-    _with_huge_padding,
+    all_finite,
+    as_tensor,
     build,
+    call,
+    component_name,
+    difference,
+    shape_of,
+    with_huge_padding,
 )
 
 
@@ -49,16 +49,16 @@ def _generator_example(generator, batch, gen):
 
 def _generator_call(generator, ex, when="", **changes):
     ex = {**ex, **changes}
-    what = f"{_name(generator)}.forward"
+    what = f"{component_name(generator)}.forward"
     drop = ex.get("drop")
-    logits = _call(what + when, generator, ex["codes"], ex["mask"], ex["condition"], drop=drop)
-    return _tensor(logits, what)
+    logits = call(what + when, generator, ex["codes"], ex["mask"], ex["condition"], drop=drop)
+    return as_tensor(logits, what)
 
 
 def _logits_difference(expected: Tensor, actual: Tensor) -> str | None:
     """How the ``actual`` logits differ from the ``expected`` ones (beyond :data:`CLOSE`), or
     ``None``."""
-    return _difference({"logits": expected}, {"logits": actual}, tol=CLOSE)
+    return difference({"logits": expected}, {"logits": actual}, tol=CLOSE)
 
 
 def _generator_run(generator, ex, when=""):
@@ -74,43 +74,43 @@ def check_generator_output(factory: Factory) -> None:
     codebook_size]``; with ``return_hidden=True`` also hidden states ``[b, l, hidden_dim]``; with
     ``level=j``, ``predict`` gives exactly ``logits[:, j:j + 1]``."""
     generator = build(factory)
-    name = _name(generator)
+    name = component_name(generator)
     ex = _generator_example(generator, 2, inputs.seeded())
     b, k, l = ex["codes"].shape
     expected = [b, k, l, generator.codebook_size]
     logits = _generator_call(generator, ex)
-    if not logits.is_floating_point() or _shape(logits) != expected:
+    if not logits.is_floating_point() or shape_of(logits) != expected:
         raise ConformanceError(
-            f"{name} returned {logits.dtype} logits of shape {_shape(logits)} for codes of shape "
+            f"{name} returned {logits.dtype} logits of shape {shape_of(logits)} for codes of shape "
             f"{[b, k, l]}; the MaskedGenerator contract is float [b, k, l, codebook_size] = "
             f"{expected}"
         )
-    if not _all_finite(logits):
+    if not all_finite(logits):
         raise ConformanceError(f"{name} returned non-finite logits")
-    out = _call(f"{name}.forward with return_hidden=True", generator, ex["codes"], ex["mask"],
+    out = call(f"{name}.forward with return_hidden=True", generator, ex["codes"], ex["mask"],
                 ex["condition"], return_hidden=True)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise ConformanceError(
             f"{name}.forward(..., return_hidden=True) returned {type(out).__name__}; the contract "
             "is a (logits, hidden) pair"
         )
-    hidden = _tensor(out[1], f"{name} hidden states")
-    if _shape(hidden) != [b, l, generator.hidden_dim] or not hidden.is_floating_point():
+    hidden = as_tensor(out[1], f"{name} hidden states")
+    if shape_of(hidden) != [b, l, generator.hidden_dim] or not hidden.is_floating_point():
         raise ConformanceError(
-            f"{name} returned hidden states of shape {_shape(hidden)}; the MaskedGenerator "
+            f"{name} returned hidden states of shape {shape_of(hidden)}; the MaskedGenerator "
             f"contract is float [b, l, hidden_dim] = {[b, l, generator.hidden_dim]}"
         )
-    diff = _logits_difference(logits, _tensor(out[0], name))
+    diff = _logits_difference(logits, as_tensor(out[0], name))
     if diff:
         raise ConformanceError(f"{name} returns other logits with return_hidden=True ({diff})")
-    prepared = _call(f"{name}.prepare", generator.prepare, ex["condition"])
+    prepared = call(f"{name}.prepare", generator.prepare, ex["condition"])
     for level in (0, k - 1):
-        one = _tensor(_call(f"{name}.predict with level={level}", generator.predict, ex["codes"],
+        one = as_tensor(call(f"{name}.predict with level={level}", generator.predict, ex["codes"],
                             ex["mask"], prepared, level=level), f"{name}.predict")
         diff = _logits_difference(logits[:, level:level + 1], one)
-        if _shape(one) != [b, 1, l, generator.codebook_size] or diff:
+        if shape_of(one) != [b, 1, l, generator.codebook_size] or diff:
             raise ConformanceError(
-                f"{name}.predict(..., level={level}) returned {_shape(one)} logits that are not "
+                f"{name}.predict(..., level={level}) returned {shape_of(one)} logits that are not "
                 f"logits[:, {level}:{level + 1}] of the full prediction ({diff or 'shape'})"
             )
 
@@ -131,7 +131,7 @@ def check_generator_masked_codes(factory: Factory) -> None:
     )
     if diff:
         raise ConformanceError(
-            f"{_name(generator)} reads masked codes: changing the codes where mask is True changes "
+            f"{component_name(generator)} reads masked codes: changing the codes where mask is True changes "
             f"the logits ({diff})"
         )
 
@@ -141,7 +141,7 @@ def check_generator_drop(factory: Factory) -> None:
     ``drop=ones`` the logits do not depend on the conditioning at all, and ``drop=[True, False]``
     gives row 0 the unconditional logits and row 1 the conditional ones."""
     generator = build(factory)
-    name = _name(generator)
+    name = component_name(generator)
     gen = inputs.seeded()
     ex = _generator_example(generator, 2, gen)
     other = _condition(generator, 2, ex["codes"].shape[-1], gen)
@@ -170,10 +170,10 @@ def check_generator_prepared(factory: Factory) -> None:
     as it is: selecting (or repeating) rows of the prepared conditioning, as a sampler does for
     candidates, gives the logits of ``forward`` on the same rows."""
     generator = build(factory)
-    name = _name(generator)
+    name = component_name(generator)
     ex = _generator_example(generator, 2, inputs.seeded())
     drop = torch.tensor([False, True])
-    prepared = _call(f"{name}.prepare", generator.prepare, ex["condition"], drop=drop)
+    prepared = call(f"{name}.prepare", generator.prepare, ex["condition"], drop=drop)
     if not isinstance(prepared, Conditioning) or prepared.batch_size != 2:
         raise ConformanceError(
             f"{name}.prepare returned {type(prepared).__name__}; the contract is a Conditioning "
@@ -181,7 +181,7 @@ def check_generator_prepared(factory: Factory) -> None:
         )
     order = torch.tensor([1, 0, 1])
     codes, mask = ex["codes"][order], ex["mask"][order]
-    picked = _tensor(_call(f"{name}.predict", generator.predict, codes, mask, prepared.index_select(order)),
+    picked = as_tensor(call(f"{name}.predict", generator.predict, codes, mask, prepared.index_select(order)),
                      f"{name}.predict")
     direct = _generator_call(generator, ex, " with drop", drop=drop)[order]
     diff = _logits_difference(direct, picked)
@@ -203,12 +203,12 @@ def check_generator_context_padding(factory: Factory) -> None:
     condition, context = ex["condition"], ex["condition"].context
     runs = [
         _generator_call(generator, ex, condition=Conditioning(aligned=condition.aligned, context=filled))
-        for filled in (inputs.fill_padding(context, 0.0), _with_huge_padding(context, gen))
+        for filled in (inputs.fill_padding(context, 0.0), with_huge_padding(context, gen))
     ]
     diff = _logits_difference(runs[0], runs[1])
     if diff:
         raise ConformanceError(
-            f"{_name(generator)} reads padded context steps: putting large values instead of zeros "
+            f"{component_name(generator)} reads padded context steps: putting large values instead of zeros "
             f"where the context mask is False changes the logits ({diff})"
         )
 

@@ -12,13 +12,13 @@ from v2a.testing.checks.support import (
     ConformanceError,
     Factory,
     Probe,
-    _all_finite,
-    _call,
-    _difference,
-    _name,
-    _shape,
-    _tensor,
+    all_finite,
+    as_tensor,
     build,
+    call,
+    component_name,
+    difference,
+    shape_of,
 )
 
 
@@ -34,8 +34,8 @@ def _reranker_example(reranker, batch, gen, n=3):
 
 
 def _reranker_score(reranker, ex, when=""):
-    what = f"{_name(reranker)}.score"
-    return _tensor(_call(what + when, reranker.score, ex["candidates"], ex["video"]), what)
+    what = f"{component_name(reranker)}.score"
+    return as_tensor(call(what + when, reranker.score, ex["candidates"], ex["video"]), what)
 
 
 def _reranker_run(reranker, ex, when=""):
@@ -53,14 +53,14 @@ def check_reranker_scores(factory: Factory) -> None:
     ex = _reranker_example(reranker, 2, inputs.seeded())
     scores = _reranker_score(reranker, ex)
     b, n = ex["candidates"].shape[:2]
-    if not scores.is_floating_point() or _shape(scores) != [b, n]:
+    if not scores.is_floating_point() or shape_of(scores) != [b, n]:
         raise ConformanceError(
-            f"{_name(reranker)}.score returned {scores.dtype} scores of shape {_shape(scores)} for "
-            f"candidates of shape {_shape(ex['candidates'])}; the Reranker contract is float "
+            f"{component_name(reranker)}.score returned {scores.dtype} scores of shape {shape_of(scores)} for "
+            f"candidates of shape {shape_of(ex['candidates'])}; the Reranker contract is float "
             f"[b, n] = [{b}, {n}]"
         )
-    if not _all_finite(scores):
-        raise ConformanceError(f"{_name(reranker)}.score returned non-finite scores")
+    if not all_finite(scores):
+        raise ConformanceError(f"{component_name(reranker)}.score returned non-finite scores")
 
 
 def check_reranker_permutation(factory: Factory) -> None:
@@ -70,10 +70,10 @@ def check_reranker_permutation(factory: Factory) -> None:
     order = torch.tensor([2, 0, 1])
     scores = _reranker_score(reranker, ex)
     permuted = _reranker_score(reranker, {**ex, "candidates": ex["candidates"][:, order]})
-    diff = _difference({"scores": scores[:, order]}, {"scores": permuted}, tol=CLOSE)
+    diff = difference({"scores": scores[:, order]}, {"scores": permuted}, tol=CLOSE)
     if diff:
         raise ConformanceError(
-            f"{_name(reranker)}.score is not permutation equivariant: reordering the candidates "
+            f"{component_name(reranker)}.score is not permutation equivariant: reordering the candidates "
             f"by {order.tolist()} does not reorder the scores the same way ({diff})"
         )
 
@@ -82,14 +82,14 @@ def check_reranker_select(factory: Factory) -> None:
     """``select`` returns ``[b]`` integer indices in ``[0, n)``: per video the first candidate
     with the highest score."""
     reranker = build(factory)
-    name = _name(reranker)
+    name = component_name(reranker)
     ex = _reranker_example(reranker, 2, inputs.seeded())
     b, n = ex["candidates"].shape[:2]
-    index = _call(f"{name}.select", reranker.select, ex["candidates"], ex["video"])
-    index = _tensor(index, f"{name}.select")
-    if index.is_floating_point() or index.dtype == torch.bool or _shape(index) != [b]:
+    index = call(f"{name}.select", reranker.select, ex["candidates"], ex["video"])
+    index = as_tensor(index, f"{name}.select")
+    if index.is_floating_point() or index.dtype == torch.bool or shape_of(index) != [b]:
         raise ConformanceError(
-            f"{name}.select returned a {index.dtype} tensor of shape {_shape(index)}; the Reranker "
+            f"{name}.select returned a {index.dtype} tensor of shape {shape_of(index)}; the Reranker "
             f"contract is integer indices [b] = [{b}]"
         )
     if bool((index < 0).any() or (index >= n).any()):

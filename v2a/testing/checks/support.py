@@ -65,7 +65,7 @@ def build(factory: Factory, *, seed: int = 0) -> Component:
     Its random initialisation is seeded with ``seed`` inside :func:`torch.random.fork_rng`, so
     checks are reproducible and the caller's global random state is left alone.
     """
-    with torch.random.fork_rng(devices=[]), _reported(f"the factory {factory_id(factory)}"):
+    with torch.random.fork_rng(devices=[]), reported(f"the factory {factory_id(factory)}"):
         torch.manual_seed(seed)
         component = factory()
     if not isinstance(component, Component):
@@ -76,12 +76,12 @@ def build(factory: Factory, *, seed: int = 0) -> Component:
     return component.eval()
 
 
-def _name(component: Component) -> str:
+def component_name(component: Component) -> str:
     return type(component).__name__
 
 
 @contextlib.contextmanager
-def _reported(what: str):
+def reported(what: str):
     """Turn an exception raised inside into a ConformanceError saying that ``what`` raised it
     (chained, so the component's own traceback is kept)."""
     try:
@@ -92,35 +92,35 @@ def _reported(what: str):
         raise ConformanceError(f"{what} raised {type(exc).__name__}: {exc}") from exc
 
 
-def _call(what: str, fn: Callable, *args, **kwargs) -> Any:
+def call(what: str, fn: Callable, *args, **kwargs) -> Any:
     """``fn(*args, **kwargs)`` under inference mode, its exceptions reported as ``what``'s."""
-    with _reported(what), torch.inference_mode():
+    with reported(what), torch.inference_mode():
         return fn(*args, **kwargs)
 
 
-def _tensor(obj: Any, what: str) -> Tensor:
+def as_tensor(obj: Any, what: str) -> Tensor:
     if not isinstance(obj, Tensor):
         raise ConformanceError(f"{what} returned a {type(obj).__name__}, not a torch.Tensor")
     return obj
 
 
-def _sequence(obj: Any, what: str) -> FeatureSequence:
+def as_sequence(obj: Any, what: str) -> FeatureSequence:
     if not isinstance(obj, FeatureSequence):
         raise ConformanceError(f"{what} returned a {type(obj).__name__}, not a FeatureSequence")
     return obj
 
 
-def _shape(t: Tensor) -> list[int]:
+def shape_of(t: Tensor) -> list[int]:
     return list(t.shape)
 
 
-def _all_finite(t: Tensor, mask: Tensor | None = None) -> bool:
+def all_finite(t: Tensor, mask: Tensor | None = None) -> bool:
     if mask is not None:
         t = t[mask]
     return bool(torch.isfinite(t).all())
 
 
-def _outputs(key: str, sequence: FeatureSequence) -> dict[str, Tensor]:
+def outputs_of(key: str, sequence: FeatureSequence) -> dict[str, Tensor]:
     """A sequence as named output tensors: ``key`` (values) and ``key.mask`` if it has one."""
     out = {key: sequence.values}
     if sequence.mask is not None:
@@ -128,13 +128,13 @@ def _outputs(key: str, sequence: FeatureSequence) -> dict[str, Tensor]:
     return out
 
 
-def _with_huge_padding(sequence: FeatureSequence, gen: torch.Generator) -> FeatureSequence:
+def with_huge_padding(sequence: FeatureSequence, gen: torch.Generator) -> FeatureSequence:
     """``sequence`` with random values of magnitude :data:`HUGE` at its padded steps, to see
     whether a component reads them."""
     return inputs.fill_padding(sequence, HUGE * torch.randn(sequence.values.shape, generator=gen))
 
 
-def _check_features(
+def check_features(
     what: str, out: FeatureSequence, *, interface: str, batch: int, dim: int, rate: float,
     steps: str = "t",
 ) -> None:
@@ -144,7 +144,7 @@ def _check_features(
     if (not values.is_floating_point() or values.dim() != 3 or values.shape[0] != batch
             or values.shape[2] != dim):
         raise ConformanceError(
-            f"{what} returned {values.dtype} values of shape {_shape(values)}; the "
+            f"{what} returned {values.dtype} values of shape {shape_of(values)}; the "
             f"{interface} contract is float [b, {steps}, dim] = [{batch}, {steps}, {dim}]"
         )
     if not math.isclose(out.rate, rate, rel_tol=1e-6):
@@ -154,7 +154,7 @@ def _check_features(
         )
 
 
-def _difference(
+def difference(
     expected: Mapping[str, Tensor], actual: Mapping[str, Tensor], *, tol: float,
     code_flips: float = 0.0,
 ) -> str | None:
@@ -169,7 +169,7 @@ def _difference(
         if a is None:
             return f"{key} is missing"
         if a.shape != e.shape:
-            return f"{key} has shape {_shape(a)} instead of {_shape(e)}"
+            return f"{key} has shape {shape_of(a)} instead of {shape_of(e)}"
         if a.dtype != e.dtype:
             return f"{key} has dtype {a.dtype} instead of {e.dtype}"
         a, e = a.detach().cpu(), e.detach().cpu()

@@ -14,14 +14,14 @@ from v2a.testing.checks.support import (
     ConformanceError,
     Factory,
     Probe,
-    _all_finite,
-    _call,
-    _check_features,
-    _difference,
-    _name,
-    _outputs,
-    _sequence,
+    all_finite,
+    as_sequence,
     build,
+    call,
+    check_features,
+    component_name,
+    difference,
+    outputs_of,
 )
 
 
@@ -35,9 +35,9 @@ def _visual_example(encoder, batch, gen):
 
 
 def _visual_run(encoder, ex, when=""):
-    what = f"{_name(encoder)}.encode"
-    out = _call(what + when, encoder.encode, ex["frames"], ex["times"])
-    return _outputs("encode", _sequence(out, what))
+    what = f"{component_name(encoder)}.encode"
+    out = call(what + when, encoder.encode, ex["frames"], ex["times"])
+    return outputs_of("encode", as_sequence(out, what))
 
 
 #: How the common checks run a visual encoder.
@@ -48,12 +48,12 @@ def check_visual_encoder_output(factory: Factory) -> None:
     """16 frames at ``fps`` (of ``frame_size``, or 32x32 when any size goes) give a finite float
     FeatureSequence ``[b, t', dim]`` at ``rate``, ``t'`` within one step of ``16 * rate / fps``."""
     encoder = build(factory)
-    name = _name(encoder)
+    name = component_name(encoder)
     ex = _visual_example(encoder, 2, inputs.seeded())
     t = ex["frames"].shape[1]
-    out = _call(f"{name}.encode", encoder.encode, ex["frames"], ex["times"])
-    out = _sequence(out, f"{name}.encode")
-    _check_features(f"{name}.encode", out, interface="VisualEncoder", batch=2, dim=encoder.dim,
+    out = call(f"{name}.encode", encoder.encode, ex["frames"], ex["times"])
+    out = as_sequence(out, f"{name}.encode")
+    check_features(f"{name}.encode", out, interface="VisualEncoder", batch=2, dim=encoder.dim,
                     rate=encoder.rate, steps="t'")
     values = out.values
     expected = t * encoder.rate / encoder.fps
@@ -62,7 +62,7 @@ def check_visual_encoder_output(factory: Factory) -> None:
             f"{name}.encode returned {values.shape[1]} steps for {t} frames at fps {encoder.fps}, "
             f"but rate {encoder.rate} implies {expected:.2f}"
         )
-    if not (_all_finite(values, out.mask) and math.isfinite(out.start)):
+    if not (all_finite(values, out.mask) and math.isfinite(out.start)):
         raise ConformanceError(f"{name}.encode returned non-finite values or start {out.start}")
 
 
@@ -70,11 +70,11 @@ def check_visual_encoder_times(factory: Factory) -> None:
     """The output's ``start`` follows the frame ``times``: shifting ``times`` by 1.5 s shifts
     ``start`` by 1.5 s and leaves the values unchanged."""
     encoder = build(factory)
-    name = _name(encoder)
+    name = component_name(encoder)
     ex = _visual_example(encoder, 2, inputs.seeded())
     shift = 1.5
     base, moved = (
-        _sequence(_call(f"{name}.encode", encoder.encode, ex["frames"], times), f"{name}.encode")
+        as_sequence(call(f"{name}.encode", encoder.encode, ex["frames"], times), f"{name}.encode")
         for times in (ex["times"], ex["times"] + shift)
     )
     if abs((moved.start - base.start) - shift) > 1e-4:
@@ -82,7 +82,7 @@ def check_visual_encoder_times(factory: Factory) -> None:
             f"{name}.encode returned start {moved.start} for times shifted by {shift} s and "
             f"{base.start} before; the start must follow the times ({base.start + shift})"
         )
-    diff = _difference(_outputs("values", base), _outputs("values", moved), tol=CLOSE)
+    diff = difference(outputs_of("values", base), outputs_of("values", moved), tol=CLOSE)
     if diff:
         raise ConformanceError(
             f"{name}.encode values change when the times shift by {shift} s ({diff})"
