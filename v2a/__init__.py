@@ -8,12 +8,14 @@ The core defines the component interfaces (:mod:`v2a.interfaces`), the sequences
 
 from v2a.hookspecs import hookimpl
 from v2a.interfaces import (
+    AudioClassifier,
     AudioCodec,
     AudioEncoder,
     Component,
     ConditionFuser,
     MaskedGenerator,
     Reranker,
+    SyncClassifier,
     VisualEncoder,
 )
 from v2a.registry import ComponentSpec, TrainingTaskSpec
@@ -23,6 +25,7 @@ from v2a.tasks import TrainingTask
 __version__ = "0.1.0"
 
 __all__ = [
+    "AudioClassifier",
     "AudioCodec",
     "AudioEncoder",
     "Component",
@@ -32,6 +35,7 @@ __all__ = [
     "FeatureSequence",
     "MaskedGenerator",
     "Reranker",
+    "SyncClassifier",
     "TrainingTask",
     "TrainingTaskSpec",
     "VisualEncoder",

@@ -29,7 +29,7 @@ import abc
 import functools
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -353,6 +353,42 @@ class Fittable(Protocol):
     sample_rate: int
 
     def fit(self, wavs: Iterable[Tensor]) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class AudioClassifier(Protocol):
+    """An audio model that also names what it hears: the class probabilities of a clip, which
+    evaluation's KL divergence and Inception Score read (e.g. PANNs or PaSST, whose classes are
+    AudioSet's 527). Implemented by an :class:`AudioEncoder` beside its ``encode``.
+
+    ``classify(wav [b, c, n])`` at ``sample_rate`` → ``[b, len(class_names)]`` float, one row
+    per clip, in [0, 1]: independent per-class probabilities (sigmoid) when ``multi_label``,
+    else a distribution (softmax) whose rows sum to 1.
+    """
+
+    sample_rate: int
+    class_names: Sequence[str]
+    multi_label: bool
+
+    def classify(self, wav: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class SyncClassifier(Protocol):
+    """A model that says how far a clip's audio is shifted against its video: one class per
+    candidate offset (e.g. Synchformer's and SparseSync's 21 offsets from -2.0 to +2.0 s in
+    0.2 s steps), which evaluation's DeSync and sync scores read. Implemented by a
+    :class:`Reranker` beside its ``score`` (so the same model can pick candidates).
+
+    ``offsets``: the offset of each class in seconds (positive: the audio comes late).
+    ``offset_logits(audio [b, c, s], video)`` → ``[b, len(offsets)]`` float logits, for audio at
+    ``sample_rate`` and the visual streams it reads (``video_streams``) over the same seconds.
+    """
+
+    sample_rate: int
+    offsets: Sequence[float]
+
+    def offset_logits(self, audio: Tensor, video: Mapping[str, FeatureSequence]) -> Tensor: ...
 
 
 #: Interface of each component kind, by the name recipes and plug-ins use.
