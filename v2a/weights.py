@@ -57,6 +57,23 @@ def is_random(weights: str | None) -> bool:
     return weights is None or weights.lower() == NONE
 
 
+def downloaded_file(weights: str, *, model: str, file: str, page: str) -> Path:
+    """The local checkpoint a ``weights`` option names for a model whose published weights no
+    library downloads (``file``, from ``page``): ``pretrained`` and a missing path are each
+    refused with a :class:`WeightsError` saying where to get the file."""
+    if weights.strip().lower() == PRETRAINED:
+        raise WeightsError(f"{model} weights are not downloaded automatically: download {file} "
+                           f"from {page} and set weights to its local path.")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"the {model} weights file {weights!r} does not exist (looked in "
+            f"{path.resolve().parent}); download {file} from {page} and give its path, or use "
+            f"weights=none for random weights."
+        )
+    return path
+
+
 def local_file(weights: str, *, what: str, hint: str = "") -> Path:
     """The local file a ``weights`` option names, or a :class:`WeightsError` saying what to do."""
     path = Path(os.path.expanduser(weights))

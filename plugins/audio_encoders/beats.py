@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
 from v2a.schema import SchemaError, validate
-from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint
+from v2a.weights import WeightsError, downloaded_file, is_random, load_checkpoint
 
 # -- constants of the reference preprocessing ----------------------------------------------------
 
@@ -430,18 +430,8 @@ def resolve_weights(config: BeatsConfig) -> tuple[BeatsConfig, dict[str, Tensor]
     weights = config.weights
     if is_random(weights):
         return config, None, ""
-    if weights.strip().lower() == PRETRAINED:
-        raise WeightsError(
-            f"BEATs checkpoints cannot be downloaded automatically: download one (for example "
-            f"BEATs_iter3_plus_AS2M.pt) from {DOWNLOAD_PAGE} and set weights to its local path."
-        )
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise WeightsError(
-            f"the BEATs weights file {weights!r} does not exist (looked in "
-            f"{path.resolve().parent}); download a checkpoint from {DOWNLOAD_PAGE} and give its "
-            f"path, or use weights=none for random weights."
-        )
+    path = downloaded_file(weights, model="BEATs", page=DOWNLOAD_PAGE,
+                           file="a checkpoint (for example BEATs_iter3_plus_AS2M.pt)")
     loaded = load_checkpoint(path)
     if not isinstance(loaded, Mapping):
         raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a BEATs checkpoint.")

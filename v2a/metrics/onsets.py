@@ -21,6 +21,22 @@ Definitions (``wav`` is ``[n]`` or ``[c, n]``, channels averaged; times in secon
 * **Per set** (:func:`summarise_onsets`): onset F1 averaged over clips; offset (ms) and class
   accuracy pooled over all matched onsets of all clips.
 
+Onset transfer, generated audio against reference audio, as MMAudio (Cheng et al., CVPR 2025)
+reports it on Greatest Hits following CondFoley (Du et al., "Conditional Generation of Audio
+from Video via Foley Analogies", CVPR 2023, whose ``eval_onset.py`` defines it): onsets are
+detected on both signals, the generated ones weighed by the normalised amplitude around them
+and thinned by non-maximum suppression (50 ms), then matched greedily within 0.1 s.
+
+* **Onset accuracy** (:func:`onset_accuracy`): the share of the reference's onsets matched.
+* **Onset AP** (:func:`onset_average_precision`): average precision of the generated onsets'
+  confidences, each reference onset a positive (scored 0 when unmatched).
+* **Onset count match** (``onset_count_match`` of :func:`score_onset_transfer`): whether both
+  signals have as many onsets; CondFoley prints it as "#onset acc". MMAudio's papers name their
+  columns "accuracy" and "AP" without saying which accuracy; :func:`onset_accuracy` is taken to
+  be CondFoley's detection accuracy (assumed). Per set (:func:`summarise_onset_transfer`): the
+  means over clips. CondFoley detects onsets with librosa's ``onset_detect`` (``delta=0.3``,
+  22.05 kHz); these functions take onsets from any detector (e.g. :func:`detect_onsets`).
+
 NaN marks a value without data (an offset or accuracy with nothing matched).
 """
 
@@ -224,3 +240,138 @@ def summarise_onsets(scores: list[dict]) -> dict[str, float]:
         "clips": len(scores), "matched": total,
         "detected": sum(s["detected"] for s in scores), "events": sum(s["events"] for s in scores),
     }
+
+
+# -- onset transfer: onset accuracy and onset AP (CondFoley's evaluation, used by MMAudio) ------
+
+TRANSFER_TOLERANCE = 0.1  # seconds: CondFoley's matching window (its ``delta``)
+CONFIDENCE_WINDOW = 0.05  # seconds: confidence window half-width and suppression distance
+
+
+def onset_confidence(wav, sample_rate: int, times, *, window: float = CONFIDENCE_WINDOW
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(peak, confidence)`` of onsets at ``times`` (seconds) in ``wav``: with ``|wav|``
+    min-max normalised to [0, 1] over the clip, ``peak`` is its value at each onset's sample and
+    ``confidence`` its maximum over the samples ``[s − w, s + w)``, ``w = int(window · rate)``
+    (cut at the clip's start, where CondFoley's negative slice start would count from the
+    clip's end and usually select nothing)."""
+    x = np.abs(mono(wav))
+    times = np.asarray(times, dtype=np.float64)
+    if len(x) == 0 or len(times) == 0:
+        return np.zeros(len(times)), np.zeros(len(times))
+    span = float(x.max() - x.min())
+    x = (x - x.min()) / span if span > 0 else np.zeros_like(x)
+    samples = np.clip(np.round(times * sample_rate).astype(int), 0, len(x) - 1)
+    w = int(window * sample_rate)
+    confidence = [x[max(0, s - w):s + w].max() if w > 0 else x[s] for s in samples]
+    return x[samples], np.asarray(confidence, dtype=np.float64)
+
+
+def suppress_nearby_onsets(times, confidence, *, window: float = CONFIDENCE_WINDOW
+                           ) -> np.ndarray:
+    """Indices (in time order) of the onsets kept by non-maximum suppression: the most
+    confident first (ties: the earlier), then every onset less than ``window`` seconds from a
+    kept one is dropped."""
+    times = np.asarray(times, dtype=np.float64)
+    kept: list[int] = []
+    for i in np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable"):
+        if all(abs(times[i] - times[k]) >= window for k in kept):
+            kept.append(int(i))
+    return np.array(sorted(kept, key=lambda i: times[i]), dtype=int)
+
+
+def transfer_matches(reference, generated, peak, *, tolerance: float = TRANSFER_TOLERANCE
+                     ) -> list[int | None]:
+    """For each reference onset in order, the generated onset it claims (an index) or None:
+    the unclaimed generated onset less than ``tolerance`` seconds away with the highest
+    ``peak`` (ties: the later one). Greedy in the reference's order, as CondFoley matches."""
+    free = list(range(len(generated)))
+    claims: list[int | None] = []
+    for t in reference:
+        near = [j for j in free if abs(generated[j] - t) < tolerance]
+        if not near:
+            claims.append(None)
+            continue
+        best = max(near, key=lambda j: (peak[j], j))
+        claims.append(best)
+        free.remove(best)
+    return claims
+
+
+def onset_accuracy(reference, generated, peak=None, *,
+                   tolerance: float = TRANSFER_TOLERANCE) -> float:
+    """Onset accuracy of one clip: the share, in [0, 1], of the reference's onsets (seconds)
+    that claim a generated onset (:func:`transfer_matches`; ``peak`` defaults to equal peaks).
+    0.0 when either side has no onsets."""
+    if len(reference) == 0 or len(generated) == 0:
+        return 0.0
+    peak = np.zeros(len(generated)) if peak is None else peak
+    claims = transfer_matches(reference, generated, peak, tolerance=tolerance)
+    return sum(c is not None for c in claims) / len(reference)
+
+
+def average_precision(labels, scores) -> float:
+    """Average precision of ``scores`` ranking the items whose ``labels`` are 1 first:
+    ``Σ_k (R_k − R_{k−1}) · P_k`` over the distinct scores from the highest down, ``P_k`` and
+    ``R_k`` the precision and recall of the items scored at least the k-th (ties count
+    together; the definition of scikit-learn's ``average_precision_score``). 0.0 without
+    positives."""
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.sum() == 0:
+        return 0.0
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    true_pos = np.cumsum(hits)[last_of_tie]
+    retrieved = last_of_tie + 1.0
+    recall = true_pos / true_pos[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * true_pos / retrieved))
+
+
+def onset_average_precision(reference, generated, confidence, peak=None, *,
+                            tolerance: float = TRANSFER_TOLERANCE) -> float:
+    """Onset AP of one clip: :func:`average_precision` of the generated onsets' confidences as
+    detections of the reference's onsets. Each reference onset is a positive, scored with the
+    confidence of the generated onset it claims (:func:`transfer_matches`) or 0 when it claims
+    none; each unclaimed generated onset is a negative scored with its confidence. 0.0 when
+    either side has no onsets (CondFoley's script gives AP 1 for a generated clip without
+    onsets, as all its items are then positives; the later scripts derived from it give 0)."""
+    if len(reference) == 0 or len(generated) == 0:
+        return 0.0
+    peak = np.asarray(confidence) if peak is None else peak
+    claims = transfer_matches(reference, generated, peak, tolerance=tolerance)
+    labels = [1.0] * len(claims)
+    scores = [0.0 if c is None else float(confidence[c]) for c in claims]
+    unclaimed = sorted(set(range(len(generated))) - {c for c in claims if c is not None})
+    labels += [0.0] * len(unclaimed)
+    scores += [float(confidence[j]) for j in unclaimed]
+    return average_precision(labels, scores)
+
+
+def score_onset_transfer(reference_onsets, generated_onsets, generated_wav, sample_rate: int, *,
+                         tolerance: float = TRANSFER_TOLERANCE) -> dict:
+    """CondFoley's onset evaluation of one clip, from both sides' detected onsets (seconds) and
+    the generated waveform: the generated onsets are weighed (:func:`onset_confidence`) and
+    thinned (:func:`suppress_nearby_onsets`), then scored — ``onset_accuracy``,
+    ``onset_ap`` and ``onset_count_match`` (1.0 when both sides have as many onsets, counted
+    before the thinning as CondFoley counts them, else 0.0)."""
+    generated = np.asarray(generated_onsets, dtype=np.float64)
+    reference = np.asarray(reference_onsets, dtype=np.float64)
+    peak, confidence = onset_confidence(generated_wav, sample_rate, generated)
+    keep = suppress_nearby_onsets(generated, confidence)
+    kept, peak, confidence = generated[keep], peak[keep], confidence[keep]
+    return {
+        "onset_accuracy": onset_accuracy(reference, kept, peak, tolerance=tolerance),
+        "onset_ap": onset_average_precision(reference, kept, confidence, peak,
+                                            tolerance=tolerance),
+        "onset_count_match": float(len(reference) == len(generated)),
+    }
+
+
+def summarise_onset_transfer(scores: list[dict]) -> dict[str, float]:
+    """Means over the clips of :func:`score_onset_transfer`'s values (NaN for no clips)."""
+    keys = ("onset_accuracy", "onset_ap", "onset_count_match")
+    if not scores:
+        return {key: float("nan") for key in keys} | {"clips": 0}
+    return {key: float(np.mean([s[key] for s in scores])) for key in keys} | {"clips": len(scores)}
