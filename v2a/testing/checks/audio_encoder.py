@@ -19,14 +19,23 @@ from v2a.testing.checks.support import (
 )
 
 
+#: Seconds of audio the common checks encode: long enough for an encoder whose steps are about a
+#: second long (VGGish: 0.96 s examples) to give more than one, so the checks compare values.
+PROBE_SECONDS = 2
+
+
 def _audio_example(encoder, batch, gen):
-    n = encoder.sample_rate // 2
+    n = encoder.sample_rate * PROBE_SECONDS
     return {"wav": inputs.waveform(batch, 1, n, encoder.sample_rate, gen)}
 
 
 def _audio_run(encoder, ex, when=""):
     what = f"{component_name(encoder)}.encode"
-    return outputs_of("encode", as_sequence(call(what + when, encoder.encode, ex["wav"]), what))
+    out = as_sequence(call(what + when, encoder.encode, ex["wav"]), what)
+    if out.values.shape[1] == 0:
+        raise ConformanceError(f"{what} returned no steps for {PROBE_SECONDS} s of audio, so "
+                               "nothing it computes can be checked")
+    return outputs_of("encode", out)
 
 
 #: How the common checks run an audio encoder.
