@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
+from v2a import AudioEncoder, ComponentSpec, FeatureSequence, Reranker, hookimpl
 from v2a.cli import main
-from v2a.evaluate import Options, evaluate
+from v2a.evaluate import EvaluationError, Options, evaluate
 from v2a.evaluate.benchmark import truth_by_stem
 from v2a.evaluate.pairing import audio_sources
 from v2a.media import load_audio, write_audio
@@ -223,7 +223,7 @@ def test_user_errors_are_one_sentence(sets, tmp_path, capsys, case, words):
         generated.mkdir()
         write_audio(generated / "unrelated.wav", np.zeros((1, SR), np.float32), SR)
     elif case == "unknown_encoder":
-        extra = ["--encoders", "mel,vggish"]
+        extra = ["--encoders", "mel,passt"]  # no PaSST plug-in is written yet
     elif case == "plots_without_output":
         extra = ["--plots"]
     elif case == "unreadable":
@@ -238,7 +238,7 @@ def test_user_errors_are_one_sentence(sets, tmp_path, capsys, case, words):
     assert err.startswith("v2a: error: ") and err.count("\n") == 1 and words in err, err
     assert "Traceback" not in err and stdout == ""
     if case == "unknown_encoder":
-        assert "'vggish'" in err and "mel" in err and "codec_latents" in err
+        assert "'passt'" in err and "mel" in err and "codec_latents" in err
 
 
 # -- FDD, the codec ceiling and the sync score through a recipe ----------------------------------
@@ -252,6 +252,7 @@ def test_recipe_gives_fdd_the_codec_ceiling_and_the_sync_score(sets, tmp_path, c
                             sets["recipe"], "-o", out, "codec.sample_rate=8000")
     assert code == 0, err
     assert "| FD codec latents (FDD) |" in stdout and "reference via codec" in stdout
+    assert "dims; lower is better; random init |" in stdout  # the codec is not fitted
     assert "the reranker 'scav' is untrained" in stdout and "sync score (scav)" not in stdout
     results = json.loads((out / "results.json").read_text())
     fdd = results["frechet"]["codec_latents"]
@@ -358,3 +359,355 @@ def test_plots_without_matplotlib_say_how_to_install_it(sets, tmp_path, capsys, 
                             "--plots")
     assert code == 2 and err.count("\n") == 1 and "pip install 'v2a[plots]'" in err
     assert not (tmp_path / "o").exists()
+
+
+# -- the catalogue, --metrics and --protocol -----------------------------------------------------
+
+
+def test_an_unknown_metric_or_protocol_says_what_was_meant(sets, capsys):
+    code, stdout, err = run(capsys, sets["same"], "--reference", sets["ref"], "--metrics",
+                            "fdm,onset_f2")
+    assert code == 2 and err.count("\n") == 1 and "'onset_f2'" in err
+    assert "did you mean 'onset_f1'?" in err and stdout == ""
+    code, _, err = run(capsys, sets["same"], "--reference", sets["ref"], "--protocol", "maskvta")
+    assert code == 2 and "did you mean 'maskvat'?" in err
+
+
+def test_every_catalogue_metric_says_what_it_needs_and_why_it_is_skipped(registry):
+    from v2a.evaluate.catalogue import CATALOGUE, PROTOCOLS, REFERENCE, skip_reason
+
+    assert {"fad", "fdd", "fdm", "fd_mfcc", "fd_vggish", "fd_panns", "fd_passt", "kl_panns",
+            "kl_passt", "is_panns", "is_passt", "ns", "onset_f1", "onset_acc", "onset_ap", "ss",
+            "desync", "ib_score", "clap", "wav2clip", "sync"} == set(CATALOGUE)
+    assert all(set(names) <= set(CATALOGUE) for names in PROTOCOLS.values())
+    for metric in CATALOGUE.values():
+        assert metric.better in ("lower", "higher") and metric.label
+    # the test registry has mel but no PaSST, VGGish or Synchformer
+    assert skip_reason(CATALOGUE["fd_passt"], registry=registry, given={REFERENCE}) == \
+        "FD PaSST skipped: no audio_encoder plug-in named 'passt' is installed"
+    assert skip_reason(CATALOGUE["fdm"], registry=registry, given={REFERENCE}) is None
+    assert "no --reference was given" in skip_reason(CATALOGUE["fdm"], registry=registry,
+                                                     given=set())
+    assert skip_reason(CATALOGUE["desync"], registry=registry, given=set()) == \
+        "DeSync (Synchformer) skipped: no reranker plug-in named 'synchformer' is installed"
+
+
+def test_the_maskvat_protocol_prints_its_table_and_skips_what_it_cannot_compute(
+        sets, tmp_path, use_registry, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, sets["shifted"], "--reference", sets["ref"], "--protocol",
+                            "maskvat", "-o", out)
+    assert code == 0, err
+    header = next(line for line in stdout.splitlines() if line.startswith("| |"))
+    assert header == ("| | FAD (VGGish) ↓ | FD codec latents (FDD) ↓ | FD mel (FDM) ↓ | "
+                      "IB-score (ImageBind) ↑ | SS (SparseSync offset) ↓ | "
+                      "NS (novelty correlation) ↑ |")
+    row = next(line for line in stdout.splitlines() if line.startswith("| generated |"))
+    cells = [c.strip() for c in row.split("|")[2:-1]]
+    assert cells[0] == cells[1] == cells[3] == cells[4] == "skipped"
+    assert float(cells[2]) > 0.1 and -1 <= float(cells[5]) < 1  # 200 ms late: not the reference
+    assert "Note: FAD (VGGish) skipped: no audio_encoder plug-in named 'vggish' is installed." in stdout
+    assert "Note: FD codec latents (FDD) skipped: it needs a --recipe." in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"] == "maskvat"
+    assert [c["name"] for c in results["layout"]] == ["fad", "fdd", "fdm", "ib_score", "ss", "ns"]
+    assert sorted(results["metrics"]) == ["fdm", "ns"]
+    assert results["metrics"]["fdm"]["model"]["plugin"] == "mel"
+    assert results["metrics"]["fdm"]["model"]["weights"] == "no weights"
+    assert results["metrics"]["ns"]["settings"]["sample_rate"] == 16000
+
+
+def test_metrics_selects_rows_and_a_random_init_model_is_said_to_be_one(sets, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, sets["same"], "--reference", sets["ref_wav"], "--recipe",
+                            sets["recipe"], "--metrics", "fdd,onset_f1,onset_acc,onset_ap", "-o",
+                            out, "codec.sample_rate=8000")
+    assert code == 0, err
+    assert stdout.startswith("| metric | generated | reference | unit | better | model |")
+    assert "| FD codec latents (FDD) | " in stdout and "codec_latents (random init) |" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["metrics"]) == ["fdd", "onset_f1", "onset_acc", "onset_ap"]
+    fdd = results["metrics"]["fdd"]
+    assert fdd["model"]["weights"] == "random init" and fdd["value"] < 1e-6
+    # the same audio on both sides: every reference onset finds its generated onset
+    assert results["metrics"]["onset_acc"]["value"] == 1.0
+    assert results["metrics"]["onset_ap"]["value"] == 1.0
+    assert results["metrics"]["onset_f1"]["value"] == results["metrics"]["onset_f1"]["reference_value"] == 1.0
+    assert results["frechet"].keys() == {"codec_latents"}  # no other distance was asked for
+
+
+# -- the feature cache and provenance ------------------------------------------------------------
+
+
+class CountingEnergy(FrameEnergy):
+    """:class:`FrameEnergy` counting its ``encode`` calls per registered name."""
+
+    calls: dict[str, int] = {}
+    name = ""
+
+    def encode(self, wav):
+        CountingEnergy.calls[self.name] = CountingEnergy.calls.get(self.name, 0) + 1
+        return super().encode(wav)
+
+
+def counting_plugin(name: str) -> types.ModuleType:
+    module = types.ModuleType(f"{name}_plugin")
+    built = type(name, (CountingEnergy,), {"name": name})
+
+    @hookimpl
+    def v2a_register_components(register):
+        register(ComponentSpec(kind="audio_encoder", name=name, build=built,
+                               config=FrameEnergyConfig, description="tests only"))
+
+    module.v2a_register_components = v2a_register_components
+    return module
+
+
+def test_a_second_run_computes_only_the_new_models_features(sets, tmp_path, registry,
+                                                            use_registry, capsys):
+    for name in ("energy_a", "energy_b"):
+        registry.register_module(counting_plugin(name))
+    CountingEnergy.calls.clear()
+    out = tmp_path / "out"
+    code, _, err = run(capsys, sets["shifted"], "--reference", sets["ref"], "--metrics",
+                       "fd_energy_a", "-o", out)
+    assert code == 0, err
+    assert CountingEnergy.calls == {"energy_a": 2 * CLIPS}  # each side of each pair, once
+    first = json.loads((out / "results.json").read_text())
+    CountingEnergy.calls.clear()
+    code, _, err = run(capsys, sets["shifted"], "--reference", sets["ref"], "--metrics",
+                       "fd_energy_a,fd_energy_b", "-o", out)
+    assert code == 0, err
+    assert CountingEnergy.calls == {"energy_b": 2 * CLIPS}  # energy_a's frames came from the cache
+    second = json.loads((out / "results.json").read_text())
+    assert second["features"]["loaded"] == first["features"]["computed"]
+    # the cached frames are the frames: the same distance, to the last bit
+    assert second["metrics"]["fd_energy_a"]["value"] == first["metrics"]["fd_energy_a"]["value"]
+    cached = sorted((out / "features").rglob("*.safetensors"))
+    assert len(cached) == 2 * 2 * CLIPS and not list((out / "features").rglob("*.tmp*"))
+
+
+def test_results_that_differ_in_a_model_or_its_settings_do_not_compare(tmp_path):
+    from v2a.evaluate.provenance import check_comparable, model_record
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"one")
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"two")
+
+    def results(weights_file, sample_rate=16000):
+        model = model_record({"plugin": "vggish", "weights": str(weights_file)})
+        return {"metrics": {"fad": {"value": 1.0, "model": model,
+                                    "settings": {"sample_rate": sample_rate}}}}
+
+    assert results(weights)["metrics"]["fad"]["model"]["weights"]["sha256"] == \
+        "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"  # sha256 of b"one"
+    check_comparable(results(weights), results(weights))  # the same: no error
+    moved = tmp_path / "moved.safetensors"
+    moved.write_bytes(b"one")
+    check_comparable(results(weights), results(moved))  # a file counts by its content
+    with pytest.raises(EvaluationError, match="fad: model.weights: the weights file's content changed"):
+        check_comparable(results(weights), results(other))
+    with pytest.raises(EvaluationError, match="fad: settings.sample_rate: 16000 in the first, "
+                                              "32000 in the second"):
+        check_comparable(results(weights), results(weights, sample_rate=32000))
+    assert model_record({"plugin": "panns_cnn14", "weights": "none"})["weights"] == "random init"
+
+
+# -- reference-free: class probabilities and offsets of generated mp4s ---------------------------
+
+
+@dataclass
+class EnvelopeSyncConfig:
+    stream: str = "motion"
+    width: int = 645
+
+
+class EnvelopeSync(Reranker):
+    """A sync classifier for tests (an honest one): the correlation of the audio's onset
+    envelope (the rise of its energy per video frame) with the video stream's frame-to-frame
+    change, summed over the frames the two overlap at each of the 21 offsets -2..+2 s (a sum,
+    not a mean, so that a large shift with few overlapping frames is not favoured); positive
+    offsets: the audio comes late."""
+
+    def __init__(self, config: EnvelopeSyncConfig):
+        super().__init__()
+        self.stream = config.stream
+        self.sample_rate = SR
+        self.video_streams = {config.stream: config.width}
+        self.offsets = tuple(round(-2.0 + 0.2 * i, 1) for i in range(21))
+
+    def offset_logits(self, audio, video):
+        seq = video[self.stream]
+        change = (seq.values[:, 1:] - seq.values[:, :-1]).norm(dim=-1)  # [b, t - 1]
+        hop = round(self.sample_rate / seq.rate)
+        mono = audio.mean(dim=1)
+        frames = mono[:, : mono.shape[1] // hop * hop].unflatten(1, (-1, hop))
+        energy = frames.pow(2).mean(dim=-1)
+        rise = (energy[:, 1:] - energy[:, :-1]).clamp(min=0)  # [b, t' - 1]
+        t = min(change.shape[1], rise.shape[1])
+        change, rise = change[:, :t], rise[:, :t]
+        logits = []
+        for offset in self.offsets:
+            lag = round(offset * seq.rate)  # audio late by lag frames: rise[i + lag] ~ change[i]
+            if lag >= 0:
+                pair = (change[:, : t - lag], rise[:, lag:]) if lag < t else None
+            else:
+                pair = (change[:, -lag:], rise[:, : t + lag]) if -lag < t else None
+            logits.append(torch.zeros(change.shape[0]) if pair is None
+                          else (pair[0] * pair[1]).sum(dim=1))
+        return torch.stack(logits, dim=1)
+
+    def score(self, candidates, video):
+        b, n = candidates.shape[:2]
+        logits = self.offset_logits(candidates.flatten(0, 1), {
+            k: FeatureSequence(values=v.values.repeat_interleave(n, 0), rate=v.rate)
+            for k, v in video.items()})
+        best = torch.tensor(self.offsets)[logits.argmax(dim=1)]
+        return -best.abs().unflatten(0, (b, n))
+
+
+def test_reference_free_scores_generated_mp4s_with_what_needs_no_reference(
+        sets, tmp_path, registry, use_registry, capsys):
+    import v2a_plugins.audio_encoders.panns
+    import v2a_plugins.codecs.spectral_rvq
+    import v2a_plugins.rerankers.scav
+    import v2a_plugins.visual_encoders.colour_motion
+
+    for module in (v2a_plugins.audio_encoders.panns, v2a_plugins.codecs.spectral_rvq,
+                   v2a_plugins.rerankers.scav, v2a_plugins.visual_encoders.colour_motion):
+        registry.register_module(module)
+    plugin = types.ModuleType("envelope_sync_plugin")
+
+    @hookimpl
+    def v2a_register_components(register):  # under the catalogue's name for DeSync's model
+        register(ComponentSpec(kind="reranker", name="synchformer", build=EnvelopeSync,
+                               config=EnvelopeSyncConfig, description="tests only"))
+
+    plugin.v2a_register_components = v2a_register_components
+    registry.register_module(plugin)
+    recipe = tmp_path / "with_panns.yaml"  # a small CNN14 (the real architecture), random init
+    recipe.write_text(sets["recipe"].read_text() + "audio_encoder: {plugin: panns_cnn14, "
+                      "channels: [4, 4, 8, 8, 8, 8], classes: 6}\n")
+    generated = tmp_path / "generated"  # mp4s with their sound and their video
+    shutil.copytree(sets["ref"], generated, ignore=shutil.ignore_patterns("*.jsonl", "*.csv"))
+    metrics = "is_panns,kl_panns,fdm,desync"
+    found = {}
+    for name, folder, extra in (("synced", generated, []),
+                                ("late", sets["shifted"], ["--videos", sets["ref"]])):
+        out = tmp_path / name
+        code, stdout, err = run(capsys, folder, "--recipe", recipe, "--metrics", metrics, *extra,
+                                "-o", out, "codec.sample_rate=8000")
+        assert code == 0, err
+        found[name] = json.loads((out / "results.json").read_text())
+        assert "Note: KL PANNs skipped: it compares with reference audio and no --reference " \
+               "was given." in stdout
+        assert "Note: FD mel (FDM) skipped: it compares with reference audio" in stdout
+        assert "| IS PANNs | " in stdout and "panns_cnn14 (random init) |" in stdout
+    synced, late = found["synced"], found["late"]
+    assert synced["counts"]["pairs"] == CLIPS and synced["clips"]["clip0000"]["reference"] is None
+    is_panns = synced["metrics"]["is_panns"]
+    # IS lies in [1, classes]; its model and settings are recorded
+    assert 1.0 <= is_panns["value"] <= 6.0 and is_panns["reference_value"] is None
+    assert is_panns["model"]["weights"] == "random init"
+    assert is_panns["settings"] == {"sample_rate": 32000, "classes": 6, "multi_label": True,
+                                    "splits": 1}
+    # the generated mp4s are in sync with their own video; the audio 200 ms late is found late
+    assert synced["metrics"]["desync"]["value"] == 0.0
+    assert late["metrics"]["desync"]["value"] == pytest.approx(SHIFT)
+    offsets = late["clips"]["clip0000"]["offsets"]["desync"]["generated"]
+    assert offsets == [pytest.approx(SHIFT)]  # a 2 s clip: one segment
+
+
+def test_without_reference_the_whole_catalogue_is_listed_and_the_sync_score_runs(
+        sets, tmp_path, registry, use_registry, capsys):
+    import v2a_plugins.codecs.spectral_rvq
+    import v2a_plugins.rerankers.scav
+    import v2a_plugins.visual_encoders.colour_motion
+    from v2a.recipe import build_frozen, load_recipe
+
+    for module in (v2a_plugins.codecs.spectral_rvq, v2a_plugins.rerankers.scav,
+                   v2a_plugins.visual_encoders.colour_motion):  # no PANNs, no Synchformer
+        registry.register_module(module)
+
+    run_dir = tmp_path / "run"
+    reranker = build_frozen(load_recipe(sets["recipe"], ["codec.sample_rate=8000"]).choice("reranker"))
+    reranker.save_weights(run_dir / "scav.safetensors")  # any weights: the score is defined
+    generated = tmp_path / "generated"
+    shutil.copytree(sets["ref"], generated, ignore=shutil.ignore_patterns("*.jsonl", "*.csv"))
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, generated, "--recipe", sets["recipe"], "--checkpoint", run_dir,
+                            "-o", out, "codec.sample_rate=8000")
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["metrics"]) == ["sync"]
+    sync = results["metrics"]["sync"]
+    assert sync["reference_value"] is None and math.isfinite(sync["value"])
+    assert sync["model"]["weights"]["sha256"] and sync["model"]["visual_encoders"]["motion"]
+    assert results["sync"]["clips"] == CLIPS and "reference" not in results["sync"]
+    # every other metric of the catalogue is listed as skipped, each with its reason
+    from v2a.evaluate.catalogue import CATALOGUE
+
+    assert set(results["skipped"]) == set(CATALOGUE) - {"sync"}
+    assert results["skipped"]["fdm"] == ("FD mel (FDM) skipped: it compares with reference audio "
+                                         "and no --reference was given")
+    assert "| sync score | " in stdout
+
+
+def test_ground_truth_events_score_generated_audio_without_a_reference(sets, capsys):
+    code, stdout, err = run(capsys, sets["shifted"], "--events", sets["ref"] / "events.jsonl",
+                            "--metrics", "onset_f1,fdm")
+    assert code == 0, err
+    row = next(line for line in stdout.splitlines() if line.startswith("| onset F1 |"))
+    assert [c.strip() for c in row.split("|")[2:4]] == ["0", ""]  # 200 ms late; no reference side
+    assert "Note: FD mel (FDM) skipped: it compares with reference audio" in stdout
+
+
+def test_plots_and_metrics_refuse_what_cannot_work(sets, tmp_path, capsys):
+    code, _, err = run(capsys, sets["same"], "-o", tmp_path / "o", "--plots")
+    assert code == 2 and err.count("\n") == 1 and "needs --reference" in err
+    code, _, err = run(capsys, sets["same"], "--metrics", "fdm", "--protocol", "synth")
+    assert code == 2 and "give --metrics or --protocol, not both" in err
+
+
+def test_a_model_without_weights_is_skipped_unless_given_or_random_weights_asked(
+        sets, tmp_path, registry, use_registry, capsys):
+    """A metric's model built from its plug-in's defaults has no weights (PANNs': none): its
+    metrics are skipped saying how to give them; --model gives them (here a small CNN14's own
+    state, saved as a file), --random-weights asks for random init."""
+    import v2a_plugins.audio_encoders.panns
+    from safetensors.torch import save_file
+
+    from v2a.recipe import ComponentChoice, build_frozen
+
+    registry.register_module(v2a_plugins.audio_encoders.panns)
+    small = ["--model", "panns_cnn14.channels=[4, 4, 8, 8, 8, 8]", "--model",
+             "panns_cnn14.classes=6"]
+    generated = tmp_path / "generated"
+    shutil.copytree(sets["ref"], generated, ignore=shutil.ignore_patterns("*.jsonl", "*.csv"))
+
+    code, stdout, err = run(capsys, generated, "--metrics", "is_panns", *small)
+    assert code == 0, err
+    assert ("IS PANNs skipped: panns_cnn14 has no weights; give its published checkpoint with "
+            "--model panns_cnn14.weights=FILE") in stdout
+
+    options = {"channels": [4, 4, 8, 8, 8, 8], "classes": 6}
+    model = build_frozen(ComponentChoice(
+        kind="audio_encoder", plugin="panns_cnn14", options=options,
+        config=registry.config_for("audio_encoder", "panns_cnn14", options)))
+    weights = tmp_path / "cnn14_small.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    out = tmp_path / "with_weights"
+    code, stdout, err = run(capsys, generated, "--metrics", "is_panns", *small, "--model",
+                            f"panns_cnn14.weights={weights}", "-o", out)
+    assert code == 0, err
+    recorded = json.loads((out / "results.json").read_text())["metrics"]["is_panns"]
+    assert recorded["model"]["weights"]["file"] == str(weights)  # the file, with its sha256
+    assert len(recorded["model"]["weights"]["sha256"]) == 64
+
+    code, stdout, err = run(capsys, generated, "--metrics", "is_panns", *small, "--random-weights")
+    assert code == 0, err
+    assert "| IS PANNs | " in stdout and "panns_cnn14 (random init) |" in stdout
+
+    code, _, err = run(capsys, generated, "--metrics", "is_panns", "--model", "panns_cnn14")
+    assert code == 2 and "is not PLUGIN.KEY=VALUE" in err

@@ -488,7 +488,8 @@ def test_base_recipes_are_marked_and_refused_for_running(write, registry):
         require_runnable(base)
     assert str(info.value) == (
         f"{base.source} is a base recipe, meant to be extended (it has no fuser and "
-        "generator); run maskvat_adaln, maskvat_hybrid or maskvat_seq2seq instead")
+        "generator); run maskvat_adaln, maskvat_hybrid, maskvat_hybrid_synchformer or "
+        "maskvat_seq2seq instead")
     assert base.source.endswith("recipes/maskvat_base.yaml")
     hybrid = load_recipe("maskvat_hybrid")
     assert not hybrid.base  # never inherited

@@ -213,11 +213,11 @@ def download_pretrained(postprocess: bool) -> dict[str, Tensor]:
     """torchvggish's own download (its ``vggish()``), as a state dict in this module's layout."""
     try:
         import torchvggish
-    except ImportError:
+    except ImportError as exc:  # torchvggish itself, or soundfile, which it needs undeclared
         raise WeightsError(
-            "VGGish weights=pretrained downloads through torchvggish, which is not installed: "
-            "install it with pip install 'v2a[vggish]', or download vggish-10086976.pth from "
-            f"{DOWNLOAD_PAGE} and set weights to its path."
+            f"VGGish weights=pretrained downloads through torchvggish, which cannot be imported "
+            f"(no module {exc.name!r}): install it with pip install 'v2a[vggish]', or download "
+            f"vggish-10086976.pth from {DOWNLOAD_PAGE} and set weights to its path."
         ) from None
     try:
         model = torchvggish.vggish(postprocess=postprocess)

@@ -1,14 +1,24 @@
-"""Evaluation: ``v2a evaluate GENERATED --reference REF`` scores generated audio against references.
+"""Evaluation: ``v2a evaluate GENERATED [--reference REF]`` scores generated audio, against
+references or (reference-free) on its own.
 
 Each job has its module:
 
 * :mod:`v2a.evaluate.options` — :class:`Options` (what to evaluate), their checks, the errors;
+* :mod:`v2a.evaluate.catalogue` — every metric by name (what it needs, its model, direction,
+  unit) and the protocols; :mod:`v2a.evaluate.selection` — which of them an evaluation runs
+  and which it lists as skipped, with why;
 * :mod:`v2a.evaluate.pairing` — generated files paired with references by stem, both sides
   decoded at the rates the metrics need and cut to their common length;
 * :mod:`v2a.evaluate.frames` — the audio encoders of the Fréchet distances and each side's frame
   statistics;
 * :mod:`v2a.evaluate.benchmark` — the synthetic benchmark against ``v2a synth``'s events;
 * :mod:`v2a.evaluate.sync` — the recipe reranker's sync score against the videos;
+* :mod:`v2a.evaluate.classify` — KL and IS of an AudioClassifier's probabilities;
+  :mod:`v2a.evaluate.against_reference` — NS and onset accuracy / AP against the reference;
+  :mod:`v2a.evaluate.offsets` — DeSync / SS from a SyncClassifier;
+* :mod:`v2a.evaluate.store` — the feature cache (each model's features of each file, once);
+  :mod:`v2a.evaluate.provenance` — what computed each number, and whether two results compare;
+  :mod:`v2a.evaluate.records` — the results' ``metrics`` entries;
 * :mod:`v2a.evaluate.engine` — :func:`evaluate`: the steps above, pair by pair;
 * :mod:`v2a.evaluate.report` — the markdown table and ``results.json``;
 * :mod:`v2a.evaluate.plots` — one spectrogram plot per clip.
@@ -34,8 +44,9 @@ The metrics themselves are :mod:`v2a.metrics`'s. Metrics (one table row each, an
 from __future__ import annotations
 
 from v2a.evaluate.engine import evaluate
+from v2a.evaluate.provenance import check_comparable, differences
 from v2a.evaluate.options import DEFAULT_ENCODERS, EvaluationError, EvaluationOptionError, Options
 from v2a.evaluate.report import markdown_table, results_json
 
-__all__ = ["DEFAULT_ENCODERS", "EvaluationError", "EvaluationOptionError", "Options", "evaluate",
-           "markdown_table", "results_json"]
+__all__ = ["DEFAULT_ENCODERS", "EvaluationError", "EvaluationOptionError", "Options",
+           "check_comparable", "differences", "evaluate", "markdown_table", "results_json"]

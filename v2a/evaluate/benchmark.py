@@ -58,12 +58,12 @@ def truth_by_stem(events_path: Path) -> dict[str, list[Event]]:
     return truth
 
 
-def ground_truth(events: Path | None, reference: Path, pairs: list[Pair]
+def ground_truth(events: Path | None, reference: Path | None, pairs: list[Pair]
                  ) -> dict[str, list[Event]]:
     """Stem → events from ``events`` (``--events``; None: ``REF/events.jsonl`` when it exists),
     empty without."""
     path = events
-    if path is None and (reference / "events.jsonl").is_file():
+    if path is None and reference is not None and (reference / "events.jsonl").is_file():
         path = reference / "events.jsonl"
     elif path is not None and not path.is_file():
         raise EvaluationError(f"the events file {path} does not exist")
@@ -112,11 +112,17 @@ def score_onsets(audio: PairAudio, events: list[Event], tolerance: float,
     scores = {"generated": score(gen, ONSET_RATE, events)}
     if wrong_events is not None:
         scores["generated_wrong_video"] = score(gen, ONSET_RATE, wrong_events)
+    if ref is None:  # reference-free: the generated side alone
+        return _with_matched(scores)
     scores["reference"] = score(ref, ONSET_RATE, events)
     if codec is not None:
         rate = int(codec.sample_rate)
         decoded = through_codec(codec, audio.get(rate, int(codec.channels))[1], device)
         scores["reference_via_codec"] = score(decoded, rate, events)
+    return _with_matched(scores)
+
+
+def _with_matched(scores: dict[str, dict]) -> dict[str, dict]:
     for side in scores.values():
         side["matched"] = matched(side)
     return scores

@@ -19,15 +19,24 @@ from v2a.evaluate.benchmark import (
     summarise_sides,
     wrong_videos,
 )
-from v2a.evaluate.frames import FrameFeatures, add_frames, build_features
+from v2a.evaluate.against_reference import novelty_of, onset_transfer_of
+from v2a.evaluate.catalogue import NOVELTY, ONSETS, ONSETS_VS_REFERENCE, SYNC
+from v2a.evaluate.classify import ClassScorer, build_class_scorers
+from v2a.evaluate.frames import FrameFeatures, add_frames, build_features, encoder_choice
+from v2a.evaluate.models import model_choice, untrained_reason
 from v2a.evaluate.options import Options, check_options
 from v2a.evaluate.pairing import LENGTH_WARNING, Pair, PairAudio, pair_folders
 from v2a.evaluate.plots import plot_pair
+from v2a.evaluate.offsets import OffsetScorer, build_offset_scorers
+from v2a.evaluate.records import metric_entries, unscored
+from v2a.evaluate.selection import Selection, inputs_given, select
+from v2a.evaluate.store import FeatureStore
 from v2a.evaluate.sync import SyncScorer, build_sync_scorer
 from v2a.interfaces import AudioCodec
 from v2a.log import warn
 from v2a.media import find_video
-from v2a.recipe import load_recipe
+from v2a.recipe import Recipe, load_recipe
+from v2a.registry import Registry, default_registry
 from v2a.synth import Event
 
 
@@ -47,13 +56,17 @@ class Evaluation:
     sync: SyncScorer | None
     codec: AudioCodec | None  # the codec of the "reference via codec" ceiling
     notes: list[str]
+    selection: Selection
+    store: FeatureStore
+    classes: dict[str, ClassScorer] = field(default_factory=dict)  # plug-in → its KL/IS scorer
+    offsets: dict[str, OffsetScorer] = field(default_factory=dict)  # metric → its DeSync/SS scorer
     no_video: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
 
     @property
     def videos(self) -> Path:
         """The folder of the videos for the sync score."""
-        return self.options.videos or self.options.reference
+        return videos_folder(self.options)
 
     def score_pair(self, pair: Pair) -> dict[str, Any]:
         """One pair's entry of the results' ``clips``; adds its frames to the Fréchet statistics
@@ -63,10 +76,11 @@ class Evaluation:
         gen_seconds, ref_seconds = audio.seconds
         if abs(gen_seconds - ref_seconds) > LENGTH_WARNING:
             self.mismatched.append(pair.stem)
-        clip = {"generated": str(pair.generated), "reference": str(pair.reference),
+        clip = {"generated": str(pair.generated),
+                "reference": str(pair.reference) if pair.reference is not None else None,
                 "seconds": min(gen_seconds, ref_seconds), "seconds_generated": gen_seconds,
                 "seconds_reference": ref_seconds}
-        add_frames(self.features, audio, self.device)
+        add_frames(self.features, audio, self.device, self.store)
         events = self.truth.get(pair.stem)
         if events is not None:
             wrong = self.wrong.get(pair.stem)
@@ -75,18 +89,33 @@ class Evaluation:
                 wrong_events=self.truth[wrong] if wrong is not None else None)
             if wrong is not None:
                 clip["wrong_video"] = wrong
-        if self.sync is not None:
-            video = find_video(self.videos, pair.stem)
-            if video is None:
-                self.no_video.append(pair.stem)
-            else:
-                clip["video"] = str(video)
-                clip["sync"] = self.sync.score_pair(audio, video)
+        self.score_without_events(audio, clip)
         if self.options.plots is not None:
             plot_pair(self.options.plots, pair.stem, gen.numpy(), ref.numpy(), ONSET_RATE,
                       truth=[e.time for e in events] if events is not None else None,
                       f1=clip["onsets"]["generated"]["onset_f1"] if "onsets" in clip else None)
         return clip
+
+    def score_without_events(self, audio: PairAudio, clip: dict[str, Any]) -> None:
+        """Into ``clip``: the scores of one pair that need no ground truth (class probabilities
+        go into their scorers, NS, onset transfer, the sync score and the offsets)."""
+        for scorer in self.classes.values():
+            scorer.add(audio, self.store, self.device)
+        if self.selection.runs(NOVELTY):
+            clip["ns"] = novelty_of(audio)
+        if self.selection.runs(ONSETS_VS_REFERENCE):
+            clip["onset_transfer"] = onset_transfer_of(audio)
+        if self.sync is None and not self.offsets:
+            return
+        video = find_video(self.videos, audio.pair.stem)
+        if video is None:
+            self.no_video.append(audio.pair.stem)
+            return
+        clip["video"] = str(video)
+        if self.sync is not None:
+            clip["sync"] = self.sync.score_pair(audio, video)
+        if self.offsets:
+            clip["offsets"] = {name: s.clip_offsets(audio, video) for name, s in self.offsets.items()}
 
     def results(self, clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """The results (the layout of ``results.json``, less the command line and options) of
@@ -98,9 +127,10 @@ class Evaluation:
         notes = list(self.notes)
         if self.no_video:
             notes.append(f"{len(self.no_video)} clips have no video in {self.videos} and have no "
-                         "sync score")
+                         "sync score or offsets")
         notes += [note for f in self.features if (note := f.bias_note()) is not None]
-        return {
+        results = {
+            "protocol": self.options.protocol,
             "counts": {"pairs": len(self.pairs), "generated_only": self.only_generated,
                        "reference_only": self.only_reference,
                        "with_events": sum(p.stem in self.truth for p in self.pairs)},
@@ -111,6 +141,14 @@ class Evaluation:
                 [c["sync"] for c in clips.values() if "sync" in c]),
             "clips": clips, "notes": notes,
         }
+        metrics = metric_entries(self.selection, results, self.features, self.sync,
+                                 classes=self.classes, offsets=self.offsets)
+        skipped = {**self.selection.skipped, **unscored(self.selection, metrics)}
+        layout = ([{"name": m.name, "label": m.label, "better": m.better, "unit": m.unit}
+                   for m in self.selection.asked] if self.selection.explicit else None)
+        return {**results, "layout": layout, "metrics": metrics, "skipped": skipped,
+                "features": {"computed": dict(self.store.computed),
+                             "loaded": dict(self.store.loaded)}}
 
 
 def warn_unpaired(options: Options, only_generated: list[str], only_reference: list[str]) -> None:
@@ -123,10 +161,34 @@ def warn_unpaired(options: Options, only_generated: list[str], only_reference: l
              f"(e.g. {only_reference[0]!r}) and are left out")
 
 
+def videos_folder(options: Options) -> Path:
+    """Where each clip's video is looked for: ``--videos``, else the reference folder, else the
+    generated folder (the mp4s ``v2a generate`` writes carry the video)."""
+    return options.videos or options.reference or options.generated
+
+
+def skip_untrained(selection: Selection, recipe: Recipe | None, registry: Registry,
+                   options: Options) -> None:
+    """Skip the running metrics whose model would have random weights (see
+    :mod:`v2a.evaluate.models`), each with the sentence that says how to give them."""
+    for metric in selection.running:
+        if metric.plugin is None or metric.encoder == "codec_latents":
+            continue
+        kind, plugin = metric.plugin
+        if plugin not in registry.names(kind):
+            continue  # said by the selection, or by build_features for --encoders
+        model = (encoder_choice(plugin, registry, recipe, options) if kind == "audio_encoder"
+                 else model_choice(kind, plugin, registry=registry, options=options, recipe=recipe))
+        reason = untrained_reason(metric.label, model, options)
+        if reason is not None:
+            selection.skipped[metric.name] = reason
+
+
 def prepare(options: Options) -> Evaluation:
-    """Check the options, pair the folders, read the ground truth and the recipe, and build the
-    encoders, the sync scorer and the ceiling's codec."""
+    """Check the options, pair the folders, read the ground truth and the recipe, choose the
+    metrics, and build the encoders, the sync scorer and the ceiling's codec."""
     check_options(options)
+    registry = default_registry()
     device = torch.device(options.device)
     pairs, only_generated, only_reference = pair_folders(options.generated, options.reference)
     warn_unpaired(options, only_generated, only_reference)
@@ -134,18 +196,32 @@ def prepare(options: Options) -> Evaluation:
     recipe = None
     if options.recipe is not None:
         recipe = load_recipe(options.recipe, options.overrides, **options.recipe_options)
+    folder = videos_folder(options)
+    given = inputs_given(options, has_events=any(p.stem in truth for p in pairs),
+                         has_recipe=recipe is not None,
+                         has_videos=folder.is_dir() and any(find_video(folder, p.stem) is not None
+                                                            for p in pairs))
+    selection = select(options, registry, given=given)
+    if not selection.runs(ONSETS):
+        truth = {}
     notes: list[str] = []
-    features = build_features(options.encoders, recipe, device, notes)
-    sync = build_sync_scorer(recipe, options.checkpoint, device, notes)
-    return Evaluation(
+    skip_untrained(selection, recipe, registry, options)
+    features = build_features(selection.encoders, recipe, device, notes, options)
+    sync = build_sync_scorer(recipe, options.checkpoint, device, notes) if selection.runs(SYNC) else None
+    classes = build_class_scorers(selection.running, recipe, registry, device, selection.skipped,
+                                  options)
+    offsets = build_offset_scorers(selection.running, recipe, registry, device, selection.skipped,
+                                   options)
+    return Evaluation(classes=classes, offsets=offsets,
         options=options, device=device, pairs=pairs, only_generated=only_generated,
         only_reference=only_reference, truth=truth, wrong=wrong_videos(pairs, truth),
         features=features, sync=sync,
-        codec=ceiling_codec(recipe, features, device) if truth else None, notes=notes)
+        codec=ceiling_codec(recipe, features, device) if truth and options.reference else None,
+        notes=notes, selection=selection, store=FeatureStore(root=options.features))
 
 
 def evaluate(options: Options, progress: bool = False) -> dict[str, Any]:
-    """Score the generated folder against the reference folder; returns the results (the JSON
+    """Score the generated folder (against the reference folder when there is one); returns the results (the JSON
     layout of ``results.json``, less the command line and options). ``progress``: a progress
     bar over the pairs (with two pairs or more)."""
     evaluation = prepare(options)

@@ -16,12 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from v2a.evaluate.options import EvaluationOptionError
+from v2a.evaluate.catalogue import frechet_metric
+from v2a.evaluate.models import ModelChoice, model_choice
+from v2a.evaluate.options import EvaluationOptionError, Options
 from v2a.evaluate.pairing import PairAudio
+from v2a.evaluate.provenance import model_key, model_record
+from v2a.evaluate.store import FeatureStore
 from v2a.interfaces import AudioEncoder
 from v2a.metrics.frechet import Moments, frechet_of
 from v2a.metrics.spectral import mfcc
-from v2a.recipe import ComponentChoice, Recipe, build_frozen
+from v2a.recipe import Recipe, build_frozen
 from v2a.registry import Registry, default_registry
 
 LABELS = {"mel": "FD mel (FDM)", "mfcc": "FD MFCC", "codec_latents": "FD codec latents (FDD)"}
@@ -37,6 +41,7 @@ class FrameFeatures:
     encoder: AudioEncoder
     options: dict[str, Any]  # the encoder's plug-in and options, every default filled in
     channels: int = 1
+    metric: str = ""  # the catalogue's name of the distance (fdm, fd_mfcc, fdd, fd_<name>)
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     generated: Moments = field(default_factory=Moments)
     reference: Moments = field(default_factory=Moments)
@@ -49,6 +54,17 @@ class FrameFeatures:
                 "sample_rate": int(self.encoder.sample_rate), "encoder": self.options,
                 **({"transform": "mfcc"} if self.transform is mfcc else {})}
 
+    @property
+    def record(self) -> dict[str, Any]:
+        """The encoder as ``results.json`` records it (:func:`~v2a.evaluate.provenance.model_record`)."""
+        return model_record(self.options)
+
+    @property
+    def key(self) -> str:
+        """The feature cache's key of the encoder's frames (the MFCC transform is applied after)."""
+        return model_key(self.record, sample_rate=int(self.encoder.sample_rate),
+                         channels=self.channels, features="frames")
+
     def bias_note(self) -> str | None:
         """A note when a side has no more frames than dimensions (a biased distance), or None."""
         frames = min(self.generated.count, self.reference.count)
@@ -59,21 +75,21 @@ class FrameFeatures:
                 "more clips")
 
 
-def encoder_choice(name: str, registry: Registry, recipe: Recipe | None = None
-                   ) -> ComponentChoice:
-    """The recipe choice that builds the audio encoder ``name``: ``codec_latents`` wraps the
-    recipe's codec; an encoder the recipe's ``audio_encoder`` slot uses takes the slot's options
-    (BEATs with its weights file, say), except ``mel``, which keeps its defaults so that FDM
-    compares across recipes; any other encoder takes its defaults."""
-    options: dict[str, Any] = {}
+def encoder_choice(name: str, registry: Registry, recipe: Recipe | None, options: Options
+                   ) -> ModelChoice:
+    """The choice that builds the audio encoder ``name`` (:func:`v2a.evaluate.models.model_choice`):
+    ``codec_latents`` wraps the recipe's codec; an encoder the recipe's ``audio_encoder`` slot
+    uses takes the slot's options (BEATs with its weights file, say), except ``mel``, which keeps
+    its defaults so that FDM compares across recipes; any other encoder takes its defaults and
+    ``--model``."""
+    base: dict[str, Any] = {}
     if recipe is not None and name == "codec_latents":
-        options = {"codec": recipe.choice("codec").as_data()}
-    elif recipe is not None and name != "mel" and recipe.has("audio_encoder"):
-        own = recipe.choice("audio_encoder")
-        if own.plugin == name:
-            return own
-    return ComponentChoice(kind="audio_encoder", plugin=name, options=options,
-                           config=registry.config_for("audio_encoder", name, options))
+        base = {"codec": recipe.choice("codec").as_data()}
+    model = model_choice("audio_encoder", name, registry=registry, options=options, recipe=recipe,
+                         base=base)
+    if name == "codec_latents" and not model.from_recipe:  # the recipe's codec, as the recipe says
+        return ModelChoice(model.choice, from_recipe=recipe is not None)
+    return model
 
 
 def check_encoder_names(names: list[str], known: list[str], derived: dict[str, str]) -> None:
@@ -88,7 +104,7 @@ def check_encoder_names(names: list[str], known: list[str], derived: dict[str, s
 
 
 def build_features(names: list[str], recipe: Recipe | None, device: torch.device,
-                   notes: list[str]) -> list[FrameFeatures]:
+                   notes: list[str], options: Options) -> list[FrameFeatures]:
     """The Fréchet distances asked for, their encoders built as training builds them (frozen,
     fixed seed); encoders shared where two distances read the same one (mel and MFCC)."""
     registry = default_registry()
@@ -106,38 +122,44 @@ def build_features(names: list[str], recipe: Recipe | None, device: torch.device
             if base not in known:
                 raise EvaluationOptionError(f"mfcc is computed from the {base!r} audio encoder, "
                                             "which is not registered")
-            choice = encoder_choice(base, registry, recipe)
+            choice = encoder_choice(base, registry, recipe, options).choice
             built[base] = (build_frozen(choice).to(device), choice.as_data())
-        encoder, options = built[base]
+        encoder, encoder_options = built[base]
         codec = getattr(encoder, "codec", None) if base == "codec_latents" else None
         features.append(FrameFeatures(
-            name=name, label=LABELS.get(name, f"FD {name}"), encoder=encoder, options=options,
+            name=name, label=LABELS.get(name, f"FD {name}"), encoder=encoder,
+            options=encoder_options,
+            metric=frechet_metric(name).name,
             channels=int(codec.channels) if codec is not None else 1,
             transform=mfcc if name in derived else None,
         ))
     return features
 
 
-def frames_of(encoder: AudioEncoder, wav: Tensor, device: torch.device) -> np.ndarray:
-    """The encoder's frames ``[t, d]`` (float64) of one waveform ``[c, n]``."""
+def frames_of(encoder: AudioEncoder, wav: Tensor, device: torch.device) -> Tensor:
+    """The encoder's frames ``[t, d]`` of one waveform ``[c, n]`` (on the CPU)."""
     seq = encoder.encode(wav[None].to(device))
     values = seq.values[0]
     if seq.mask is not None:
         values = values[seq.mask[0]]
-    return values.double().cpu().numpy()
+    return values.cpu()
 
 
-def add_frames(features: list[FrameFeatures], audio: PairAudio, device: torch.device) -> None:
+def add_frames(features: list[FrameFeatures], audio: PairAudio, device: torch.device,
+               store: FeatureStore) -> None:
     """Both sides' frames of one pair into each distance's statistics (one encoder pass per
-    encoder, shared by the distances that read it)."""
+    encoder and file, shared by the distances that read it, and kept in ``store``)."""
     outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     with torch.inference_mode():
         for feat in features:
             key = id(feat.encoder)
             if key not in outputs:
                 gen, ref = audio.get(int(feat.encoder.sample_rate), feat.channels)
-                outputs[key] = (frames_of(feat.encoder, gen, device),
-                                frames_of(feat.encoder, ref, device))
+                samples = gen.shape[1]
+                outputs[key] = tuple(
+                    store.get(feat.key, path, samples,
+                              lambda wav=wav: frames_of(feat.encoder, wav, device)).double().numpy()
+                    for path, wav in ((audio.pair.generated, gen), (audio.pair.reference, ref)))
             gen_frames, ref_frames = outputs[key]
             if feat.transform is not None:
                 gen_frames, ref_frames = feat.transform(gen_frames), feat.transform(ref_frames)

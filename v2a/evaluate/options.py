@@ -27,8 +27,8 @@ class Options:
     """What to evaluate and how (the command's options)."""
 
     generated: Path
-    reference: Path
-    videos: Path | None = None  # None: the reference folder
+    reference: Path | None = None  # None: reference-free (only the metrics that need none)
+    videos: Path | None = None  # None: the reference folder, else the generated folder
     events: Path | None = None  # None: REF/events.jsonl when it exists
     recipe: str | None = None
     checkpoint: Path | None = None
@@ -38,6 +38,10 @@ class Options:
     tolerance: float = DEFAULT_TOLERANCE
     plots: Path | None = None  # the folder to write one PNG per clip into
     device: str = "cpu"
+    metrics: list[str] | None = None  # --metrics names; None: today's set (--encoders, ...)
+    protocol: str | None = None  # --protocol: its metrics, laid out as its paper's table
+    features: Path | None = None  # the feature cache's folder (OUT/features); None: no cache
+    models: dict[str, dict] = field(default_factory=dict)  # --model PLUGIN.KEY=VALUE, by plug-in
 
 
 def check_options(options: Options) -> None:
@@ -51,6 +55,11 @@ def check_options(options: Options) -> None:
         raise EvaluationOptionError(f"recipe overrides ({options.overrides[0]}) need --recipe")
     if options.checkpoint is not None and not options.checkpoint.is_dir():
         raise EvaluationOptionError(f"the checkpoint {options.checkpoint} is not a training run folder")
+    if options.metrics is not None and options.protocol is not None:
+        raise EvaluationOptionError("give --metrics or --protocol, not both")
+    if options.plots is not None and options.reference is None:
+        raise EvaluationOptionError("--plots draws the generated audio above its reference, so it "
+                                    "needs --reference")
     if options.plots is not None and importlib.util.find_spec("matplotlib") is None:
         raise EvaluationOptionError("--plots needs matplotlib, which is not installed; install it "
                                     "with: pip install 'v2a[plots]'")

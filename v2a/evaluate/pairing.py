@@ -5,7 +5,8 @@ video, ``<stem>.mp4``, gives its audio track) is paired with the reference of th
 REF: an audio file ``REF/<stem>.wav``, or the audio track of ``REF/<stem>.mp4``. A stem
 ``<stem>.v2a`` (what ``v2a generate`` writes beside a video without ``-o``) counts as ``<stem>``.
 Both sides are compared over their common length (a clip generated for a video lasts as long as
-the video, so they should match).
+the video, so they should match). Without a reference folder (reference-free evaluation) every
+generated stem is a "pair" of one side, whose reference is None.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ LENGTH_WARNING = 0.1  # seconds two sides of a pair may differ before a warning
 class Pair:
     stem: str
     generated: Path
-    reference: Path
+    reference: Path | None  # None: reference-free
 
 
 def stem_of(path: Path) -> str:
@@ -51,16 +52,23 @@ def audio_sources(folder: Path) -> dict[str, Path]:
     return found
 
 
-def pair_folders(generated: Path, reference: Path) -> tuple[list[Pair], list[str], list[str]]:
-    """(pairs by stem, stems only generated, stems only in the reference)."""
+def pair_folders(generated: Path, reference: Path | None
+                 ) -> tuple[list[Pair], list[str], list[str]]:
+    """(pairs by stem, stems only generated, stems only in the reference); without a
+    ``reference`` folder, one pair without reference per generated stem."""
     for folder, what in ((generated, "generated audio"), (reference, "reference")):
+        if folder is None:
+            continue
         if not folder.exists():
             raise EvaluationError(f"the {what} folder {folder} does not exist")
         if not folder.is_dir():
             raise EvaluationError(f"the {what} folder {folder} is a file; give a folder")
-    gen, ref = audio_sources(generated), audio_sources(reference)
+    gen = audio_sources(generated)
     if not gen:
         raise EvaluationError(f"the folder {generated} holds no audio or video file to evaluate")
+    if reference is None:
+        return [Pair(stem, gen[stem], None) for stem in sorted(gen)], [], []
+    ref = audio_sources(reference)
     pairs = [Pair(stem, gen[stem], ref[stem]) for stem in sorted(gen.keys() & ref.keys())]
     if not pairs:
         raise EvaluationError(
@@ -82,7 +90,8 @@ def load(path: Path, sample_rate: int, channels: int) -> Tensor:
         if silent:  # e.g. a `v2a synth --silent` folder given as the reference
             raise EvaluationError(f"{path} is a video without sound, so there is no audio to "
                                   "compare; give the folder of the true sound (a `v2a synth` set "
-                                  "made without --silent)") from None
+                                  "made without --silent), or leave out --reference to score "
+                                  "without one") from None
         raise EvaluationError(str(exc)) from None
 
 
@@ -94,11 +103,16 @@ class PairAudio:
         self.seconds: tuple[float, float] | None = None  # (generated, reference) before cutting
         self._decoded: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
 
-    def get(self, sample_rate: int, channels: int = 1) -> tuple[Tensor, Tensor]:
-        """``(generated [c, n], reference [c, n])`` at ``sample_rate``, ``n`` the shorter length."""
+    def get(self, sample_rate: int, channels: int = 1) -> tuple[Tensor, Tensor | None]:
+        """``(generated [c, n], reference [c, n])`` at ``sample_rate``, ``n`` the shorter length;
+        the reference is None (and the generated audio whole) without a reference."""
         key = (int(sample_rate), int(channels))
         if key not in self._decoded:
             gen = load(self.pair.generated, *key)
+            if self.pair.reference is None:
+                self.seconds = self.seconds or (gen.shape[1] / key[0], gen.shape[1] / key[0])
+                self._decoded[key] = (gen, None)
+                return self._decoded[key]
             ref = load(self.pair.reference, *key)
             if self.seconds is None:
                 self.seconds = (gen.shape[1] / key[0], ref.shape[1] / key[0])

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from v2a.evaluate.options import EvaluationError
 from v2a.evaluate.pairing import PairAudio
+from v2a.evaluate.provenance import model_record
 from v2a.features import encode_video
 from v2a.interfaces import Reranker, VisualEncoder
 from v2a.media import MediaError, probe
@@ -32,9 +33,10 @@ class SyncScorer:
     generation time."""
 
     def __init__(self, *, plugin: str, reranker: Reranker, encoders: dict[str, VisualEncoder],
-                 device: torch.device):
+                 device: torch.device, record: dict[str, Any] | None = None):
         self.reranker = reranker.to(device)
         self.plugin = plugin
+        self.record = record  # the reranker and its visual encoders, as results.json records them
         self.sample_rate = int(reranker.sample_rate)
         self.encoders = {name: encoder.to(device) for name, encoder in encoders.items()}
         self.device = device
@@ -56,10 +58,14 @@ class SyncScorer:
         return float(self.reranker.score(candidates, video)[0, 0])
 
     def score_pair(self, audio: PairAudio, video: Path) -> dict[str, float]:
-        """Scores of both sides of a pair against their video."""
+        """Scores of both sides of a pair (the generated side alone without a reference)
+        against their video."""
         gen, ref = audio.get(self.sample_rate)
         streams = self.streams(video, gen.shape[1] / self.sample_rate)
-        return {"generated": self.score(gen, streams), "reference": self.score(ref, streams)}
+        scores = {"generated": self.score(gen, streams)}
+        if ref is not None:
+            scores["reference"] = self.score(ref, streams)
+        return scores
 
     def summary(self, scores: list[dict[str, float]]) -> dict[str, Any] | None:
         """Mean score of each side over the clips; None without any."""
@@ -105,7 +111,7 @@ def build_sync_scorer(recipe: Recipe | None, checkpoint: Path | None, device: to
     if choice is None:
         return None
     reranker = build_frozen(choice)
-    encoders = {}
+    encoders, records = {}, {}
     for name in reranker.video_streams:
         slot = f"visual_encoders.{name}"
         if not recipe.has(slot):
@@ -113,4 +119,7 @@ def build_sync_scorer(recipe: Recipe | None, checkpoint: Path | None, device: to
                          "no visual encoder of the recipe provides")
             return None
         encoders[name] = build_frozen(recipe.choice(slot))
-    return SyncScorer(plugin=choice.plugin, reranker=reranker, encoders=encoders, device=device)
+        records[name] = model_record(recipe.choice(slot).as_data())
+    record = {**model_record(choice.as_data()), "visual_encoders": records}
+    return SyncScorer(plugin=choice.plugin, reranker=reranker, encoders=encoders, device=device,
+                      record=record)
