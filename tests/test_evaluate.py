@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from v2a import AudioEncoder, ComponentSpec, FeatureSequence, Reranker, hookimpl
+from v2a import AudioEncoder, ComponentSpec, FeatureSequence, Reranker, VisualEncoder, hookimpl
 from v2a.cli import main
 from v2a.evaluate import EvaluationError, Options, evaluate
 from v2a.evaluate.benchmark import truth_by_stem
@@ -223,7 +223,7 @@ def test_user_errors_are_one_sentence(sets, tmp_path, capsys, case, words):
         generated.mkdir()
         write_audio(generated / "unrelated.wav", np.zeros((1, SR), np.float32), SR)
     elif case == "unknown_encoder":
-        extra = ["--encoders", "mel,passt"]  # no PaSST plug-in is written yet
+        extra = ["--encoders", "mel,nonesuch"]  # no plug-in of that name
     elif case == "plots_without_output":
         extra = ["--plots"]
     elif case == "unreadable":
@@ -238,7 +238,7 @@ def test_user_errors_are_one_sentence(sets, tmp_path, capsys, case, words):
     assert err.startswith("v2a: error: ") and err.count("\n") == 1 and words in err, err
     assert "Traceback" not in err and stdout == ""
     if case == "unknown_encoder":
-        assert "'passt'" in err and "mel" in err and "codec_latents" in err
+        assert "'nonesuch'" in err and "mel" in err and "codec_latents" in err
 
 
 # -- FDD, the codec ceiling and the sync score through a recipe ----------------------------------
@@ -711,3 +711,174 @@ def test_a_model_without_weights_is_skipped_unless_given_or_random_weights_asked
 
     code, _, err = run(capsys, generated, "--metrics", "is_panns", "--model", "panns_cnn14")
     assert code == 2 and "is not PLUGIN.KEY=VALUE" in err
+
+
+# -- the semantic family (an audio-video cosine in a shared space) -------------------------------
+
+
+@dataclass
+class AxisAudioConfig:
+    weights: str = "none"  # recorded, never read: the encoder has no parameters
+
+
+class AxisAudio(AudioEncoder):
+    """Per 10 ms of 16 kHz audio, ``(1 + rms, 0)``: every step points along the first axis of a
+    2-d "shared space", with a length that varies (so only the normalised mean is 1, 0)."""
+
+    def __init__(self, config: AxisAudioConfig):
+        super().__init__()
+        self.sample_rate, self.dim, self.rate = 16000, 2, 100.0
+
+    def encode(self, wav):
+        x = wav.mean(dim=1)
+        x = x[:, : x.shape[1] // 160 * 160].unflatten(1, (-1, 160))
+        length = 1.0 + x.pow(2).mean(dim=-1).sqrt()
+        return FeatureSequence(values=torch.stack([length, torch.zeros_like(length)], dim=-1),
+                               rate=self.rate)
+
+
+@dataclass
+class AngleFramesConfig:
+    angle: float = 0.0  # degrees from the audio's axis
+    fps: float = 5.0
+    weights: str = "none"  # recorded, never read
+
+
+class AngleFrames(VisualEncoder):
+    """Per frame, ``(0.5 + brightness) * (cos a, sin a)``: every frame points at ``angle`` from
+    :class:`AxisAudio`'s axis, so the clip's cosine is ``cos(angle)`` whatever the frames are."""
+
+    def __init__(self, config: AngleFramesConfig):
+        super().__init__()
+        self.fps = self.rate = config.fps
+        self.frame_size, self.dim = (8, 8), 2
+        self.angle = math.radians(config.angle)
+
+    def encode(self, frames, times):
+        length = 0.5 + frames.mean(dim=(2, 3, 4))  # [b, t]
+        axis = torch.tensor([math.cos(self.angle), math.sin(self.angle)])
+        return FeatureSequence(values=length[..., None] * axis, rate=self.rate,
+                               start=float(times[0]))
+
+
+def shared_space_plugin(*kinds: str) -> types.ModuleType:
+    """The test encoders under the catalogue's names for the Wav2CLIP score's models."""
+    module = types.ModuleType("shared_space_plugin_" + "_".join(kinds))
+
+    @hookimpl
+    def v2a_register_components(register):
+        if "audio" in kinds:
+            register(ComponentSpec(kind="audio_encoder", name="wav2clip", build=AxisAudio,
+                                   config=AxisAudioConfig, description="tests only"))
+        if "video" in kinds:
+            register(ComponentSpec(kind="visual_encoder", name="clip", build=AngleFrames,
+                                   config=AngleFramesConfig, description="tests only"))
+
+    module.v2a_register_components = v2a_register_components
+    return module
+
+
+def test_a_semantic_metric_is_the_cosine_of_the_mean_audio_and_video_directions(
+        sets, tmp_path, registry, use_registry, capsys):
+    generated = tmp_path / "generated"  # mp4s with their sound and their video
+    shutil.copytree(sets["ref"], generated, ignore=shutil.ignore_patterns("*.jsonl", "*.csv"))
+    metrics = ["--metrics", "wav2clip,ib_score,clap"]
+
+    registry.register_module(shared_space_plugin("audio"))
+    code, stdout, err = run(capsys, generated, *metrics, "--random-weights")
+    assert code == 0, err
+    assert "Note: Wav2CLIP score skipped: no visual_encoder plug-in named 'clip' is installed." \
+        in stdout
+    assert "Note: IB-score (ImageBind) skipped: no audio_encoder plug-in named 'imagebind' is " \
+        "installed." in stdout
+    assert ("Note: CLAP score skipped: it needs a text prompt per clip, which v2a evaluate does "
+            "not read yet.") in stdout
+
+    registry.register_module(shared_space_plugin("video"))
+    code, stdout, err = run(capsys, generated, *metrics)  # both models at weights: none
+    assert code == 0, err
+    assert "Wav2CLIP score skipped: wav2clip has no weights; give its published checkpoint" in stdout
+    code, stdout, err = run(capsys, generated, *metrics, "--model", "wav2clip.weights=w2c.pt")
+    assert code == 0, err  # the audio model has weights, the video model still has none
+    assert "Wav2CLIP score skipped: clip has no weights; give its published checkpoint" in stdout
+
+    found = {}
+    for angle in (90, 60):
+        out = tmp_path / f"angle{angle}"
+        code, stdout, err = run(capsys, generated, *metrics, "--random-weights", "--model",
+                                f"clip.angle={angle}", "-o", out)
+        assert code == 0, err
+        found[angle] = json.loads((out / "results.json").read_text())
+    score = found[60]["metrics"]["wav2clip"]
+    # cos 60° = 0.5 and cos 90° = 0 from float32 embeddings (cos and sin of the angle rounded
+    # to ~6e-8), pooled and normalised in float64: 1e-6 is ample
+    assert score["value"] == pytest.approx(0.5, abs=1e-6) and score["reference_value"] is None
+    assert found[90]["metrics"]["wav2clip"]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert found[60]["clips"]["clip0000"]["semantic"]["wav2clip"] == {
+        "generated": pytest.approx(0.5, abs=1e-6)}
+    # both models are recorded, and the report says the number comes from random init
+    assert score["model"]["plugin"] == "wav2clip" and score["model"]["weights"] == "random init"
+    assert score["model"]["visual_encoder"]["plugin"] == "clip"
+    assert score["model"]["visual_encoder"]["options"]["angle"] == 60
+    assert score["settings"] == {"sample_rate": 16000, "fps": 5.0,
+                                 "pooling": "mean over time, L2-normalised"}
+    assert set(found[60]["skipped"]) == {"ib_score", "clap"}
+
+    # with a reference, its audio is scored against the same videos beside the generated audio
+    out = tmp_path / "with_reference"
+    code, stdout, err = run(capsys, sets["same"], "--reference", sets["ref"], "--metrics",
+                            "wav2clip", "--random-weights", "--model", "clip.angle=60", "-o", out)
+    assert code == 0, err
+    score = json.loads((out / "results.json").read_text())["metrics"]["wav2clip"]
+    assert score["value"] == pytest.approx(0.5, abs=1e-6)
+    assert score["reference_value"] == pytest.approx(0.5, abs=1e-6)
+    assert "| Wav2CLIP score | " in stdout and "wav2clip (random init) |" in stdout
+
+
+def test_a_semantic_metric_whose_models_share_no_space_is_skipped(registry, use_registry):
+    from v2a.evaluate.catalogue import CATALOGUE
+    from v2a.evaluate.options import Options as EvalOptions
+    from v2a.evaluate.semantic import build_semantic_scorer, direction
+
+    class WideFrames(AngleFrames):
+        def __init__(self, config):
+            super().__init__(config)
+            self.dim = 3
+
+    module = types.ModuleType("wide_frames_plugin")
+
+    @hookimpl
+    def v2a_register_components(register):
+        register(ComponentSpec(kind="audio_encoder", name="wav2clip", build=AxisAudio,
+                               config=AxisAudioConfig, description="tests only"))
+        register(ComponentSpec(kind="visual_encoder", name="clip", build=WideFrames,
+                               config=AngleFramesConfig, description="tests only"))
+
+    module.v2a_register_components = v2a_register_components
+    registry.register_module(module)
+    reason = build_semantic_scorer(CATALOGUE["wav2clip"], None, registry, torch.device("cpu"),
+                                   EvalOptions(generated=Path(".")))
+    assert reason == ("Wav2CLIP score skipped: 'wav2clip' embeds audio in 2 dimensions and "
+                      "'clip' embeds frames in 3, so they share no space; give both models the "
+                      "options of one shared space")
+    # a zero mean embedding has no direction: it scores 0 rather than NaN
+    assert np.array_equal(direction(np.zeros((4, 3))), np.zeros(3))
+
+
+def test_model_options_of_a_name_two_kinds_share_go_where_they_belong():
+    """ImageBind's audio and vision towers are both `imagebind`: --model imagebind.weights=F
+    reaches both, a key only one kind takes reaches that one, an unknown key reaches both (and
+    is refused there by name)."""
+    from v2a.evaluate.models import options_for
+    from v2a.evaluate.options import Options
+    from v2a.registry import default_registry
+
+    registry = default_registry()
+    assert registry.kinds_of("imagebind") == ["audio_encoder", "visual_encoder"]
+    options = Options(generated=Path("gen"), models={"imagebind": {
+        "weights": "ib.pth", "crops": 3, "clips": 2, "nonesuch": 1}})
+    assert options_for("audio_encoder", "imagebind", options, registry) == {
+        "weights": "ib.pth", "clips": 2, "nonesuch": 1}
+    assert options_for("visual_encoder", "imagebind", options, registry) == {
+        "weights": "ib.pth", "crops": 3, "nonesuch": 1}
+    assert options_for("audio_encoder", "panns_cnn14", options, registry) == {}

@@ -349,6 +349,11 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(name for (k, name) in self.entries if k == kind)
 
+    def kinds_of(self, name: str) -> list[str]:
+        """The kinds that have a component named ``name`` (a plug-in may give two kinds one
+        name, as ImageBind's audio and vision towers)."""
+        return sorted(k for (k, n) in self.entries if n == name)
+
     def get(self, kind: str, name: str) -> Entry:
         """The entry for ``kind``/``name``, or a :class:`PluginError` saying what to do."""
         if kind not in KINDS:

@@ -33,9 +33,11 @@ SYNC = "sync"  # the recipe reranker's score
 class Metric:
     """One metric: ``family`` says which part of the engine computes it; ``plugin`` is the
     ``(kind, name)`` of the plug-in whose features it reads (None: the recipe's, or none);
-    ``capability`` the protocol of :mod:`v2a.interfaces` that plug-in must implement beyond its
-    kind (``AudioClassifier``, ``SyncClassifier``); ``encoder`` the ``--encoders`` name of a
-    Fréchet distance."""
+    ``video_plugin`` that of the visual encoder a semantic metric compares them with (its
+    embeddings in the same space); ``capability`` the protocol of :mod:`v2a.interfaces` that
+    plug-in must implement beyond its kind (``AudioClassifier``, ``SyncClassifier``);
+    ``encoder`` the ``--encoders`` name of a Fréchet distance; ``pending`` what v2a evaluate
+    lacks to compute the metric (None: nothing)."""
 
     name: str
     label: str
@@ -44,9 +46,11 @@ class Metric:
     unit: str
     needs: frozenset[str] = field(default_factory=frozenset)
     plugin: tuple[str, str] | None = None
+    video_plugin: tuple[str, str] | None = None
     capability: str | None = None
     encoder: str | None = None
     source: str = ""
+    pending: str | None = None
 
 
 def _fd(name: str, label: str, encoder: str, source: str, *, plugin: bool = True,
@@ -94,11 +98,14 @@ _METRICS = (
            capability="SyncClassifier", source="Iashin et al. 2024 (Synchformer); av-benchmark"),
     Metric(name="ib_score", label="IB-score (ImageBind)", family=SEMANTIC, better=HIGHER, unit="",
            needs=frozenset({VIDEOS}), plugin=("audio_encoder", "imagebind"),
+           video_plugin=("visual_encoder", "imagebind"),
            source="Girdhar et al. 2023 (ImageBind); av-benchmark"),
     Metric(name="clap", label="CLAP score", family=SEMANTIC, better=HIGHER, unit="",
-           plugin=("audio_encoder", "clap"), source="Wu et al. 2023 (LAION-CLAP)"),
+           plugin=("audio_encoder", "clap"), source="Wu et al. 2023 (LAION-CLAP)",
+           pending="it needs a text prompt per clip, which v2a evaluate does not read yet"),
     Metric(name="wav2clip", label="Wav2CLIP score", family=SEMANTIC, better=HIGHER, unit="",
            needs=frozenset({VIDEOS}), plugin=("audio_encoder", "wav2clip"),
+           video_plugin=("visual_encoder", "clip"),
            source="Wu et al. 2022 (Wav2CLIP)"),
     Metric(name="sync", label="sync score", family=SYNC, better=HIGHER, unit="",
            needs=frozenset({VIDEOS, RECIPE}),
@@ -171,13 +178,15 @@ def protocol_metrics(protocol: str, registry: Registry) -> list[Metric]:
 
 
 def skip_reason(metric: Metric, *, registry: Registry, given: set[str]) -> str | None:
-    """Why ``metric`` cannot run (one sentence, no full stop), or None when it can: its plug-in
-    is not registered, or something it needs (of :data:`REFERENCE`, :data:`VIDEOS`,
-    :data:`EVENTS`, :data:`RECIPE`) is not among ``given``."""
-    if metric.plugin is not None:
-        kind, name = metric.plugin
-        if name not in registry.names(kind):
-            return f"{metric.label} skipped: no {kind} plug-in named {name!r} is installed"
+    """Why ``metric`` cannot run (one sentence, no full stop), or None when it can: v2a
+    evaluate cannot compute it yet (``pending``), one of its plug-ins (audio, video) is not
+    registered, or something it needs (of :data:`REFERENCE`, :data:`VIDEOS`, :data:`EVENTS`,
+    :data:`RECIPE`) is not among ``given``."""
+    if metric.pending is not None:
+        return f"{metric.label} skipped: {metric.pending}"
+    for plugin in (metric.plugin, metric.video_plugin):
+        if plugin is not None and plugin[1] not in registry.names(plugin[0]):
+            return f"{metric.label} skipped: no {plugin[0]} plug-in named {plugin[1]!r} is installed"
     for need in (REFERENCE, EVENTS, RECIPE, VIDEOS):
         if need in metric.needs and need not in given:
             return f"{metric.label} skipped: {_NEEDS[need]}"

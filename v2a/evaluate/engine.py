@@ -23,13 +23,14 @@ from v2a.evaluate.against_reference import novelty_of, onset_transfer_of
 from v2a.evaluate.catalogue import NOVELTY, ONSETS, ONSETS_VS_REFERENCE, SYNC
 from v2a.evaluate.classify import ClassScorer, build_class_scorers
 from v2a.evaluate.frames import FrameFeatures, add_frames, build_features, encoder_choice
-from v2a.evaluate.models import model_choice, untrained_reason
+from v2a.evaluate.models import model_choice, untrained_reason, visual_model_choice
 from v2a.evaluate.options import Options, check_options
 from v2a.evaluate.pairing import LENGTH_WARNING, Pair, PairAudio, pair_folders
 from v2a.evaluate.plots import plot_pair
 from v2a.evaluate.offsets import OffsetScorer, build_offset_scorers
 from v2a.evaluate.records import metric_entries, unscored
 from v2a.evaluate.selection import Selection, inputs_given, select
+from v2a.evaluate.semantic import SemanticScorer, build_semantic_scorers
 from v2a.evaluate.store import FeatureStore
 from v2a.evaluate.sync import SyncScorer, build_sync_scorer
 from v2a.interfaces import AudioCodec
@@ -60,6 +61,7 @@ class Evaluation:
     store: FeatureStore
     classes: dict[str, ClassScorer] = field(default_factory=dict)  # plug-in → its KL/IS scorer
     offsets: dict[str, OffsetScorer] = field(default_factory=dict)  # metric → its DeSync/SS scorer
+    semantic: dict[str, SemanticScorer] = field(default_factory=dict)  # metric → its scorer
     no_video: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
 
@@ -98,14 +100,15 @@ class Evaluation:
 
     def score_without_events(self, audio: PairAudio, clip: dict[str, Any]) -> None:
         """Into ``clip``: the scores of one pair that need no ground truth (class probabilities
-        go into their scorers, NS, onset transfer, the sync score and the offsets)."""
+        go into their scorers, NS, onset transfer, the sync score, the offsets and the
+        semantic cosines)."""
         for scorer in self.classes.values():
             scorer.add(audio, self.store, self.device)
         if self.selection.runs(NOVELTY):
             clip["ns"] = novelty_of(audio)
         if self.selection.runs(ONSETS_VS_REFERENCE):
             clip["onset_transfer"] = onset_transfer_of(audio)
-        if self.sync is None and not self.offsets:
+        if self.sync is None and not self.offsets and not self.semantic:
             return
         video = find_video(self.videos, audio.pair.stem)
         if video is None:
@@ -116,6 +119,9 @@ class Evaluation:
             clip["sync"] = self.sync.score_pair(audio, video)
         if self.offsets:
             clip["offsets"] = {name: s.clip_offsets(audio, video) for name, s in self.offsets.items()}
+        if self.semantic:
+            clip["semantic"] = {name: s.clip_cosines(audio, video, self.store)
+                                for name, s in self.semantic.items()}
 
     def results(self, clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """The results (the layout of ``results.json``, less the command line and options) of
@@ -127,7 +133,7 @@ class Evaluation:
         notes = list(self.notes)
         if self.no_video:
             notes.append(f"{len(self.no_video)} clips have no video in {self.videos} and have no "
-                         "sync score or offsets")
+                         "sync score, offsets or semantic cosines")
         notes += [note for f in self.features if (note := f.bias_note()) is not None]
         results = {
             "protocol": self.options.protocol,
@@ -142,7 +148,8 @@ class Evaluation:
             "clips": clips, "notes": notes,
         }
         metrics = metric_entries(self.selection, results, self.features, self.sync,
-                                 classes=self.classes, offsets=self.offsets)
+                                 classes=self.classes, offsets=self.offsets,
+                                 semantic=self.semantic)
         skipped = {**self.selection.skipped, **unscored(self.selection, metrics)}
         layout = ([{"name": m.name, "label": m.label, "better": m.better, "unit": m.unit}
                    for m in self.selection.asked] if self.selection.explicit else None)
@@ -169,19 +176,27 @@ def videos_folder(options: Options) -> Path:
 
 def skip_untrained(selection: Selection, recipe: Recipe | None, registry: Registry,
                    options: Options) -> None:
-    """Skip the running metrics whose model would have random weights (see
-    :mod:`v2a.evaluate.models`), each with the sentence that says how to give them."""
+    """Skip the running metrics whose model (any of them: a semantic metric has an audio and
+    a visual one) would have random weights (see :mod:`v2a.evaluate.models`), each with the
+    sentence that says how to give them."""
     for metric in selection.running:
-        if metric.plugin is None or metric.encoder == "codec_latents":
+        if metric.encoder == "codec_latents":
             continue
-        kind, plugin = metric.plugin
-        if plugin not in registry.names(kind):
-            continue  # said by the selection, or by build_features for --encoders
-        model = (encoder_choice(plugin, registry, recipe, options) if kind == "audio_encoder"
-                 else model_choice(kind, plugin, registry=registry, options=options, recipe=recipe))
-        reason = untrained_reason(metric.label, model, options)
-        if reason is not None:
-            selection.skipped[metric.name] = reason
+        for kind, plugin in (p for p in (metric.plugin, metric.video_plugin) if p is not None):
+            if plugin not in registry.names(kind):
+                continue  # said by the selection, or by build_features for --encoders
+            if kind == "audio_encoder":
+                model = encoder_choice(plugin, registry, recipe, options)
+            elif metric.video_plugin is not None:
+                model = visual_model_choice(plugin, registry=registry, options=options,
+                                            recipe=recipe)
+            else:
+                model = model_choice(kind, plugin, registry=registry, options=options,
+                                     recipe=recipe)
+            reason = untrained_reason(metric.label, model, options)
+            if reason is not None:
+                selection.skipped[metric.name] = reason
+                break
 
 
 def prepare(options: Options) -> Evaluation:
@@ -212,7 +227,9 @@ def prepare(options: Options) -> Evaluation:
                                   options)
     offsets = build_offset_scorers(selection.running, recipe, registry, device, selection.skipped,
                                    options)
-    return Evaluation(classes=classes, offsets=offsets,
+    semantic = build_semantic_scorers(selection.running, recipe, registry, device,
+                                      selection.skipped, options)
+    return Evaluation(classes=classes, offsets=offsets, semantic=semantic,
         options=options, device=device, pairs=pairs, only_generated=only_generated,
         only_reference=only_reference, truth=truth, wrong=wrong_videos(pairs, truth),
         features=features, sync=sync,

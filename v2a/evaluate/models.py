@@ -14,6 +14,7 @@ as the recipe says: the recipe is the user's own choice.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,11 +51,31 @@ def recipe_component(kind: str, plugin: str, recipe: Recipe | None) -> Component
     return None
 
 
+def option_names(kind: str, plugin: str, registry: Registry) -> set[str]:
+    """The option names the plug-in ``plugin`` of ``kind`` takes."""
+    config = registry.get(kind, plugin).spec.config
+    return {f.name for f in dataclasses.fields(config)} if config is not None else set()
+
+
+def options_for(kind: str, plugin: str, options: Options, registry: Registry) -> dict[str, Any]:
+    """The ``--model`` options of ``plugin`` that go to its ``kind``: all of them, except that
+    where plug-ins of two kinds share the name (``imagebind``'s audio and vision towers) a key
+    only the other kind takes goes to that one alone (``--model imagebind.weights=FILE`` reaches
+    both, ``--model imagebind.crops=3`` the vision tower)."""
+    given = options.models.get(plugin, {})
+    others = [k for k in registry.kinds_of(plugin) if k != kind] if given else []
+    if not others:
+        return given
+    own = option_names(kind, plugin, registry)
+    theirs = set().union(*(option_names(k, plugin, registry) for k in others))
+    return {key: value for key, value in given.items() if key in own or key not in theirs}
+
+
 def model_choice(kind: str, plugin: str, *, registry: Registry, options: Options,
                  recipe: Recipe | None, base: dict[str, Any] | None = None) -> ModelChoice:
     """The choice that builds the model ``plugin`` of ``kind`` (see the module docstring);
     ``base``: options of the defaults' choice (``codec_latents``' codec, say)."""
-    given = options.models.get(plugin, {})
+    given = options_for(kind, plugin, options, registry)
     own = recipe_component(kind, plugin, recipe)
     if own is not None and not given:
         return ModelChoice(own, from_recipe=True)
@@ -79,3 +100,16 @@ def untrained_reason(label: str, model: ModelChoice, options: Options) -> str | 
     return (f"{label} skipped: {plugin} has no weights; give its published checkpoint with "
             f"--model {plugin}.weights=FILE (--model {plugin}.weights=pretrained downloads it, or "
             f"says where to get it), or pass --random-weights to compute it with random init")
+
+
+def visual_model_choice(plugin: str, *, registry: Registry, options: Options,
+                        recipe: Recipe | None) -> ModelChoice:
+    """The choice that builds the visual encoder ``plugin`` a semantic metric reads: the
+    recipe's stream ``visual_encoders.<plugin>`` only when that stream is this plug-in (a stream
+    of another plug-in under that name is not the metric's model), else the plug-in's defaults
+    and ``--model``."""
+    own = recipe_component("visual_encoder", plugin, recipe)
+    if own is not None and own.plugin != plugin:
+        recipe = None
+    return model_choice("visual_encoder", plugin, registry=registry, options=options,
+                        recipe=recipe)

@@ -20,6 +20,7 @@ import torch
 
 from v2a.evaluate.catalogue import OFFSETS, Metric
 from v2a.evaluate.models import model_choice
+from v2a.evaluate.selection import build_scorers
 from v2a.evaluate.options import EvaluationError, Options
 from v2a.evaluate.pairing import PairAudio
 from v2a.evaluate.provenance import model_record
@@ -125,13 +126,5 @@ def build_offset_scorers(metrics: list[Metric], recipe: Recipe | None, registry:
                          ) -> dict[str, OffsetScorer]:
     """Metric name → :class:`OffsetScorer` for the running DeSync/SS ``metrics``; those that
     cannot run go into ``skipped``."""
-    scorers = {}
-    for metric in metrics:
-        if metric.family != OFFSETS or metric.name in skipped:
-            continue
-        built = build_offset_scorer(metric, recipe, registry, device, options)
-        if isinstance(built, str):
-            skipped[metric.name] = built
-        else:
-            scorers[metric.name] = built
-    return scorers
+    return build_scorers(metrics, OFFSETS, skipped, lambda metric: build_offset_scorer(
+        metric, recipe, registry, device, options))

@@ -63,8 +63,10 @@ def model_record(choice_data: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_untrained(record: dict[str, Any] | None) -> bool:
-    """A model record whose weights are a random initialisation."""
-    return record is not None and record.get("weights") == RANDOM_INIT
+    """A model record whose weights are a random initialisation, or whose ``visual_encoder``
+    (the video model of a semantic metric) has them."""
+    return record is not None and (record.get("weights") == RANDOM_INIT
+                                   or is_untrained(record.get("visual_encoder")))
 
 
 def model_key(record: dict[str, Any], **settings: Any) -> str:

@@ -25,6 +25,7 @@ from v2a.evaluate.catalogue import (
     OFFSETS,
     ONSETS,
     ONSETS_VS_REFERENCE,
+    SEMANTIC,
     SYNC,
     Metric,
 )
@@ -33,6 +34,7 @@ from v2a.evaluate.frames import FrameFeatures
 from v2a.evaluate.offsets import OffsetScorer
 from v2a.evaluate.provenance import NO_WEIGHTS
 from v2a.evaluate.selection import Selection
+from v2a.evaluate.semantic import SemanticScorer
 from v2a.evaluate.sync import SyncScorer
 
 #: The onset detector is v2a's own arithmetic (:mod:`v2a.metrics.onsets`), no trained model.
@@ -69,14 +71,17 @@ def model_free_entry(metric: Metric, clips: dict[str, dict[str, Any]]) -> dict[s
 
 
 def model_entry(metric: Metric, classes: dict[str, ClassScorer], offsets: dict[str, OffsetScorer],
-                clips: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The entry of a KL/IS or DeSync/SS metric, None when it has no value."""
+                semantic: dict[str, SemanticScorer], clips: dict[str, dict[str, Any]]
+                ) -> dict[str, Any] | None:
+    """The entry of a KL/IS, DeSync/SS or semantic metric, None when it has no value."""
     if metric.family == CLASSES:
         scorer = classes.get(metric.plugin[1])
         values = scorer.entry_values(metric) if scorer is not None else None
     else:
-        scorer = offsets.get(metric.name)
-        per_clip = [c["offsets"][metric.name] for c in clips.values() if "offsets" in c]
+        field, scorers = (("semantic", semantic) if metric.family == SEMANTIC
+                          else ("offsets", offsets))
+        scorer = scorers.get(metric.name)
+        per_clip = [c[field][metric.name] for c in clips.values() if field in c]
         values = scorer.values(per_clip) if scorer is not None else None
     if values is None:
         return None
@@ -103,7 +108,8 @@ def side_entry(metric: Metric, results: dict[str, Any], sync: SyncScorer | None
 
 def metric_entries(selection: Selection, results: dict[str, Any], features: list[FrameFeatures],
                    sync: SyncScorer | None, *, classes: dict[str, ClassScorer],
-                   offsets: dict[str, OffsetScorer]) -> dict[str, dict[str, Any]]:
+                   offsets: dict[str, OffsetScorer], semantic: dict[str, SemanticScorer] | None = None
+                   ) -> dict[str, dict[str, Any]]:
     """The entries of the metrics that ran and gave a value, in the selection's order."""
     by_encoder = {f.name: f for f in features}
     entries = {}
@@ -113,8 +119,8 @@ def metric_entries(selection: Selection, results: dict[str, Any], features: list
                      if metric.encoder in by_encoder else None)
         elif metric.family in (NOVELTY, ONSETS_VS_REFERENCE):
             found = model_free_entry(metric, results["clips"])
-        elif metric.family in (CLASSES, OFFSETS):
-            found = model_entry(metric, classes, offsets, results["clips"])
+        elif metric.family in (CLASSES, OFFSETS, SEMANTIC):
+            found = model_entry(metric, classes, offsets, semantic or {}, results["clips"])
         else:
             found = side_entry(metric, results, sync)
         if found is not None:

@@ -9,7 +9,9 @@ reference runs when its plug-in and inputs are there, and the others are listed 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from v2a.evaluate.catalogue import (
     CATALOGUE,
@@ -22,6 +24,7 @@ from v2a.evaluate.catalogue import (
     ONSETS_VS_REFERENCE,
     RECIPE,
     REFERENCE,
+    SEMANTIC,
     SYNC,
     VIDEOS,
     Metric,
@@ -34,7 +37,7 @@ from v2a.evaluate.options import Options
 from v2a.registry import Registry
 
 #: The families the engine computes today; a metric of another family is skipped, saying so.
-COMPUTED = {FRECHET, ONSETS, SYNC, CLASSES, NOVELTY, ONSETS_VS_REFERENCE, OFFSETS}
+COMPUTED = {FRECHET, ONSETS, SYNC, CLASSES, NOVELTY, ONSETS_VS_REFERENCE, OFFSETS, SEMANTIC}
 
 
 @dataclass(kw_only=True)
@@ -100,3 +103,23 @@ def inputs_given(options: Options, *, has_events: bool, has_recipe: bool, has_vi
         if present:
             given.add(need)
     return given
+
+
+Scorer = TypeVar("Scorer")
+
+
+def build_scorers(metrics: list[Metric], family: str, skipped: dict[str, str],
+                  build: Callable[[Metric], Scorer | str]) -> dict[str, Scorer]:
+    """Metric name → what ``build`` makes for each running metric of ``family``; a metric
+    ``build`` cannot make a scorer for (it returns the sentence saying why) goes into
+    ``skipped``."""
+    scorers = {}
+    for metric in metrics:
+        if metric.family != family or metric.name in skipped:
+            continue
+        built = build(metric)
+        if isinstance(built, str):
+            skipped[metric.name] = built
+        else:
+            scorers[metric.name] = built
+    return scorers
