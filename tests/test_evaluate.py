@@ -611,7 +611,7 @@ def test_reference_free_scores_generated_mp4s_with_what_needs_no_reference(
     assert 1.0 <= is_panns["value"] <= 6.0 and is_panns["reference_value"] is None
     assert is_panns["model"]["weights"] == "random init"
     assert is_panns["settings"] == {"sample_rate": 32000, "classes": 6, "multi_label": True,
-                                    "splits": 1}
+                                    "splits": 1, "shuffle_seed": None}
     # the generated mp4s are in sync with their own video; the audio 200 ms late is found late
     assert synced["metrics"]["desync"]["value"] == 0.0
     assert late["metrics"]["desync"]["value"] == pytest.approx(SHIFT)
@@ -882,3 +882,31 @@ def test_model_options_of_a_name_two_kinds_share_go_where_they_belong():
     assert options_for("visual_encoder", "imagebind", options, registry) == {
         "weights": "ib.pth", "crops": 3, "nonesuch": 1}
     assert options_for("audio_encoder", "panns_cnn14", options, registry) == {}
+
+
+def test_the_av_benchmark_protocol_splits_the_inception_score_as_av_benchmark_does():
+    """10 splits of the set shuffled with seed 2020 (never more splits than clips); one split
+    otherwise. The value is the mean of the splits' scores from v2a.metrics.classes."""
+    from types import SimpleNamespace
+
+    from v2a.evaluate.catalogue import CATALOGUE
+    from v2a.evaluate.classify import PROTOCOL_SPLITS, ClassScorer
+    from v2a.metrics.classes import inception_score
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(5), size=12)  # 12 clips, 5 classes
+    classifier = SimpleNamespace(multi_label=False, sample_rate=16000, class_names=list("abcde"))
+    splits, seed = PROTOCOL_SPLITS["av-benchmark"]
+    assert (splits, seed) == (10, 2020)
+    scorer = ClassScorer(plugin="x", classifier=classifier, record={}, splits=splits,
+                         shuffle_seed=seed, generated=list(probabilities))
+    value, _ = scorer.entry_values(CATALOGUE["is_panns"])
+    assert value == inception_score(probabilities, multi_label=False, splits=10, shuffle_seed=2020)
+    assert scorer.settings()["splits"] == 10 and scorer.settings()["shuffle_seed"] == 2020
+    few = ClassScorer(plugin="x", classifier=classifier, record={}, splits=splits,
+                      shuffle_seed=seed, generated=list(probabilities[:3]))
+    assert few.settings()["splits"] == 3  # one clip per split at most
+    plain = ClassScorer(plugin="x", classifier=classifier, record={}, generated=list(probabilities))
+    assert plain.entry_values(CATALOGUE["is_panns"])[0] == inception_score(
+        probabilities, multi_label=False)
+

@@ -28,7 +28,11 @@ from v2a.metrics.classes import inception_score, kl_divergence
 from v2a.recipe import Recipe, build_frozen
 from v2a.registry import Registry
 
-SPLITS = 1  # Inception Score splits
+#: Inception Score splits and the seed of the shuffle before splitting: one split by default;
+#: av-benchmark's 10 splits of a set shuffled with seed 2020 under ``--protocol av-benchmark``
+#: (fewer when the set has fewer clips than that: the settings record how many).
+SPLITS = 1
+PROTOCOL_SPLITS = {"av-benchmark": (10, 2020)}
 
 
 @dataclass(kw_only=True)
@@ -38,6 +42,8 @@ class ClassScorer:
     plugin: str
     classifier: AudioEncoder  # that is also an AudioClassifier
     record: dict[str, Any]
+    splits: int = SPLITS
+    shuffle_seed: int | None = None
     generated: list[np.ndarray] = field(default_factory=list)
     reference: list[np.ndarray] = field(default_factory=list)
 
@@ -70,14 +76,22 @@ class ClassScorer:
             if len(self.reference) != len(self.generated):
                 return None
             return kl_divergence(np.stack(self.reference), gen, multi_label=multi), None
-        reference = (inception_score(np.stack(self.reference), multi_label=multi, splits=SPLITS)
-                     if self.reference else None)
-        return inception_score(gen, multi_label=multi, splits=SPLITS), reference
+        reference = None
+        if self.reference:
+            reference = inception_score(np.stack(self.reference), multi_label=multi,
+                                        splits=self.splits_for(len(self.reference)),
+                                        shuffle_seed=self.shuffle_seed)
+        return inception_score(gen, multi_label=multi, splits=self.splits_for(len(gen)),
+                               shuffle_seed=self.shuffle_seed), reference
+
+    def splits_for(self, clips: int) -> int:
+        """The Inception Score's splits for a set of ``clips`` (never more than the clips)."""
+        return max(1, min(self.splits, clips))
 
     def settings(self) -> dict[str, Any]:
         return {"sample_rate": int(self.classifier.sample_rate), "classes":
                 len(self.classifier.class_names), "multi_label": bool(self.classifier.multi_label),
-                "splits": SPLITS}
+                "splits": self.splits_for(len(self.generated)), "shuffle_seed": self.shuffle_seed}
 
 
 def build_class_scorers(metrics: list[Metric], recipe: Recipe | None, registry: Registry,
@@ -99,6 +113,7 @@ def build_class_scorers(metrics: list[Metric], recipe: Recipe | None, registry: 
                                         f"{plugin!r} gives no class probabilities (it is not an "
                                         "AudioClassifier)")
                 continue
-            scorers[plugin] = ClassScorer(plugin=plugin, classifier=model,
-                                          record=model_record(choice.as_data()))
+            splits, seed = PROTOCOL_SPLITS.get(options.protocol, (SPLITS, None))
+            scorers[plugin] = ClassScorer(plugin=plugin, classifier=model, splits=splits,
+                                          shuffle_seed=seed, record=model_record(choice.as_data()))
     return scorers
