@@ -910,3 +910,23 @@ def test_the_av_benchmark_protocol_splits_the_inception_score_as_av_benchmark_do
     assert plain.entry_values(CATALOGUE["is_panns"])[0] == inception_score(
         probabilities, multi_label=False)
 
+
+
+def test_offsets_are_read_over_the_window_the_sync_classifier_reads():
+    """DeSync's 4.8 s windows are Synchformer's; a classifier that reads another length
+    (SparseSync: 5 s) is scored on the first and last windows of its own length."""
+    from v2a.evaluate.offsets import OffsetScorer
+    from v2a.metrics.desync import WINDOW
+
+    class Reads5s(torch.nn.Module):
+        sample_rate, offsets, window_seconds = 16000, (0.0,), 5.0
+
+    class NoWindow(torch.nn.Module):
+        sample_rate, offsets = 16000, (0.0,)
+
+    own = OffsetScorer(plugin="x", classifier=Reads5s(), encoders={}, record={},
+                       device=torch.device("cpu"))
+    assert own.window == 5.0 and own.settings()["window"] == 5.0
+    default = OffsetScorer(plugin="x", classifier=NoWindow(), encoders={}, record={},
+                           device=torch.device("cpu"))
+    assert default.window == WINDOW == 4.8

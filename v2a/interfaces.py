@@ -383,6 +383,9 @@ class SyncClassifier(Protocol):
     ``offsets``: the offset of each class in seconds (positive: the audio comes late).
     ``offset_logits(audio [b, c, s], video)`` → ``[b, len(offsets)]`` float logits, for audio at
     ``sample_rate`` and the visual streams it reads (``video_streams``) over the same seconds.
+    Optional ``window_seconds``: how many seconds one prediction reads (Synchformer 4.8,
+    SparseSync 5.0); evaluation scores the first and the last window of that length of a clip
+    (4.8 s when the attribute is missing).
     """
 
     sample_rate: int

@@ -56,10 +56,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from v2a import ComponentSpec, FeatureSequence, Reranker, hookimpl
+from v2a import ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
 from v2a.weights import is_random, load_into
 from v2a_plugins.audio_encoders.mel import mel_filterbank
+from v2a_plugins.rerankers.offset_scoring import OffsetReranker
+from v2a_plugins.rerankers.offset_scoring import window_starts as offset_windows
 from v2a_plugins.visual_encoders.synchformer import (
     SEGMENT_FRAMES,
     SEGMENT_STEP,
@@ -139,10 +141,9 @@ def window_seconds(segments: int) -> float:
 
 
 def window_starts(seconds: float, segments: int) -> list[int]:
-    """The first segment of each window :meth:`Synchformer.score` reads in ``seconds`` of audio:
-    ``[0]``, and the last whole window's when it starts at least one segment step later."""
-    last = int((seconds - window_seconds(segments)) / STEP_SECONDS + 1e-6)
-    return [0, last] if last > 0 else [0]
+    """The first segment of each window :meth:`Synchformer.score` reads in ``seconds`` of audio
+    (:func:`~v2a_plugins.rerankers.offset_scoring.window_starts` for windows of ``segments``)."""
+    return offset_windows(seconds, window_seconds(segments), STEP_SECONDS)
 
 
 # -- audio tower -----------------------------------------------------------------------------------
@@ -280,14 +281,15 @@ class SyncTransformer(nn.Module):
 # -- the reranker ----------------------------------------------------------------------------------
 
 
-class MissingStreamError(UserError):
-    """The video features lack the stream the synchformer reranker reads, or it has another width."""
-
-
-class Synchformer(Reranker):
+class Synchformer(OffsetReranker):
     """Synchformer's offset classifier: a :class:`~v2a.interfaces.Reranker` (``score`` is
     ``-|offset|``) and a :class:`~v2a.interfaces.SyncClassifier` (``offsets``,
     ``offset_logits``)."""
+
+    name = "synchformer"
+    step_seconds = STEP_SECONDS
+    width_rule = "8 * video_width"
+    width_hint = "set video_width to the encoder's width"
 
     def __init__(self, config: SynchformerSyncConfig | None = None):
         super().__init__()
@@ -300,6 +302,7 @@ class Synchformer(Reranker):
             self.load_official(c.weights)
         self.requires_grad_(False)  # inference only: nothing here trains it
         self.sample_rate = SAMPLE_RATE
+        self.window_seconds = window_seconds(c.segments)  # what one offset prediction reads
         self.video_streams = {c.video_stream: TOKENS_PER_SEGMENT * c.video_width}
         self.offsets: Sequence[float] = tuple(
             round(-MAX_OFFSET + i * 2 * MAX_OFFSET / (NUM_OFFSETS - 1), 6) for i in range(NUM_OFFSETS)
@@ -319,22 +322,6 @@ class Synchformer(Reranker):
         load_into(self, state, path, "the synchformer reranker (audio tower and sync module)")
 
     # -- inputs -----------------------------------------------------------------------------------
-    def video_sequence(self, video: Mapping[str, FeatureSequence]) -> FeatureSequence:
-        """The stream it reads, checked for presence and width."""
-        name, dim = self.config.video_stream, self.video_streams[self.config.video_stream]
-        if name not in video:
-            have = ", ".join(sorted(video)) or "none"
-            raise MissingStreamError(
-                f"the synchformer reranker reads the visual stream {name!r}, but the video has "
-                f"{have}; add a synchformer visual encoder under that name or set video_stream."
-            )
-        if video[name].dim != dim:
-            raise MissingStreamError(
-                f"the visual stream {name!r} is {video[name].dim} wide, but the synchformer "
-                f"reranker expects 8 * video_width = {dim}; set video_width to the encoder's width."
-            )
-        return video[name]
-
     def window_tokens(self, audio: Tensor, video: FeatureSequence, window: int) -> tuple[Tensor, Tensor]:
         """The window of ``segments`` segments starting ``window`` segments after the stream's
         first: visual tokens ``[b, s * 8, video_width]`` and audio segments ``[b, s, 10240]``."""
@@ -361,28 +348,6 @@ class Synchformer(Reranker):
         audio_tokens = rearrange(tokens, "(b s) t d -> b (s t) d", b=b)
         logits = self.transformer(self.vproj(visual.to(dtype)), self.aproj(audio_tokens))
         return logits.flip(-1)  # official label order → v2a's sign (see the module docstring)
-
-    def offset_seconds(self, logits: Tensor) -> Tensor:
-        """``[..., 21]`` logits → the offset in seconds (``score`` option: expected or argmax)."""
-        offsets = torch.tensor(self.offsets, dtype=logits.dtype, device=logits.device)
-        if self.config.score == "argmax":
-            return offsets[logits.argmax(dim=-1)]
-        return logits.softmax(dim=-1) @ offsets
-
-    # -- Reranker ---------------------------------------------------------------------------------
-    def score(self, candidates: Tensor, video: Mapping[str, FeatureSequence]) -> Tensor:
-        """``candidates: [b, n, c, s]`` → ``[b, n]``: minus the mean |offset| over the first and
-        last windows."""
-        b, n = candidates.shape[:2]
-        audio = rearrange(candidates, "b n c s -> (b n) c s")
-        stream = self.video_sequence(video).repeat_interleave(n)
-        windows = window_starts(audio.shape[-1] / SAMPLE_RATE, self.config.segments)
-        offsets = torch.stack([
-            self.offset_seconds(self.offset_logits(audio, {self.config.video_stream: stream},
-                                                   window=w)).abs()
-            for w in windows
-        ]).mean(dim=0)
-        return -rearrange(offsets, "(b n) -> b n", b=b)
 
 
 def synchformer_sync_properties(config: SynchformerSyncConfig) -> dict:

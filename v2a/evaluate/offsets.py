@@ -43,6 +43,7 @@ class OffsetScorer:
         self.record = record
         self.device = device
         self.sample_rate = int(classifier.sample_rate)
+        self.window = float(getattr(classifier, "window_seconds", WINDOW))  # SyncClassifier's
 
     @torch.inference_mode()
     def clip_offsets(self, audio: PairAudio, video: Path) -> dict[str, list[float]]:
@@ -57,7 +58,7 @@ class OffsetScorer:
         found: dict[str, list[float]] = {"generated": []}
         if ref is not None:
             found["reference"] = []
-        for start, end in segments(duration):
+        for start, end in segments(duration, window=self.window):
             try:
                 streams = encode_video(self.encoders, video, end - start, start=start,
                                        device=self.device)
@@ -81,7 +82,7 @@ class OffsetScorer:
         return desync([c["generated"] for c in per_clip]), (desync(reference) if reference else None)
 
     def settings(self) -> dict[str, Any]:
-        return {"sample_rate": self.sample_rate, "window": WINDOW,
+        return {"sample_rate": self.sample_rate, "window": self.window,
                 "offsets": [float(o) for o in self.classifier.offsets]}
 
 
