@@ -180,3 +180,15 @@ def test_a_plugin_given_nan_weights_refuses_them(tmp_path):
     save_state(state, weights)
     with pytest.raises(WeightsError, match=rf"holds NaN or infinite values in '{first}'"):
         load_recipe(recipe_file, [f"codec.weights={weights}"]).build("codec")
+
+
+def test_state_dict_of_unwraps_the_model_entry_and_refuses_what_holds_no_tensors():
+    from v2a.weights import WeightsError, state_dict_of
+
+    w = torch.zeros(2)
+    assert state_dict_of({"model": {"a": w}, "epoch": 3}, "f.pth", what="X")["a"] is w
+    assert state_dict_of({"a": w}, "f.pth", what="X") == {"a": w}  # a bare state dict
+    for bad in ({"model": {"a": 1}}, {}, [w]):
+        with pytest.raises(WeightsError, match=r"f\.pth does not hold a state dict of tensors "
+                                               "where X belongs"):
+            state_dict_of(bad, "f.pth", what="X")

@@ -74,6 +74,20 @@ def downloaded_file(weights: str, *, model: str, file: str, page: str) -> Path:
     return path
 
 
+def state_dict_of(loaded: Any, where: str | Path, *, what: str, entry: str = "model"
+                  ) -> dict[str, Tensor]:
+    """The state dict a loaded checkpoint holds: its ``entry`` (the released files of many
+    models keep the weights under ``"model"``), or the whole mapping when it is a bare state
+    dict; a :class:`WeightsError` naming ``where`` when it holds no tensors where ``what``
+    belongs."""
+    state = loaded.get(entry, loaded) if isinstance(loaded, Mapping) else loaded
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(f"{where} does not hold a state dict of tensors where {what} belongs "
+                           f"(a bare state dict, or one under {entry!r}).")
+    return dict(state)
+
+
 def local_file(weights: str, *, what: str, hint: str = "") -> Path:
     """The local file a ``weights`` option names, or a :class:`WeightsError` saying what to do."""
     path = Path(os.path.expanduser(weights))

@@ -40,7 +40,6 @@ AudioSet's index order; KL divergence and the Inception Score need only the prob
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
 from v2a.schema import FieldError
 from v2a.weights import (
-    WeightsError, downloaded_file, is_random, load_checkpoint, load_into,
+    downloaded_file, is_random, load_checkpoint, load_into, state_dict_of,
 )
 
 # -- the released model's front end and sizes ----------------------------------------------------
@@ -297,13 +296,7 @@ def released_state(weights: str) -> tuple[Path, dict[str, Tensor]]:
     """The file a ``weights`` option names and the state dict it holds (its ``"model"`` entry,
     or the whole file when that is a bare state dict)."""
     path = downloaded_file(weights, model="PANNs CNN14", file=CHECKPOINT, page=DOWNLOAD_PAGE)
-    loaded = load_checkpoint(path)
-    state = loaded.get("model", loaded) if isinstance(loaded, Mapping) else loaded
-    if not isinstance(state, Mapping) or not state or not all(
-            isinstance(v, Tensor) for v in state.values()):
-        raise WeightsError(f"{path} does not hold a state dict of tensors where PANNs CNN14 "
-                           f"weights belong (the released file keeps them under 'model').")
-    return path, dict(state)
+    return path, state_dict_of(load_checkpoint(path), path, what="PANNs CNN14's weights")
 
 
 def with_batch_counts(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:

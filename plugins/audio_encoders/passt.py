@@ -58,7 +58,6 @@ filters and so of frequency patches, ``(mels - 16) // 10 + 1``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +69,7 @@ from v2a.errors import UserError
 from v2a.schema import FieldError
 from v2a.weights import (
     PRETRAINED, WeightsError, check_finite, downloaded_file, is_random, load_checkpoint, load_into,
+    state_dict_of,
 )
 
 # -- the released model's front end and sizes ----------------------------------------------------
@@ -378,12 +378,7 @@ def released_state(weights: str) -> tuple[str, dict[str, Tensor]]:
     else:
         path = downloaded_file(weights, model="PaSST", file=CHECKPOINT, page=DOWNLOAD_PAGE)
         loaded, where = load_checkpoint(path), str(path)
-    state = loaded.get("model", loaded) if isinstance(loaded, Mapping) else loaded
-    if not isinstance(state, Mapping) or not state or not all(
-            isinstance(v, Tensor) for v in state.values()):
-        raise WeightsError(f"{where} does not hold a state dict of tensors where PaSST weights "
-                           f"belong (a bare state dict, or one under 'model').")
-    return where, dict(state)
+    return where, state_dict_of(loaded, where, what="PaSST's weights")
 
 
 def with_4d_patch_kernel(model: Passt, state: dict[str, Tensor]) -> dict[str, Tensor]:
