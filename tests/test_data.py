@@ -125,6 +125,24 @@ def test_vggsound_layout(tmp_path):
         vggsound_manifest(csv_file, videos=videos)
 
 
+def test_vggsound_val_split_takes_train_clips_by_video(tmp_path):
+    rows = [f"vid{i:04d},{s},label,{'test' if i % 5 == 0 else 'train'}"
+            for i in range(400) for s in (0, 30)]  # two clips per video
+    csv_file = tmp_path / "vggsound.csv"
+    csv_file.write_text("\n".join(rows) + "\n")
+    clips = vggsound_manifest(csv_file, videos=tmp_path, pattern="{id}.mp4", whole_videos=True,
+                              check_files=False, val_fraction=0.25).clips
+    by_video: dict[str, set[str]] = {}
+    for clip in clips:
+        by_video.setdefault(clip.path, set()).add(clip.split)
+    assert all(len(splits) == 1 for splits in by_video.values())  # a video is never split up
+    assert {next(iter(s)) for v, s in by_video.items() if int(v[3:7]) % 5 == 0} == {"test"}
+    moved = sum(s == {"val"} for s in by_video.values()) / 320  # of the 320 train videos
+    assert abs(moved - 0.25) < 0.08  # 3.3 binomial standard deviations of 320 draws
+    with pytest.raises(ManifestError, match="fractions must lie in"):
+        vggsound_manifest(csv_file, videos=tmp_path, check_files=False, val_fraction=1.5)
+
+
 def test_hashed_split_is_stable_and_proportional():
     names = [f"video{i}.mp4" for i in range(4000)]
     splits = [hashed_split(n, 0.1, 0.2) for n in names]

@@ -301,6 +301,49 @@ def test_a_folder_or_a_manifest_as_input_and_flac(files, tmp_path, capsys):
     assert code != 0 and "holds no video" in err and not (tmp_path / "out3").exists()
 
 
+def test_a_manifests_split_below_a_root_and_a_killed_batch_continued(files, tmp_path, capsys):
+    from v2a.manifests import Clip, write_manifest
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (videos / name).write_bytes(files["video"].read_bytes())
+    listed = tmp_path / "lists" / "clips.csv"  # paths relative to videos/, not to the manifest
+    listed.parent.mkdir()
+    write_manifest([Clip(path="a.mp4", split="test"), Clip(path="b.mp4", split="train"),
+                    Clip(path="c.mp4", split="test")], listed)
+    out = tmp_path / "out"
+    code, err = run(capsys, "--recipe", files["recipe"], listed, "--root", videos, "--split",
+                    "test", "-o", out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "a.wav", "c.mp4", "c.wav"]
+
+    # a batch killed after a.*: c's wav was never written. --skip-finished keeps a.* as it is
+    # and generates c again; without it the finished a.mp4 is refused.
+    finished = {name: (out / name).read_bytes() for name in ("a.mp4", "a.wav")}
+    before = (out / "c.mp4").stat().st_mtime_ns
+    (out / "c.wav").unlink()
+    code, err = run(capsys, "--recipe", files["recipe"], listed, "--root", videos, "--split",
+                    "test", "-o", out)
+    assert code != 0 and "a.wav exists; pass --overwrite" in err and "--skip-finished" in err
+    code, err = run(capsys, "--recipe", files["recipe"], listed, "--root", videos, "--split",
+                    "test", "-o", out, "--skip-finished")
+    assert code == 0, err
+    assert "kept the finished outputs of 1 of 2 videos" in err
+    assert {name: (out / name).read_bytes() for name in finished} == finished
+    assert (out / "c.wav").is_file() and (out / "c.mp4").stat().st_mtime_ns != before
+    code, err = run(capsys, "--recipe", files["recipe"], listed, "--root", videos, "--split",
+                    "test", "-o", out, "--skip-finished")  # all finished: nothing to do
+    assert code == 0 and "kept the finished outputs of 2 of 2 videos" in err
+
+    code, err = run(capsys, "--recipe", files["recipe"], listed, "--root", videos, "--split",
+                    "val", "-o", tmp_path / "none")
+    assert code != 0 and "no clip in the split 'val'" in err
+    code, err = run(capsys, "--recipe", files["recipe"], listed, "-o", out, "--skip-finished",
+                    "--overwrite")
+    assert code != 0 and "give one of them" in err
+
+
 # -- a training run of another recipe ------------------------------------------------------------
 
 

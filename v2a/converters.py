@@ -116,6 +116,7 @@ def vggsound_manifest(
     whole_videos: bool = False,
     seconds: float = 10.0,
     check_files: bool = True,
+    val_fraction: float = 0.0,
 ) -> Conversion:
     """Clips from VGGSound's ``vggsound.csv`` (rows ``youtube_id,start_seconds,label,split``,
     no header) and a folder of downloaded videos.
@@ -128,8 +129,11 @@ def vggsound_manifest(
     (e.g. ``pattern="{id}.mp4"``) and each clip starts at the CSV's start second. A file missing
     with the pattern's suffix is also looked for with the other video suffixes (a download as
     ``.mkv`` or ``.webm``). With ``check_files`` (default) rows whose file is missing are left
-    out and listed; without, every row is kept.
+    out and listed; without, every row is kept. VGGSound has train and test splits only:
+    ``val_fraction`` moves that share of the train clips to ``val``, by a hash of the YouTube id
+    (every clip of a video lands in the same split, the same on every run).
     """
+    _check_fractions(val_fraction, 0.0)
     csv_file, videos = Path(csv_file), Path(videos)
     if not csv_file.is_file():
         raise ManifestError(f"the VGGSound CSV {csv_file} does not exist")
@@ -147,6 +151,8 @@ def vggsound_manifest(
                 f"label, split), this one has {len(row)}"
             )
         video_id, start_text, label, split = (v.strip() for v in row[:4])
+        if val_fraction and split == "train":
+            split = hashed_split(video_id, val_fraction, 0.0)
         try:
             start = float(start_text)
         except ValueError:

@@ -41,7 +41,11 @@ def parse_steps(text: str | None) -> list[int] | None:
 
 def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
-    sources = expand_inputs([Path(a) for a in args.inputs if not is_override(a)], notes)
+    if args.overwrite and args.skip_finished:
+        raise GenerationError("--overwrite replaces finished outputs and --skip-finished keeps "
+                              "them; give one of them")
+    sources = expand_inputs([Path(a) for a in args.inputs if not is_override(a)], notes,
+                            split=args.split, root=Path(args.root) if args.root else None)
     overrides = [a for a in args.inputs if is_override(a)] + list(args.overrides)
     if not sources:
         raise GenerationError("no video was given")
@@ -57,9 +61,15 @@ def run(args: argparse.Namespace) -> int:
     steps = parse_steps(args.steps)
     stage = OutputStage(peak_dbfs=None if args.raw_audio else args.peak,
                         loudness_lufs=None if args.raw_audio else args.loudness)
-    jobs = plan_jobs(sources, output, audio_format, args.overwrite)
+    jobs, kept = plan_jobs(sources, output, audio_format, args.overwrite,
+                           skip_finished=args.skip_finished)
+    if kept:
+        notes.append(f"kept the finished outputs of {kept} of {len(sources)} videos "
+                     "(--skip-finished)")
     for text in notes:
         note(text)
+    if not jobs:
+        return 0
 
     recipe = load_recipe(args.recipe, overrides, **recipe_options(args))
     require_runnable(recipe)
@@ -133,6 +143,13 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                    help="generator precision (default: sampling.precision)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--skip-finished", action="store_true",
+                   help="leave out videos whose outputs a finished v2a run wrote (continue a "
+                   "killed batch)")
+    p.add_argument("--split", help="with a manifest: only its clips of this split (e.g. test)")
+    p.add_argument("--root", metavar="DIR",
+                   help="with a manifest: the folder its relative paths are below (default: the "
+                   "manifest's folder; the recipe's data.root plays this part for extract/train)")
     stage = p.add_argument_group("output stage", "what is done to the generated audio before it "
                                  "is written (docs/output.md)")
     stage.add_argument("--peak", type=float, default=-1.0, metavar="DBFS",

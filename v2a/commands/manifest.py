@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         result = vggsound_manifest(
             args.csv, videos=args.videos, pattern=args.pattern or VGGSOUND_PATTERN,
             whole_videos=args.whole_videos, seconds=args.seconds, check_files=not args.no_check,
+            val_fraction=args.val_fraction,
         )
     elif args.layout == "folder":
         result = folder_manifest(
@@ -86,6 +87,9 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
     q.add_argument("--whole-videos", action="store_true",
                    help="the files are whole YouTube videos: each clip starts at the CSV's start")
     q.add_argument("--seconds", type=float, default=10.0, help="clip length (VGGSound: 10)")
+    q.add_argument("--val-fraction", type=float, default=0.0,
+                   help="share of the train clips moved to the val split (by a hash of the "
+                   "YouTube id)")
     q.add_argument("--no-check", action="store_true", help="keep rows whose file is missing")
     q.set_defaults(func=run)
 

@@ -41,16 +41,23 @@ def is_v2a_output(path: Path) -> bool:
     return is_temporary(path) or path.stem.endswith(".v2a") or generated_by_v2a(path)
 
 
-def expand_inputs(paths: list[Path], notes: list[str] | None = None) -> list[Source]:
+def expand_inputs(paths: list[Path], notes: list[str] | None = None, *,
+                  split: str | None = None, root: Path | None = None) -> list[Source]:
     """Videos named, videos inside folders named (never v2a's own outputs or temporaries, which
     are left out with a sentence appended to ``notes``, for the caller to show once the inputs
     are checked), and the clips CSV/JSONL manifests list (their ``start`` and ``duration``
-    honoured)."""
+    honoured; only those of ``split`` when given; relative paths below ``root``, default the
+    manifest's folder). A ``split`` that leaves a manifest without clips is a
+    :class:`GenerationError`."""
     sources: list[Source] = []
     for path in paths:
         if path.suffix.lower() in (".csv", ".jsonl") and path.is_file():
-            for clip in read_manifest(path):
-                video = clip.resolve(path.parent)
+            clips = read_manifest(path, split=split)
+            if not clips:
+                raise GenerationError(f"the manifest {path} has no clip in the split {split!r}"
+                                      if split else f"the manifest {path} lists no clip")
+            for clip in clips:
+                video = clip.resolve(root if root is not None else path.parent)
                 sources.append(Source(video, clip.start, clip.duration, _clip_stem(clip, video)))
         elif path.is_dir():
             found = media_files([path], VIDEO_SUFFIXES)

@@ -128,10 +128,12 @@ def codec_format(recipe: Recipe) -> tuple[int, int]:
 
 
 def plan_jobs(sources: list[Source], output: Path | None, audio_format: str,
-              overwrite: bool) -> list[Job]:
+              overwrite: bool, *, skip_finished: bool = False) -> tuple[list[Job], int]:
     """The outputs of every source, checked before anything heavy runs: readable inputs with a
     video stream, no output that overwrites an input or another output, existing outputs only with
-    ``overwrite``, and how each video stream will be muxed (copied or re-encoded)."""
+    ``overwrite``, and how each video stream will be muxed (copied or re-encoded). With
+    ``skip_finished``, a source whose outputs a finished v2a run wrote (:func:`finished`) is left
+    out. Returns the jobs and how many sources were left out so."""
     if output is not None and names_a_file(output) and len(sources) > 1:
         raise GenerationError(f"-o {output} names the output of one video, but {len(sources)} "
                               f"videos were given; give a folder for their outputs")
@@ -149,6 +151,9 @@ def plan_jobs(sources: list[Source], output: Path | None, audio_format: str,
     if len({j.wav.resolve() for j in jobs}) < len(jobs):
         raise GenerationError("two videos have the same name, so their outputs would collide; "
                               "give them different names or generate them into different folders")
+    planned = len(jobs)
+    if skip_finished:
+        jobs = [job for job in jobs if not finished(job)]
     for job in jobs:  # every input readable, and its muxing known, before anything is written
         try:  # plan_mux probes the input: no video stream, a still picture, damage: one sentence
             job.plan = plan_mux(job.video, job.mp4, start=job.source.start,
@@ -156,7 +161,15 @@ def plan_jobs(sources: list[Source], output: Path | None, audio_format: str,
         except MediaError as exc:
             raise GenerationError(str(exc)) from None
         job.replaces = existing_outputs(job, overwrite)
-    return jobs
+    return jobs, planned - len(jobs)
+
+
+def finished(job: Job) -> bool:
+    """Whether ``job``'s two outputs exist, both written by v2a, with no unfinished commit: what
+    a run that finished this video leaves (a killed run leaves at most one of the pair, or its
+    commit journal)."""
+    return (not journal_path(job.mp4).exists()
+            and all(p.is_file() and generated_by_v2a(p) for p in (job.wav, job.mp4)))
 
 
 def existing_outputs(job: Job, overwrite: bool) -> bool:
@@ -171,5 +184,6 @@ def existing_outputs(job: Job, overwrite: bool) -> bool:
     if len(present) == 1 and generated_by_v2a(present[0]):
         return True
     if not overwrite:
-        raise GenerationError(f"{present[0]} exists; pass --overwrite to replace it")
+        raise GenerationError(f"{present[0]} exists; pass --overwrite to replace it, or "
+                              "--skip-finished to keep what a finished run wrote")
     return True
