@@ -104,6 +104,20 @@ def test_check_notes_weights_files_that_do_not_exist(capsys, tmp_path, monkeypat
     assert code == 0 and "ok" in out
     assert "codec.weights names fitted/codec.safetensors, which does not exist yet" in err
 
+    # a URL is not a missing file: it is fetched on first use, and found once it is cached
+    monkeypatch.setenv("V2A_CACHE", str(tmp_path / "cache"))
+    url = "https://example.org/codec.safetensors"
+    recipe.write_text(f"codec: {{plugin: spectral_rvq, weights: {url}}}\n")
+    code, out, err = run(capsys, "recipe", "check", str(recipe))
+    assert code == 0 and f"names {url}, which is not downloaded yet" in err
+    sha = "0" * 64
+    cached = tmp_path / "cache" / "weights" / sha / "codec.safetensors"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    recipe.write_text(f"codec: {{plugin: spectral_rvq, weights: {url} sha256:{sha}}}\n")
+    code, out, err = run(capsys, "recipe", "check", str(recipe))
+    assert code == 0 and "weights names" not in err
+
 
 def test_verbose_shows_the_traceback(capsys, recipe_file, use_registry):
     code, _, err = run(capsys, "recipe", "check", str(recipe_file), "training.lr=x", "--verbose")

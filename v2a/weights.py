@@ -5,8 +5,14 @@ A component with pre-trained weights takes a ``weights`` option in its recipe:
 * ``none``: random initialisation (tests, and anyone training from scratch);
 * ``pretrained``: the library's own download-and-cache (DAC, open_clip, torchvision), which
   needs internet the first time;
-* a path to a local file (``.safetensors``, or a ``.pt``/``.pth``/``.ckpt`` that loads with
-  ``torch.load(weights_only=True)``).
+* a file: a local path, a ``file://`` URL, or an ``http://``/``https://`` URL that is downloaded
+  once into v2a's cache (:mod:`v2a.downloads`), optionally followed, after a space, by
+  ``sha256:<64 hex digits>``, the SHA-256 the file's content must have (checked before anything
+  is loaded; a URL without one is downloaded with a warning naming the SHA-256 it has).
+  :func:`resolve_file` turns such a value into a local file, through one table of schemes.
+
+A file is a ``.safetensors``, or a ``.pt``/``.pth``/``.ckpt`` that loads with
+``torch.load(weights_only=True)``.
 
 What a local file is comes from its first bytes, not its name (:func:`checkpoint_format`):
 safetensors (an 8-byte header length, then a JSON header), a torch zip checkpoint (``PK\\x03\\x04``
@@ -27,14 +33,18 @@ import pickletools
 import re
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from v2a.downloads import cached_download, download, file_digest, is_sha256
 from v2a.errors import UserError
 from v2a.files import atomic_output
 
@@ -57,21 +67,161 @@ def is_random(weights: str | None) -> bool:
     return weights is None or weights.lower() == NONE
 
 
+# -- where a weights file comes from ------------------------------------------------------------
+
+#: how a weights value pins its file's content: ``LOCATION sha256:<64 hex digits>``
+_PINNED = re.compile(r"(?P<location>.*\S)\s+(?i:sha256):(?P<sha256>\S*)", re.DOTALL)
+_SCHEME = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+LOCAL_PATH = "path"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightsSource:
+    """A ``weights`` value that names a file: its ``location`` (a path or a URL), the
+    ``sha256`` its content must have (None when not pinned), and the ``scheme`` that fetches
+    it (:data:`LOCAL_PATH` for a path, else the URL's scheme, lower-case)."""
+
+    location: str
+    sha256: str | None
+    scheme: str
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the file is on this machine (a path or a ``file://`` URL): nothing to fetch."""
+        return _SCHEMES[self.scheme].fetch is None
+
+    def local_path(self) -> Path:
+        """The path of a local file (:attr:`is_local`), ``~`` expanded."""
+        if self.scheme == "file":
+            url = urlsplit(self.location)
+            return Path(url2pathname(url.path))
+        return Path(self.location).expanduser()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Scheme:
+    """How a kind of location becomes a local file: ``find`` gives the file when it is already
+    here (no network) or None; ``fetch`` downloads it (None for local files: nothing to fetch);
+    ``checks_pin`` says whether ``find`` and ``fetch`` only ever give a file of the pinned
+    SHA-256 (else :func:`resolve_file` checks it)."""
+
+    find: Callable[[WeightsSource], Path | None]
+    fetch: Callable[[WeightsSource, str], Path] | None
+    checks_pin: bool
+
+
+def _existing(source: WeightsSource) -> Path | None:
+    path = source.local_path()
+    return path if path.is_file() else None
+
+
+def _cached_download(source: WeightsSource) -> Path | None:
+    return cached_download(source.location, source.sha256)
+
+
+def _download(source: WeightsSource, what: str) -> Path:
+    return download(source.location, sha256=source.sha256, what=what)
+
+
+_LOCAL = _Scheme(find=_existing, fetch=None, checks_pin=False)
+_WEB = _Scheme(find=_cached_download, fetch=_download, checks_pin=True)
+#: every kind of location a weights value may name (an ``hf://`` scheme would be one more entry)
+_SCHEMES = {LOCAL_PATH: _LOCAL, "file": _LOCAL, "http": _WEB, "https": _WEB}
+
+
+def parse_weights(value: str) -> WeightsSource:
+    """The file a ``weights`` value names: ``LOCATION`` or ``LOCATION sha256:<64 hex digits>``,
+    where LOCATION is a path or a URL of a scheme v2a fetches (``http``, ``https``, ``file``).
+    A malformed SHA-256, an unknown scheme or a ``file://`` URL of another host is a
+    :class:`WeightsError`."""
+    location, sha256 = value.strip(), None
+    pinned = _PINNED.fullmatch(location)
+    if pinned:
+        location, sha256 = pinned["location"], pinned["sha256"].lower()
+        if not is_sha256(sha256):
+            raise WeightsError(f"the sha256 in the weights value {value!r} is not 64 hexadecimal "
+                               f"digits ({pinned['sha256']!r}); copy the whole SHA-256 of the file")
+    scheme = _SCHEME.match(location)
+    if scheme is None:
+        return WeightsSource(location=location, sha256=sha256, scheme=LOCAL_PATH)
+    name = scheme["scheme"].lower()
+    if name not in _SCHEMES or name == LOCAL_PATH:
+        known = ", ".join(f"{s}://" for s in _SCHEMES if s != LOCAL_PATH)
+        raise WeightsError(f"the weights value {value!r} is a URL with the scheme {name}://, "
+                           f"which v2a does not fetch; give a local path or a {known} URL")
+    if name == "file" and urlsplit(location).netloc not in ("", "localhost"):
+        raise WeightsError(f"the weights value {value!r} is a file:// URL on another host "
+                           f"({urlsplit(location).netloc}); give a path on this machine")
+    return WeightsSource(location=location, sha256=sha256, scheme=name)
+
+
+def resolve_file(value: str, *, what: str, file: str | None = None, page: str | None = None,
+                 hint: str = "") -> Path:
+    """The local file a ``weights`` value names (:func:`parse_weights`), for ``what`` (a model,
+    as messages name it): a local file as it is, a URL from the download cache or downloaded
+    into it; its content checked against the pinned SHA-256 before it is returned. A missing
+    local file is a :class:`WeightsError` saying to download ``file`` from ``page`` (when
+    given), followed by ``hint``."""
+    source = parse_weights(value)
+    scheme = _SCHEMES[source.scheme]
+    path = scheme.find(source)
+    if path is None and scheme.fetch is not None:
+        path = scheme.fetch(source, f"the weights file of {what}")
+    if path is None:
+        raise WeightsError(_missing(source, what=what, file=file, page=page, hint=hint))
+    if source.sha256 is not None and not scheme.checks_pin:
+        got = file_digest(path).removeprefix("sha256:")
+        if got != source.sha256:
+            raise WeightsError(
+                f"the weights file {path} for {what} has SHA-256 {got}, not the pinned "
+                f"{source.sha256}; give the file the sha256 belongs to, or correct the sha256")
+    return path
+
+
+def _missing(source: WeightsSource, *, what: str, file: str | None, page: str | None,
+             hint: str) -> str:
+    """The sentence refusing a local weights file that is not there."""
+    path = source.local_path()
+    if file and page:
+        how = f"download {file} from {page} and give its path or URL"
+    else:
+        how = (f"give the path or URL of a downloaded checkpoint, '{PRETRAINED}' to download "
+               "the published one")
+    return (f"the weights file {source.location!r} for {what} does not exist (looked in "
+            f"{path.absolute().parent}); {how}, or '{NONE}' for random weights."
+            + (f" {hint}" if hint else ""))
+
+
+def cached_file(value: str) -> Path | None:
+    """The local file a ``weights`` value (one that names a file) stands for when it is here
+    already, without any network: a local file that exists, or a URL's cached download; None
+    otherwise. (A pinned local file's content is checked when it is loaded, not here.)"""
+    source = parse_weights(value)
+    return _SCHEMES[source.scheme].find(source)
+
+
+def content_sha256(value: str, *, fetch: bool = False) -> str | None:
+    """The SHA-256 (hex) of the content a ``weights`` value (one that names a file) stands for:
+    the pinned one, else that of the local file or of the cached download; with ``fetch``, an
+    unpinned URL not downloaded yet is downloaded first. None when there is no file to read."""
+    source = parse_weights(value)
+    if source.sha256 is not None:
+        return source.sha256
+    path = cached_file(value)
+    if path is None and fetch and not source.is_local:
+        path = resolve_file(value, what="a component")
+    return None if path is None else file_digest(path).removeprefix("sha256:")
+
+
 def downloaded_file(weights: str, *, model: str, file: str, page: str) -> Path:
     """The local checkpoint a ``weights`` option names for a model whose published weights no
-    library downloads (``file``, from ``page``): ``pretrained`` and a missing path are each
-    refused with a :class:`WeightsError` saying where to get the file."""
+    library downloads (``file``, from ``page``), through :func:`resolve_file`: ``pretrained``
+    and a missing file are each refused with a :class:`WeightsError` saying where to get it."""
     if weights.strip().lower() == PRETRAINED:
         raise WeightsError(f"{model} weights are not downloaded automatically: download {file} "
-                           f"from {page} and set weights to its local path.")
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise WeightsError(
-            f"the {model} weights file {weights!r} does not exist (looked in "
-            f"{path.resolve().parent}); download {file} from {page} and give its path, or use "
-            f"weights=none for random weights."
-        )
-    return path
+                           f"from {page} and set weights to its local path, or to its URL "
+                           "followed by sha256:<its SHA-256>.")
+    return resolve_file(weights, what=model, file=file, page=page)
 
 
 def state_dict_of(loaded: Any, where: str | Path, *, what: str, entry: str = "model"
@@ -89,16 +239,9 @@ def state_dict_of(loaded: Any, where: str | Path, *, what: str, entry: str = "mo
 
 
 def local_file(weights: str, *, what: str, hint: str = "") -> Path:
-    """The local file a ``weights`` option names, or a :class:`WeightsError` saying what to do."""
-    path = Path(os.path.expanduser(weights))
-    if path.is_file():
-        return path
-    how = f" {hint}" if hint else ""
-    raise WeightsError(
-        f"the weights file {weights!r} for {what} does not exist (looked in "
-        f"{path.resolve().parent}); give the path of a downloaded checkpoint, "
-        f"'{PRETRAINED}' to download the published one, or '{NONE}' for random weights.{how}"
-    )
+    """The local file a ``weights`` option names (:func:`resolve_file`), or a
+    :class:`WeightsError` saying what to do."""
+    return resolve_file(weights, what=what, hint=hint)
 
 
 # -- telling files apart by their first bytes ----------------------------------------------------

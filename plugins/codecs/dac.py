@@ -41,7 +41,7 @@ from einops import rearrange
 from torch import Tensor
 
 from v2a import AudioCodec, ComponentSpec, FeatureSequence, hookimpl
-from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file
+from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file, parse_weights
 
 # -- the published models -------------------------------------------------------------------------
 
@@ -260,7 +260,8 @@ def dac_properties(config: DACConfig) -> dict[str, Any]:
     weights = config.weights.strip().lower()
     if is_random(weights) or weights == PRETRAINED:
         return {**props, **architecture, "n_codebooks": int(kwargs["n_codebooks"])}
-    if Path(config.weights).suffix == ".safetensors":  # as load_checkpoint tells the formats
+    file_name = Path(parse_weights(config.weights).location).name  # a path or a URL
+    if file_name.endswith(".safetensors"):  # as load_checkpoint tells the formats
         props.update(architecture)
     else:  # the checkpoint's metadata decides; the options that are set must agree with it
         props.update({name: architecture[name] for name in ("codebook_size", "latent_dim")

@@ -69,7 +69,9 @@ from v2a import (
 from v2a.errors import RecipeError, UserError
 from v2a.registry import component_option, default_registry
 from v2a.tasks import TrainingError
-from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, load_into, save_state
+from v2a.weights import (
+    PRETRAINED, WeightsError, is_random, load_checkpoint, load_into, local_file, save_state,
+)
 
 if TYPE_CHECKING:
     from v2a.items import Batch
@@ -367,13 +369,8 @@ class Scav(Reranker):
                 "there is no published SCAV checkpoint to download; train one with "
                 "`v2a train recipes/scav.yaml` and set the reranker's weights to its path."
             )
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(
-                f"the SCAV weights file {str(weights)!r} does not exist (looked in "
-                f"{path.resolve().parent}); train one with `v2a train recipes/scav.yaml` and give "
-                "its path, or use weights=none for untrained projectors."
-            )
+        path = local_file(str(weights), what="the SCAV projectors",
+                          hint="Train them with `v2a train recipes/scav.yaml`.")
         state = load_checkpoint(path)
         if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
             raise WeightsError(

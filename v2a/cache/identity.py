@@ -1,9 +1,11 @@
 """What a recipe extracts, and the cache key (see :mod:`v2a.cache`).
 
 The key is a hash of v2a's version, the window, and the resolved options of the codec, each
-visual encoder (by stream name) and the audio encoder, where a local weights file counts by its
-content (SHA-256), not its path; :func:`check_identity` refuses a cache whose key differs, with
-the first difference.
+visual encoder (by stream name) and the audio encoder, where a weights file counts by its
+content (SHA-256), never by its path or URL: the pinned SHA-256 of a value ``LOCATION
+sha256:<hex>``, else the hash of the local file or of the URL's download (downloaded now if it
+is not in the download cache yet; see :func:`v2a.weights.content_sha256`);
+:func:`check_identity` refuses a cache whose key differs, with the first difference.
 """
 
 from __future__ import annotations
@@ -17,42 +19,25 @@ from typing import Any
 
 from v2a import __version__
 from v2a.cache.errors import CacheMismatchError
+from v2a.downloads import file_digest, sha256_of_file  # noqa: F401 (kept importable from here)
 from v2a.features import extraction_slots
 from v2a.manifests import Clip
 from v2a.recipe import Recipe
+from v2a.weights import content_sha256
 
 CACHE_FORMAT = 1
 
-_DIGESTS: dict[tuple, str] = {}
-
-
-def sha256_of_file(path: Path) -> str:
-    """The SHA-256 of a file's bytes (hex), read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file (remembered per path, size and modification time)."""
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _DIGESTS:
-        _DIGESTS[memo] = "sha256:" + sha256_of_file(path)
-    return _DIGESTS[memo]
-
 
 def _fingerprint_weights(data: Any) -> Any:
-    """``data`` with every local ``weights`` file replaced by the hash of its content."""
+    """``data`` with every ``weights`` value that names a file replaced by the SHA-256 of its
+    content (:func:`v2a.weights.content_sha256`)."""
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
-            local = isinstance(value, str) and value.lower() not in ("none", "pretrained")
-            if key == "weights" and local:
-                path = Path(value).expanduser()
-                value = file_digest(path) if path.is_file() else f"missing file {value}"
+            a_file = isinstance(value, str) and value.lower() not in ("none", "pretrained")
+            if key == "weights" and a_file:
+                digest = content_sha256(value, fetch=True)
+                value = f"sha256:{digest}" if digest else f"missing file {value}"
             out[key] = _fingerprint_weights(value)
         return out
     if isinstance(data, list):

@@ -11,6 +11,7 @@ what the user reads. Engines never import commands; :mod:`v2a.cli` assembles the
 from __future__ import annotations
 
 from v2a.commands import (
+    doctor,
     evaluate,
     extract,
     fit,
@@ -22,4 +23,4 @@ from v2a.commands import (
     train,
 )
 
-COMMANDS = (plugins, recipe, fit, manifest, extract, train, synth, generate, evaluate)
+COMMANDS = (plugins, recipe, fit, manifest, extract, train, synth, generate, evaluate, doctor)

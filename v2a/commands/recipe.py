@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from v2a.commands.common import add_recipe_arguments
+from v2a.errors import UserError
 from v2a.log import note
 from v2a.recipe import catalogue, load_recipe, recipe_options
 from v2a.registry import default_registry
 from v2a.tasks import task_spec
+from v2a.weights import cached_file, parse_weights
 
 
 def show(args: argparse.Namespace) -> int:
@@ -31,8 +32,15 @@ def check(args: argparse.Namespace) -> int:
             note(f"{slot} ({choice.plugin}) cannot be built here: {status}")
         weights = choice.options.get("weights")
         if isinstance(weights, str) and weights.lower() not in ("none", "pretrained"):
-            if not Path(weights).expanduser().is_file():
-                note(f"{slot}.weights names {weights}, which does not exist yet")
+            try:
+                here = cached_file(weights)
+            except UserError as exc:
+                note(f"{slot}.weights: {exc}")
+                continue
+            if here is None:
+                where = ("is not downloaded yet (it is fetched on first use)"
+                         if not parse_weights(weights).is_local else "does not exist yet")
+                note(f"{slot}.weights names {weights}, which {where}")
     base = "; a base recipe, to be extended rather than run" if recipe.base else ""
     print(f"{recipe.source}: ok ({len(recipe.components)} components{base})")
     return 0

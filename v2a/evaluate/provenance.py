@@ -1,7 +1,9 @@
 """Where each number of an evaluation comes from, and whether two evaluations compare.
 
 :func:`model_record` describes a model as ``results.json`` records it: its plug-in, its options
-(every default filled in) and its weights: ``{"file", "sha256"}`` for a local file,
+(every default filled in) and its weights: ``{"file", "sha256"}`` for a file (``file`` the
+path or URL as given, ``sha256`` its content's: the pinned one, or the hash of the local file or
+cached download),
 ``"random init"`` for ``weights: none``, ``"pretrained"`` for a library's own download, or
 ``"no weights"`` for a model without a ``weights`` option (a fixed transform such as the mel
 front end, or a codec fitted without gradients). :func:`differences` lists what differs
@@ -13,28 +15,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
-from v2a.cache.identity import file_digest, first_difference
+from v2a.cache.identity import first_difference
 from v2a.evaluate.options import EvaluationError
-from v2a.weights import PRETRAINED, is_random
+from v2a.weights import PRETRAINED, content_sha256, is_random, parse_weights
 
 RANDOM_INIT = "random init"
 NO_WEIGHTS = "no weights"
 
 
 def weights_record(weights: Any) -> Any:
-    """What the ``weights`` option names: ``{"file", "sha256"}``, :data:`RANDOM_INIT` or
-    ``"pretrained"``."""
+    """What the ``weights`` option names: ``{"file", "sha256"}`` (``sha256`` None for a file
+    that is not there), :data:`RANDOM_INIT` or ``"pretrained"``."""
     if weights is None or (isinstance(weights, str) and is_random(weights)):
         return RANDOM_INIT
     if isinstance(weights, str) and weights.lower() == PRETRAINED:
         return PRETRAINED
-    path = Path(str(weights)).expanduser()
-    if not path.is_file():
-        return {"file": str(weights), "sha256": None}
-    return {"file": str(path), "sha256": file_digest(path).removeprefix("sha256:")}
+    source = parse_weights(str(weights))
+    file = str(source.local_path()) if source.is_local else source.location
+    return {"file": file, "sha256": content_sha256(str(weights))}
 
 
 def _weights_in(options: Any) -> list[Any]:

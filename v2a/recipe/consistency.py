@@ -39,7 +39,7 @@ from v2a.meta_device import build_on_meta
 from v2a.recipe.config import ComponentChoice, Recipe, untrained
 from v2a.recipe.files import display
 from v2a.registry import Registry
-from v2a.weights import NONE, PRETRAINED, is_random
+from v2a.weights import NONE, PRETRAINED, cached_file, is_random
 
 #: A problem found: the dotted key to set, and the sentence that says why and to what.
 Inconsistency = tuple[str, str]
@@ -271,7 +271,12 @@ def weights_fit(recipe: Recipe, registry: Registry) -> Iterator[Inconsistency]:
             continue
         if not (spec.state_dict_weights and trained_weights(choice)):
             continue
-        path = Path(choice.config.weights).expanduser()
+        try:
+            path = cached_file(choice.config.weights)  # a URL's download, when here already
+        except UserError:
+            continue  # a malformed value: building it says so
+        if path is None:
+            continue
         found = safetensors_shapes(path)
         expected = meta_shapes(choice, registry)
         if found is None or expected is None:
