@@ -153,7 +153,7 @@ def test_no_import_cycle():
 LAYERS = (
     ("foundation", {"errors", "log", "files", "sequences", "schema", "interpolation", "hookspecs",
                     "masking", "metrics"}),
-    ("contracts", {"interfaces", "weights", "meta_device"}),
+    ("contracts", {"interfaces", "downloads", "weights", "meta_device", "distributed"}),
     ("registry", {"registry", "testing"}),
     ("recipes", {"recipe"}),
     ("tasks and media", {"tasks", "media", "v2a"}),

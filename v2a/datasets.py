@@ -46,12 +46,13 @@ class CachedClips(Dataset):
     ):
         self.reader = CacheReader(cache_dir if cache_dir is not None else cache_dir_of(recipe),
                                   recipe, allow_partial=allow_partial)
-        self.entries = [e for e in self.reader.entries if e.clip.in_split(split)]
+        self.entries = self.reader.entries.in_split(split)  # columns: see CacheEntries
         self.split = split
 
     @property
     def clips(self) -> list[Clip]:
-        return [e.clip for e in self.entries]
+        """Every clip, in cache order (a new list, built when asked for)."""
+        return [self.entries.clip(i) for i in range(len(self.entries))]
 
     @property
     def skipped(self) -> list[Skipped]:

@@ -21,11 +21,14 @@ option taken as ``none``, which builds the same architecture
   MLP's 4x hidden layer), so this is a rough **lower bound**;
 * the Python process with torch imported (:data:`PROCESS_BYTES`).
 
-Disk: a checkpoint holds the trained state, its EMA copy and AdamW's moments (4 bytes a value
-each); a run keeps ``training.keep_checkpoints`` of them and writes the next one before it
-removes the oldest, so ``min(written, keep + 1)`` checkpoints are on disk at the peak, where
-``written`` counts one every ``checkpoint_every`` steps and one at the end; plus the exported
-weights (``fuser`` + ``generator``, or the reranker's).
+Disk (:func:`run_folder`, a :class:`RunFolder`): a checkpoint holds the trained state, its EMA
+copy and AdamW's moments (4 bytes a value each); a run keeps ``training.keep_checkpoints`` of
+them and writes the next one before it removes the oldest, so ``min(written, keep + 1)``
+checkpoints are on disk while one is written, where ``written`` counts one every
+``checkpoint_every`` steps and one at the end; a finished run holds ``min(written, keep)`` and
+the exported weights (``fuser`` + ``generator``, or the reranker's; frozen parts are not
+exported), their float32 tensors at the size of ``training.export_dtype``. The disk estimate is
+the larger of the two, the folder's peak.
 
 ``generate`` (``v2a generate``): the weights of every component it builds (codec, visual
 encoders, fuser, generator, reranker), plus ``rows × frames × hidden_dim × layers`` values for
@@ -35,10 +38,11 @@ bound. It writes only the output audio, so its disk estimate is 0.
 
 Checked against the paper-scale MaskVAT-Hybrid (``maskvat_hybrid``, 585 M trained
 parameters, batch 32 of 10 s in bf16), where about 16 GB of RAM were measured in CPU training
-and an 11 GB run folder after 2 steps with 3 checkpoints kept: the estimate is 13.9 GB from
-cached features, 15.3 GB decoding clips on the fly with 2 workers (CLIP's 88 M parameters not
-counted: open_clip cannot build on the meta device), and 11.7 GB of disk (one checkpoint of
-9.4 GB and 2.3 GB of exports). The weights of a model this size dominate; the activation term
+and an 11 GB run folder after 2 steps: the estimate is 13.9 GB from cached features, 15.3 GB
+decoding clips on the fly with 2 workers (CLIP's 88 M parameters not counted: open_clip cannot
+build on the meta device), and 11.7 GB of disk (one checkpoint of 9.4 GB and 2.3 GB of
+exports). A whole run of it peaks at 28 GB (3 checkpoints; docs/training.md tables every
+shipped recipe). The weights of a model this size dominate; the activation term
 is the rough part.
 :func:`check_resources` compares an estimate with the free memory and disk and returns the
 one line to show when either is short.
@@ -53,14 +57,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from v2a.features import extraction_slots
 from v2a.meta_device import build_on_meta, module_bytes, tensor_bytes
 from v2a.recipe import Recipe, untrained_recipe
 from v2a.registry import Registry, default_registry
 from v2a.sampler import guidance_parts
-from v2a.tasks import task_spec, trained_state
+from v2a.tasks import EXPORT_DTYPES, task_spec, trained_state
 
 #: Resident memory of a Python process that has imported torch and v2a (measured: 0.54 GB).
 PROCESS_BYTES = 500_000_000
@@ -156,44 +161,114 @@ def _generator_shape(recipe: Recipe, registry: Registry | None) -> tuple[int, in
     return math.ceil(recipe.data.clip_seconds * rate), int(hidden), int(layers)
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunFolder:
+    """What the folder of a ``v2a train`` run of a recipe holds, in bytes.
+
+    ``checkpoint_bytes``: one checkpoint (the trained state, its EMA copy when
+    ``training.ema > 0``, AdamW's two moments); ``export_bytes``: the exported weights under each
+    ``training.export_dtype`` (``export_dtype`` is the recipe's); ``keep``: the recipe's
+    ``training.keep_checkpoints``; ``written``: the checkpoints the run writes.
+    """
+
+    trained_parameters: int
+    checkpoint_bytes: int
+    export_bytes: dict[str, int]
+    export_dtype: str
+    keep: int
+    written: int
+
+    @property
+    def peak_bytes(self) -> int:
+        """The most the folder holds: ``keep + 1`` checkpoints while the next one is written
+        (the oldest goes once it is complete), or at the end ``keep`` and the exports."""
+        writing = min(self.written, self.keep + 1) * self.checkpoint_bytes
+        return max(writing, self.finished_bytes)
+
+    @property
+    def finished_bytes(self) -> int:
+        """What a finished run leaves: ``keep`` checkpoints and the exports."""
+        return (min(self.written, self.keep) * self.checkpoint_bytes
+                + self.export_bytes[self.export_dtype])
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SizedTask:
+    trained: int  # trained parameters
+    state: int  # bytes of the trained state (what model.safetensors holds)
+    frozen: int  # bytes of the task's frozen components
+    exports: dict[str, int]  # bytes of the exported weights, by export dtype
+
+
+def _export_bytes(tensors: Iterable[Tensor]) -> dict[str, int]:
+    """Bytes of an export of ``tensors`` under each export dtype (the float32 ones take its
+    size: :func:`v2a.training.checkpoints.export_tensors`)."""
+    tensors = list(tensors)
+    return {name: sum(t.numel() * (dtype.itemsize if t.dtype == torch.float32 else t.element_size())
+                      for t in tensors) for name, dtype in EXPORT_DTYPES.items()}
+
+
+def _size_task(recipe: Recipe, registry: Registry | None, unsized: list[str]) -> _SizedTask:
+    """The training task of ``recipe`` sized on the meta device (or, when it cannot be built
+    there, its slots alone, every parameter trained)."""
+    spec = task_spec(recipe, registry)  # the registered training task: its heads and frozen parts
+    task = build_on_meta(lambda: spec.build(recipe))
+    if task is None:
+        unsized.append(f"the {recipe.training.task} task's heads and frozen parts")
+        state = _slot_bytes(recipe, spec.slots, registry, unsized)
+        return _SizedTask(trained=state // FP32, state=state, frozen=0,
+                          exports={name: state // FP32 * dtype.itemsize
+                                   for name, dtype in EXPORT_DTYPES.items()})
+    frozen_tensors = {id(t) for m in task.frozen for t in (*m.parameters(), *m.buffers())}
+    trained = sum(p.numel() for p in task.parameters()
+                  if p.requires_grad and id(p) not in frozen_tensors)
+    exported = [t for m in task.exports().values()  # frozen parts are no export
+                for t in m.state_dict(keep_vars=True).values() if id(t) not in frozen_tensors]
+    return _SizedTask(trained=trained, state=tensor_bytes(trained_state(task).values()),
+                      frozen=sum(module_bytes(m) for m in task.frozen),
+                      exports=_export_bytes(exported))
+
+
+def _run_folder(recipe: Recipe, sized: _SizedTask) -> RunFolder:
+    t = recipe.training
+    ema = sized.state if t.ema > 0 else 0
+    written = -(-t.steps // t.checkpoint_every)  # one every checkpoint_every steps, one at the end
+    return RunFolder(trained_parameters=sized.trained,
+                     checkpoint_bytes=sized.state + ema + 2 * sized.trained * FP32,
+                     export_bytes=sized.exports, export_dtype=t.export_dtype,
+                     keep=t.keep_checkpoints, written=written)
+
+
+def run_folder(recipe: Recipe, *, registry: Registry | None = None) -> RunFolder:
+    """The run folder of a ``v2a train`` run of ``recipe``, sized on the meta device (reads no
+    weights, allocates no model memory)."""
+    recipe = untrained_recipe(recipe)
+    return _run_folder(recipe, _size_task(recipe, registry, []))
+
+
 def _train_estimate(recipe: Recipe, registry: Registry | None) -> Estimate:
     t = recipe.training
     unsized: list[str] = []
-    spec = task_spec(recipe, registry)  # the registered training task: its heads and frozen parts
-    task = build_on_meta(lambda: spec.build(recipe))
-    if task is not None:
-        frozen = {id(p) for m in task.frozen for p in m.parameters()}
-        trained = sum(p.numel() for p in task.parameters()
-                      if p.requires_grad and id(p) not in frozen)
-        state = tensor_bytes(trained_state(task).values())  # what model.safetensors holds
-        frozen_bytes = sum(module_bytes(m) for m in task.frozen)
-        exported = sum(tensor_bytes(m.state_dict().values()) for m in task.exports().values())
-    else:  # the task's slots alone, every parameter trained
-        unsized.append(f"the {t.task} task's heads and frozen parts")
-        state = exported = _slot_bytes(recipe, spec.slots, registry, unsized)
-        trained, frozen_bytes = state // FP32, 0
+    sized = _size_task(recipe, registry, unsized)
+    frozen_bytes = sized.frozen
     if not recipe.data.cache:  # clips decoded and encoded while training, in every worker
         slots = [s for s in extraction_slots(recipe) if recipe.has(s)]
         workers = max(1, recipe.data.num_workers)
         frozen_bytes += workers * _slot_bytes(recipe, slots, registry, unsized)
-    ema = state if t.ema > 0 else 0
     activations = 0
     shape = _generator_shape(recipe, registry) if t.task == "generator" else None
     if shape is not None:
         frames, hidden, layers = shape
         activations = t.batch_size * frames * hidden * layers * ACTIVATION_BYTES[t.precision]
     parts = {
-        "weights, gradients and AdamW moments": trained * TRAINED_BYTES,
-        "EMA": ema,
+        "weights, gradients and AdamW moments": sized.trained * TRAINED_BYTES,
+        "EMA": sized.state if t.ema > 0 else 0,
         "frozen components": frozen_bytes,
         "activations": activations,
         "process": PROCESS_BYTES,
     }
-    checkpoint = state + ema + 2 * trained * FP32  # model, EMA, AdamW's two moments
-    written = -(-t.steps // t.checkpoint_every)  # every checkpoint_every steps, and at the end
-    on_disk = min(written, t.keep_checkpoints + 1)
     return Estimate(task="train", ram_bytes=sum(parts.values()), parts=parts,
-                    disk_bytes=on_disk * checkpoint + exported, unsized=tuple(unsized))
+                    disk_bytes=_run_folder(recipe, sized).peak_bytes, unsized=tuple(unsized))
 
 
 def _generate_estimate(recipe: Recipe, registry: Registry | None,

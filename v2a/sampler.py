@@ -30,12 +30,17 @@ level being decoded are turned into probabilities. ``precision="bf16"`` runs a b
 the generator (weights cast once and cached until they change; measured faster than autocast,
 which casts the weights at every step), which uses AMX matrix units on CPUs that have them;
 ``"fp16"`` likewise (for GPUs). The sampling arithmetic after the logits is always float32.
+``compile=True`` compiles the generator's repeated layers with ``torch.compile``
+(:func:`compile_layers`): the first call pays the compilation, later calls run the compiled
+kernels.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import shutil
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from v2a.errors import RecipeError
 from v2a.interfaces import MaskedGenerator
 from v2a.masking import masked_counts
 from v2a.recipe import SamplingConfig
@@ -274,6 +280,59 @@ def half_copy(generator: MaskedGenerator, dtype: torch.dtype = torch.bfloat16) -
     return twin
 
 
+# -- speed switches -----------------------------------------------------------------------------
+
+
+def compile_layers(module: torch.nn.Module) -> list[str]:
+    """Compile, in place with ``torch.compile``, every layer held in an ``nn.ModuleList`` of
+    ``module`` (a transformer's blocks; a ``ModuleList`` inside such a layer is compiled with
+    it) and return their names. Only compiling the repeated layers ("regional" compilation)
+    keeps compilation short: layers of one class and shape share one compiled graph.
+
+    Only how each layer is called changes: parameter names, the state dict and the arithmetic
+    stay as they were (the kernels may round differently; dropout draws from inductor's own
+    random stream, seeded by torch's), and a deep copy (the EMA weights, :func:`half_copy`)
+    is an eager module. Calling it again compiles nothing more. Compilation happens on each
+    layer's first call; on a CPU it needs a C++ compiler."""
+    layers: list[str] = []
+    for name, child in module.named_modules():
+        if not isinstance(child, torch.nn.ModuleList):
+            continue
+        if any(name.startswith(f"{layer}.") for layer in layers):
+            continue  # inside a layer compiled already
+        for index, layer in enumerate(child):
+            layers.append(f"{name}.{index}" if name else str(index))
+            if layer._compiled_call_impl is None:
+                layer.compile()
+    return layers
+
+
+#: The C++ compilers inductor looks for on a CPU (after ``$CXX``).
+CPU_COMPILERS = ("g++", "c++", "clang++")
+
+
+def require_compiler(device: torch.device | str, switch: str) -> None:
+    """A :class:`~v2a.errors.RecipeError` naming ``switch`` (``training.compile``, ...) when
+    compiling for a CPU ``device`` would fail at the first step: inductor builds CPU kernels
+    with a C++ compiler, and none is on the ``PATH``. GPUs need none (Triton)."""
+    if torch.device(device).type != "cpu":
+        return
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else list(CPU_COMPILERS)
+    if not any(shutil.which(c) for c in candidates):
+        raise RecipeError(f"{switch}=true on a CPU needs a C++ compiler ({' or '.join(candidates)}), "
+                          f"and there is none on the PATH; install one, or set {switch}=false")
+
+
+def allow_tf32(device: torch.device | str) -> None:
+    """On a CUDA device, let float32 matrix products and convolutions run on TF32 tensor cores
+    (inputs rounded to a 10-bit mantissa, float32 accumulation; several times the float32
+    rate). The switches are torch's, so this holds for the whole process; on any other device
+    nothing changes (CPU arithmetic stays float32)."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 # -- sampling -----------------------------------------------------------------------------------
 
 
@@ -313,11 +372,12 @@ class Decoding:
 
 def recipe_sampling(sampling: SamplingConfig) -> dict:
     """The keyword options of :func:`sample` that a recipe's ``sampling`` section gives: the
-    :class:`Decoding` fields it has, ``candidates``, ``seed`` and ``precision``."""
+    :class:`Decoding` fields it has, ``candidates``, ``seed``, ``precision`` and ``compile``."""
     return dict(steps=list(sampling.steps), temperature=sampling.temperature,
                 anneal_temperature=sampling.anneal_temperature, top_k=sampling.top_k,
                 top_p=sampling.top_p, cfg_scale=sampling.cfg_scale,
-                candidates=sampling.candidates, seed=sampling.seed, precision=sampling.precision)
+                candidates=sampling.candidates, seed=sampling.seed, precision=sampling.precision,
+                compile=sampling.compile)
 
 
 def initial_state(prompt: Prompt | tuple[Tensor, Tensor] | None, *, batch: int, n_codebooks: int,
@@ -343,7 +403,8 @@ def draw_level_noise(generators: Sequence[torch.Generator], active: Tensor, leng
     """:func:`draw_noise` for the rows of ``active: [n]`` (bool) only, from their own
     generators; the other rows (nothing to decode at this level) draw nothing and get zeros."""
     rows = active.nonzero().squeeze(1)
-    token_u, conf_u = draw_noise([generators[int(i)] for i in rows], length, vocab, device)
+    chosen = [generators[i] for i in rows.tolist()]  # one copy to the host, not one per row
+    token_u, conf_u = draw_noise(chosen, length, vocab, device)
     n = active.shape[0]
     if len(rows) < n:
         token_u = token_u.new_zeros(n, length, vocab).index_copy_(0, rows, token_u)
@@ -403,6 +464,7 @@ def sample(
     seed: int = 0,
     precision: Precision = "fp32",
     prompt: Prompt | tuple[Tensor, Tensor] | None = None,
+    compile: bool = False,
     **options,
 ) -> Tensor:
     """Generate ``candidates`` code sequences of ``num_frames`` frames per video.
@@ -412,7 +474,9 @@ def sample(
     ``options`` are the fields of :class:`Decoding` (``steps``, ``temperature``,
     ``anneal_temperature``, ``top_k``, ``top_p``, ``cfg_scale``, ``remask_noise``).
     Returns ``codes: [b · candidates, k, num_frames]`` int64, the candidates of video ``i`` in
-    rows ``i · candidates ... (i + 1) · candidates - 1``. See the module docstring for the
+    rows ``i · candidates ... (i + 1) · candidates - 1``. ``compile``: run the generator that
+    decodes (``generator`` itself in fp32, its cached half-precision copy otherwise) with its
+    layers compiled, in place (:func:`compile_layers`). See the module docstring for the
     options.
     """
     if precision not in DTYPES:
@@ -425,6 +489,9 @@ def sample(
     device = next(generator.parameters()).device
     dtype = DTYPES[precision]
     model = half_copy(generator, dtype) if dtype != torch.float32 else generator
+    if compile:
+        require_compiler(device, "sampling.compile")
+        compile_layers(model)
 
     with _evaluating(model), torch.inference_mode():
         # conditioning: prepared once per call, then one row per candidate and pass

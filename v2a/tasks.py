@@ -17,16 +17,22 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import torch
 from torch import Tensor, nn
 
 from v2a.errors import PluginError, RecipeError, UserError
+from v2a.recipe.config import ExportDtype
 from v2a.registry import Registry, TrainingTaskSpec, default_registry
 
 if TYPE_CHECKING:
     from v2a.recipe import Recipe
+
+#: ``training.export_dtype`` names and the dtype each stores the exported weights in (their
+#: float32 tensors; checkpoints always keep the tensors as trained).
+EXPORT_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name)
+                                         for name in get_args(ExportDtype)}
 
 
 class TrainingError(UserError):
@@ -60,7 +66,9 @@ class TrainingTask(nn.Module, abc.ABC):
     * :meth:`exports`: ``{slot: module}`` for exactly the slots of the spec's ``exports``; at
       the end of a run each module (the EMA copy's when EMA is on) is written to its declared
       file: by the module's own ``save_weights(path)`` when it has one, else as its
-      ``state_dict()`` in safetensors (what the slot's ``weights`` option loads back).
+      ``state_dict()`` in safetensors (what the slot's ``weights`` option loads back); either
+      file's float32 tensors are then stored in ``training.export_dtype``, so the module's
+      loader must cast what it loads to the model's dtype (``load_state_dict`` does).
     * optional ``generate(batch, sampling) -> codes [b, k, l]``: audio for TensorBoard, sampled
       with the recipe's ``sampling`` options and decoded by the recipe's codec.
     * optional :attr:`notes`: sentences about how the recipe configures the task (an option

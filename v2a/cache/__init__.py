@@ -51,13 +51,22 @@ hundreds of gigabytes is never replaced behind the user's back. Give another ``d
 folder (or delete the old one) to extract again.
 
 Decoding runs in ``--workers`` processes (a :class:`torch.utils.data.DataLoader`); the models run
-in the main process on batches of clips, on the GPU when there is one.
+in the process that started them on batches of clips, on the GPU when there is one. Under
+``torchrun --nproc_per_node N -m v2a extract`` each of the N ranks is such a process, with its
+own GPU (``LOCAL_RANK``'s) and decoding workers: the ranks deal out the shards still to do
+(the ``j``-th to rank ``j mod N``), each writes only its own, and rank 0 alone writes
+``cache.json`` (before the others start), ``index.json`` and ``skipped.tsv`` (once all are done,
+from the shards' JSON files), so the cache is the one a single process writes, byte for byte; a
+rank that dies loses only the shard it was writing, and the same command continues. ``v2a
+extract --status CACHE_DIR`` (:func:`cache_status`) reads the shards' JSON files to tell how far
+an extraction is, also while one runs.
 
 Modules: :mod:`~v2a.cache.identity` (what a recipe extracts, the cache key),
 :mod:`~v2a.cache.decoding` (clips decoded in worker processes), :mod:`~v2a.cache.encoding`
 (the batched :class:`FeatureEncoder`), :mod:`~v2a.cache.shards` (the file format and its
-checks), :mod:`~v2a.cache.extraction` (:func:`extract`) and :mod:`~v2a.cache.reader`
-(:class:`CacheReader`); this package gathers their public names.
+checks), :mod:`~v2a.cache.extraction` (:func:`extract`), :mod:`~v2a.cache.status`
+(:func:`cache_status`) and :mod:`~v2a.cache.reader` (:class:`CacheReader`); this package gathers
+their public names.
 """
 
 from __future__ import annotations
@@ -65,7 +74,7 @@ from __future__ import annotations
 from v2a.cache.decoding import Decoded, DecodeRequest, DecodeSet, decode_clip, decoded_clips
 from v2a.cache.encoding import FeatureEncoder
 from v2a.cache.errors import CacheError, CacheMismatchError
-from v2a.cache.extraction import ExtractSummary, default_device, extract
+from v2a.cache.extraction import PEER_TIMEOUT, ExtractSummary, default_device, extract
 from v2a.cache.identity import (
     CACHE_FORMAT,
     cache_identity,
@@ -76,7 +85,7 @@ from v2a.cache.identity import (
     manifest_fingerprint,
     sha256_of_file,
 )
-from v2a.cache.reader import CacheEntry, CacheReader
+from v2a.cache.reader import CacheEntries, CacheEntry, CacheReader
 from v2a.cache.shards import (
     DEFAULT_SHARD_SIZE,
     DTYPES,
@@ -91,13 +100,14 @@ from v2a.cache.shards import (
     write_index,
     write_shard,
 )
+from v2a.cache.status import CacheStatus, SkipReason, cache_status
 
 __all__ = [
-    "CACHE_FORMAT", "DEFAULT_SHARD_SIZE", "DTYPES", "SHARDS", "CacheEntry", "CacheError",
-    "CacheMismatchError", "CacheReader", "DecodeRequest", "DecodeSet", "Decoded",
-    "ExtractSummary", "FeatureEncoder", "cache_identity", "cache_key", "check_identity",
-    "codes_dtype", "decode_clip", "decoded_clips", "default_device", "extract", "file_digest",
-    "first_difference", "manifest_fingerprint", "read_shard_record", "row_digest",
-    "sha256_of_file", "shard_damage", "shard_items", "shard_name", "shard_tensors",
-    "write_index", "write_shard",
+    "CACHE_FORMAT", "DEFAULT_SHARD_SIZE", "DTYPES", "PEER_TIMEOUT", "SHARDS", "CacheEntries",
+    "CacheEntry", "CacheError", "CacheMismatchError", "CacheReader", "CacheStatus",
+    "DecodeRequest", "DecodeSet", "Decoded", "ExtractSummary", "FeatureEncoder", "SkipReason",
+    "cache_identity", "cache_key", "cache_status", "check_identity", "codes_dtype", "decode_clip",
+    "decoded_clips", "default_device", "extract", "file_digest", "first_difference",
+    "manifest_fingerprint", "read_shard_record", "row_digest", "sha256_of_file", "shard_damage",
+    "shard_items", "shard_name", "shard_tensors", "write_index", "write_shard",
 ]

@@ -29,8 +29,8 @@ from v2a.recipe import recipe_options
 def command_line(args: argparse.Namespace) -> str:
     """The command, rebuilt from its parsed options (runs again as it ran)."""
     words = ["v2a", "evaluate", args.generated]
-    for option in ("reference", "videos", "events", "recipe", "checkpoint", "encoders", "metrics",
-                   "protocol", "output", "tolerance", "device"):
+    for option in ("reference", "videos", "events", "captions", "recipe", "checkpoint",
+                   "encoders", "metrics", "protocol", "output", "tolerance", "device"):
         value = getattr(args, option)
         if value is not None:
             words += [f"--{option}", str(value)]
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         reference=Path(args.reference) if args.reference else None,
         videos=Path(args.videos) if args.videos else None,
         events=Path(args.events) if args.events else None, recipe=args.recipe,
+        captions=Path(args.captions) if args.captions else None,
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         overrides=list(args.overrides), recipe_options=recipe_options(args),
         encoders=encoders, tolerance=args.tolerance,
@@ -117,6 +118,10 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
                    help=f"the metrics to compute, of: {', '.join(CATALOGUE)}, fd_<audio encoder>")
     p.add_argument("--events", metavar="FILE",
                    help="ground-truth events (default: REF/events.jsonl when it exists)")
+    p.add_argument("--captions", metavar="FILE",
+                   help="each clip's text for the CLAP score: a CSV or TSV with a header, a name "
+                   "column (name/id/file) and a text column (caption/text/prompt/label); "
+                   "default: the classes of the ground-truth events")
     p.add_argument("--recipe", help="the recipe whose codec (FDD) and reranker (sync) to use")
     p.add_argument("--checkpoint", metavar="RUN",
                    help="a training run folder of the recipe's reranker: the weights it "

@@ -17,6 +17,7 @@ from v2a.evaluate.options import EvaluationOptionError
 from v2a.registry import Registry
 
 REFERENCE, VIDEOS, EVENTS, RECIPE = "reference", "videos", "events", "recipe"
+TEXT = "text"  # a text per clip: --captions, or the classes of ground-truth events
 LOWER, HIGHER = "lower", "higher"
 
 FRECHET = "frechet"  # a Fréchet distance between the frames of an audio encoder
@@ -25,7 +26,8 @@ ONSETS_VS_REFERENCE = "onsets_vs_reference"  # onset accuracy / AP against the r
 CLASSES = "classes"  # KL divergence / Inception Score of an AudioClassifier's probabilities
 NOVELTY = "novelty"  # novelty-curve correlation with the reference
 OFFSETS = "offsets"  # a SyncClassifier's predicted audio-video offsets (DeSync, SS)
-SEMANTIC = "semantic"  # an audio-video embedding cosine (ImageBind, Wav2CLIP) or audio-text (CLAP)
+SEMANTIC = "semantic"  # an audio-video embedding cosine (ImageBind, Wav2CLIP)
+TEXT_AUDIO = "text_audio"  # an audio-text embedding cosine (the CLAP score)
 SYNC = "sync"  # the recipe reranker's score
 
 
@@ -100,9 +102,9 @@ _METRICS = (
            needs=frozenset({VIDEOS}), plugin=("audio_encoder", "imagebind"),
            video_plugin=("visual_encoder", "imagebind"),
            source="Girdhar et al. 2023 (ImageBind); av-benchmark"),
-    Metric(name="clap", label="CLAP score", family=SEMANTIC, better=HIGHER, unit="",
-           plugin=("audio_encoder", "clap"), source="Wu et al. 2023 (LAION-CLAP)",
-           pending="it needs a text prompt per clip, which v2a evaluate does not read yet"),
+    Metric(name="clap", label="CLAP score", family=TEXT_AUDIO, better=HIGHER, unit="",
+           needs=frozenset({TEXT}), plugin=("audio_encoder", "clap"),
+           source="Wu et al. 2023 (LAION-CLAP); av-benchmark"),
     Metric(name="wav2clip", label="Wav2CLIP score", family=SEMANTIC, better=HIGHER, unit="",
            needs=frozenset({VIDEOS}), plugin=("audio_encoder", "wav2clip"),
            video_plugin=("visual_encoder", "clip"),
@@ -117,12 +119,13 @@ CATALOGUE: dict[str, Metric] = {m.name: m for m in _METRICS}
 
 #: Protocol → its metrics, in the order of its paper's table. ``maskvat``: the MaskVAT paper's
 #: columns (FAD, FDD, FDM, semantic, SS, NS; the semantic column is an audio-video embedding
-#: cosine, taken here as ImageBind's); ``av-benchmark``: the set av-benchmark reports;
+#: cosine, taken here as ImageBind's); ``av-benchmark``: the set av-benchmark reports (its
+#: LAION-CLAP score where the clips have texts);
 #: ``synth``: the synthetic benchmark against ``v2a synth``'s events.
 PROTOCOLS: dict[str, tuple[str, ...]] = {
     "maskvat": ("fad", "fdd", "fdm", "ib_score", "ss", "ns"),
     "av-benchmark": ("fd_passt", "fd_panns", "fd_vggish", "kl_panns", "kl_passt", "is_panns",
-                     "is_passt", "ib_score", "desync"),
+                     "is_passt", "ib_score", "desync", "clap"),
     "synth": ("fdm", "fd_mfcc", "fdd", "onset_f1", "sync"),
 }
 
@@ -132,6 +135,8 @@ _NEEDS = {
     VIDEOS: "it reads the videos and none were found (give --videos DIR)",
     EVENTS: "it needs ground-truth events (--events FILE, or REF/events.jsonl)",
     RECIPE: "it needs a --recipe",
+    TEXT: ("it compares each clip with its text and no clip has one (give --captions FILE, a "
+           "CSV or TSV of clip name and caption)"),
 }
 
 
@@ -181,13 +186,13 @@ def skip_reason(metric: Metric, *, registry: Registry, given: set[str]) -> str |
     """Why ``metric`` cannot run (one sentence, no full stop), or None when it can: v2a
     evaluate cannot compute it yet (``pending``), one of its plug-ins (audio, video) is not
     registered, or something it needs (of :data:`REFERENCE`, :data:`VIDEOS`, :data:`EVENTS`,
-    :data:`RECIPE`) is not among ``given``."""
+    :data:`RECIPE`, :data:`TEXT`) is not among ``given``."""
     if metric.pending is not None:
         return f"{metric.label} skipped: {metric.pending}"
     for plugin in (metric.plugin, metric.video_plugin):
         if plugin is not None and plugin[1] not in registry.names(plugin[0]):
             return f"{metric.label} skipped: no {plugin[0]} plug-in named {plugin[1]!r} is installed"
-    for need in (REFERENCE, EVENTS, RECIPE, VIDEOS):
+    for need in (REFERENCE, EVENTS, RECIPE, VIDEOS, TEXT):
         if need in metric.needs and need not in given:
             return f"{metric.label} skipped: {_NEEDS[need]}"
     return None

@@ -33,6 +33,7 @@ from v2a.evaluate.selection import Selection, inputs_given, select
 from v2a.evaluate.semantic import SemanticScorer, build_semantic_scorers
 from v2a.evaluate.store import FeatureStore
 from v2a.evaluate.sync import SyncScorer, build_sync_scorer
+from v2a.evaluate.text_score import ClipTexts, TextScorer, build_text_scorers, clip_texts
 from v2a.interfaces import AudioCodec
 from v2a.log import warn
 from v2a.media import find_video
@@ -62,6 +63,9 @@ class Evaluation:
     classes: dict[str, ClassScorer] = field(default_factory=dict)  # plug-in → its KL/IS scorer
     offsets: dict[str, OffsetScorer] = field(default_factory=dict)  # metric → its DeSync/SS scorer
     semantic: dict[str, SemanticScorer] = field(default_factory=dict)  # metric → its scorer
+    text: dict[str, TextScorer] = field(default_factory=dict)  # metric → its CLAP-score scorer
+    texts: ClipTexts | None = None  # each clip's text, for the audio-text metrics
+    no_text: list[str] = field(default_factory=list)
     no_video: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
 
@@ -101,9 +105,11 @@ class Evaluation:
     def score_without_events(self, audio: PairAudio, clip: dict[str, Any]) -> None:
         """Into ``clip``: the scores of one pair that need no ground truth (class probabilities
         go into their scorers, NS, onset transfer, the sync score, the offsets and the
-        semantic cosines)."""
+        semantic cosines, the audio-text cosines)."""
         for scorer in self.classes.values():
             scorer.add(audio, self.store, self.device)
+        if self.text:
+            self.score_text(audio, clip)
         if self.selection.runs(NOVELTY):
             clip["ns"] = novelty_of(audio)
         if self.selection.runs(ONSETS_VS_REFERENCE):
@@ -123,6 +129,17 @@ class Evaluation:
             clip["semantic"] = {name: s.clip_cosines(audio, video, self.store)
                                 for name, s in self.semantic.items()}
 
+    def score_text(self, audio: PairAudio, clip: dict[str, Any]) -> None:
+        """Into ``clip``: its text (``caption``) and each audio-text metric's cosines with it
+        (``text``); a clip without a text is noted."""
+        text = self.texts.texts.get(audio.pair.stem) if self.texts is not None else None
+        if text is None:
+            self.no_text.append(audio.pair.stem)
+            return
+        clip["caption"] = text
+        clip["text"] = {name: s.clip_cosines(audio, text, self.store)
+                        for name, s in self.text.items()}
+
     def results(self, clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """The results (the layout of ``results.json``, less the command line and options) of
         the scored ``clips``, with a warning and notes for what the pairs found."""
@@ -134,6 +151,9 @@ class Evaluation:
         if self.no_video:
             notes.append(f"{len(self.no_video)} clips have no video in {self.videos} and have no "
                          "sync score, offsets or semantic cosines")
+        if self.no_text and self.texts is not None:
+            notes.append(f"{len(self.no_text)} clips have no text (from {self.texts.source}) "
+                         "and are left out of the CLAP score")
         notes += [note for f in self.features if (note := f.bias_note()) is not None]
         results = {
             "protocol": self.options.protocol,
@@ -149,7 +169,7 @@ class Evaluation:
         }
         metrics = metric_entries(self.selection, results, self.features, self.sync,
                                  classes=self.classes, offsets=self.offsets,
-                                 semantic=self.semantic)
+                                 semantic=self.semantic, text=self.text)
         skipped = {**self.selection.skipped, **unscored(self.selection, metrics)}
         layout = ([{"name": m.name, "label": m.label, "better": m.better, "unit": m.unit}
                    for m in self.selection.asked] if self.selection.explicit else None)
@@ -212,10 +232,12 @@ def prepare(options: Options) -> Evaluation:
     if options.recipe is not None:
         recipe = load_recipe(options.recipe, options.overrides, **options.recipe_options)
     folder = videos_folder(options)
+    texts = clip_texts(options, truth)
     given = inputs_given(options, has_events=any(p.stem in truth for p in pairs),
                          has_recipe=recipe is not None,
                          has_videos=folder.is_dir() and any(find_video(folder, p.stem) is not None
-                                                            for p in pairs))
+                                                            for p in pairs),
+                         has_text=any(p.stem in texts.texts for p in pairs))
     selection = select(options, registry, given=given)
     if not selection.runs(ONSETS):
         truth = {}
@@ -229,7 +251,9 @@ def prepare(options: Options) -> Evaluation:
                                    options)
     semantic = build_semantic_scorers(selection.running, recipe, registry, device,
                                       selection.skipped, options)
-    return Evaluation(classes=classes, offsets=offsets, semantic=semantic,
+    text = build_text_scorers(selection.running, recipe, registry, device, selection.skipped,
+                              options, texts.source)
+    return Evaluation(classes=classes, offsets=offsets, semantic=semantic, text=text, texts=texts,
         options=options, device=device, pairs=pairs, only_generated=only_generated,
         only_reference=only_reference, truth=truth, wrong=wrong_videos(pairs, truth),
         features=features, sync=sync,

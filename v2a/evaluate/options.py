@@ -42,6 +42,7 @@ class Options:
     protocol: str | None = None  # --protocol: its metrics, laid out as its paper's table
     features: Path | None = None  # the feature cache's folder (OUT/features); None: no cache
     models: dict[str, dict] = field(default_factory=dict)  # --model PLUGIN.KEY=VALUE, by plug-in
+    captions: Path | None = None  # --captions: a CSV/TSV of clip name and text (the CLAP score)
 
 
 def check_options(options: Options) -> None:

@@ -27,6 +27,7 @@ from v2a.evaluate.catalogue import (
     ONSETS_VS_REFERENCE,
     SEMANTIC,
     SYNC,
+    TEXT_AUDIO,
     Metric,
 )
 from v2a.evaluate.classify import ClassScorer
@@ -36,6 +37,7 @@ from v2a.evaluate.provenance import NO_WEIGHTS
 from v2a.evaluate.selection import Selection
 from v2a.evaluate.semantic import SemanticScorer
 from v2a.evaluate.sync import SyncScorer
+from v2a.evaluate.text_score import TextScorer
 
 #: The onset detector is v2a's own arithmetic (:mod:`v2a.metrics.onsets`), no trained model.
 ONSET_MODEL = {"plugin": "v2a.metrics.onsets", "options": {"detector": "spectral flux"},
@@ -71,17 +73,19 @@ def model_free_entry(metric: Metric, clips: dict[str, dict[str, Any]]) -> dict[s
 
 
 def model_entry(metric: Metric, classes: dict[str, ClassScorer], offsets: dict[str, OffsetScorer],
-                semantic: dict[str, SemanticScorer], clips: dict[str, dict[str, Any]]
-                ) -> dict[str, Any] | None:
-    """The entry of a KL/IS, DeSync/SS or semantic metric, None when it has no value."""
+                semantic: dict[str, SemanticScorer], clips: dict[str, dict[str, Any]],
+                text: dict[str, TextScorer] | None = None) -> dict[str, Any] | None:
+    """The entry of a KL/IS, DeSync/SS, semantic or audio-text metric, None when it has no
+    value; the per-clip values are in each clip's ``offsets``, ``semantic`` or ``text``."""
     if metric.family == CLASSES:
         scorer = classes.get(metric.plugin[1])
         values = scorer.entry_values(metric) if scorer is not None else None
     else:
-        field, scorers = (("semantic", semantic) if metric.family == SEMANTIC
-                          else ("offsets", offsets))
+        field, scorers = {SEMANTIC: ("semantic", semantic), TEXT_AUDIO: ("text", text or {})
+                          }.get(metric.family, ("offsets", offsets))
         scorer = scorers.get(metric.name)
-        per_clip = [c[field][metric.name] for c in clips.values() if field in c]
+        per_clip = [c[field][metric.name] for c in clips.values()
+                    if metric.name in c.get(field, {})]
         values = scorer.values(per_clip) if scorer is not None else None
     if values is None:
         return None
@@ -108,8 +112,8 @@ def side_entry(metric: Metric, results: dict[str, Any], sync: SyncScorer | None
 
 def metric_entries(selection: Selection, results: dict[str, Any], features: list[FrameFeatures],
                    sync: SyncScorer | None, *, classes: dict[str, ClassScorer],
-                   offsets: dict[str, OffsetScorer], semantic: dict[str, SemanticScorer] | None = None
-                   ) -> dict[str, dict[str, Any]]:
+                   offsets: dict[str, OffsetScorer], semantic: dict[str, SemanticScorer] | None = None,
+                   text: dict[str, TextScorer] | None = None) -> dict[str, dict[str, Any]]:
     """The entries of the metrics that ran and gave a value, in the selection's order."""
     by_encoder = {f.name: f for f in features}
     entries = {}
@@ -119,8 +123,8 @@ def metric_entries(selection: Selection, results: dict[str, Any], features: list
                      if metric.encoder in by_encoder else None)
         elif metric.family in (NOVELTY, ONSETS_VS_REFERENCE):
             found = model_free_entry(metric, results["clips"])
-        elif metric.family in (CLASSES, OFFSETS, SEMANTIC):
-            found = model_entry(metric, classes, offsets, semantic or {}, results["clips"])
+        elif metric.family in (CLASSES, OFFSETS, SEMANTIC, TEXT_AUDIO):
+            found = model_entry(metric, classes, offsets, semantic or {}, results["clips"], text)
         else:
             found = side_entry(metric, results, sync)
         if found is not None:

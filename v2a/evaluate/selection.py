@@ -26,6 +26,8 @@ from v2a.evaluate.catalogue import (
     REFERENCE,
     SEMANTIC,
     SYNC,
+    TEXT,
+    TEXT_AUDIO,
     VIDEOS,
     Metric,
     frechet_metric,
@@ -37,7 +39,8 @@ from v2a.evaluate.options import Options
 from v2a.registry import Registry
 
 #: The families the engine computes today; a metric of another family is skipped, saying so.
-COMPUTED = {FRECHET, ONSETS, SYNC, CLASSES, NOVELTY, ONSETS_VS_REFERENCE, OFFSETS, SEMANTIC}
+COMPUTED = {FRECHET, ONSETS, SYNC, CLASSES, NOVELTY, ONSETS_VS_REFERENCE, OFFSETS, SEMANTIC,
+            TEXT_AUDIO}
 
 
 @dataclass(kw_only=True)
@@ -94,12 +97,12 @@ def select(options: Options, registry: Registry, *, given: set[str]) -> Selectio
     return selection
 
 
-def inputs_given(options: Options, *, has_events: bool, has_recipe: bool, has_videos: bool
-                 ) -> set[str]:
+def inputs_given(options: Options, *, has_events: bool, has_recipe: bool, has_videos: bool,
+                 has_text: bool = False) -> set[str]:
     """What :func:`select` is told is there."""
     given = set()
     for need, present in ((REFERENCE, options.reference is not None), (EVENTS, has_events),
-                          (RECIPE, has_recipe), (VIDEOS, has_videos)):
+                          (RECIPE, has_recipe), (VIDEOS, has_videos), (TEXT, has_text)):
         if present:
             given.add(need)
     return given

@@ -50,6 +50,33 @@ def direction(embeddings: np.ndarray) -> np.ndarray:
     return mean / max(float(np.linalg.norm(mean)), _NORM_FLOOR)
 
 
+def side_cosines(audio: PairAudio, sides: tuple[torch.Tensor, torch.Tensor | None],
+                 target: np.ndarray, *, store: FeatureStore, key: str, model: AudioEncoder,
+                 device: torch.device, samples: int | None = None) -> dict[str, float]:
+    """The cosine of each side's pooled audio embedding (``sides``: generated and reference
+    waveforms, the first ``samples`` of each, through the feature ``store`` under ``key``) with
+    the unit vector ``target``: ``{"generated": ..., "reference": ...}`` (no reference: absent)."""
+    found = {}
+    for side, path, wav in (("generated", audio.pair.generated, sides[0]),
+                            ("reference", audio.pair.reference, sides[1])):
+        if wav is not None:
+            count = wav.shape[1] if samples is None else samples
+            heard = store.get(key, path, count, lambda w=wav[:, :count]: frames_of(
+                model, w, device))
+            found[side] = float(direction(heard.double().numpy()) @ target)
+    return found
+
+
+def mean_cosines(per_clip: list[dict[str, float]]) -> tuple[float, float | None] | None:
+    """(generated mean cosine, reference mean cosine: None unless every clip has one) over the
+    clips of :func:`side_cosines`, or None without any clip."""
+    if not per_clip:
+        return None
+    reference = [c["reference"] for c in per_clip if "reference" in c]
+    return (float(np.mean([c["generated"] for c in per_clip])),
+            float(np.mean(reference)) if len(reference) == len(per_clip) else None)
+
+
 class SemanticScorer:
     """An audio model and a visual model embedding into one space, and how each clip is scored."""
 
@@ -90,23 +117,10 @@ class SemanticScorer:
             values = values[stream.mask[0]]
         seen = direction(values.float().cpu().numpy())
         samples = min(gen.shape[1], round(duration * self.sample_rate))
-        found = {}
-        for side, path, wav in (("generated", audio.pair.generated, gen),
-                                ("reference", audio.pair.reference, ref)):
-            if wav is not None:
-                heard = store.get(self.key, path, samples, lambda w=wav[:, :samples]: frames_of(
-                    self.audio_model, w, self.device))
-                found[side] = float(direction(heard.double().numpy()) @ seen)
-        return found
+        return side_cosines(audio, (gen, ref), seen, store=store, key=self.key,
+                            model=self.audio_model, device=self.device, samples=samples)
 
-    @staticmethod
-    def values(per_clip: list[dict[str, float]]) -> tuple[float, float | None] | None:
-        """(generated mean cosine, reference mean cosine) over the clips, or None without any."""
-        if not per_clip:
-            return None
-        reference = [c["reference"] for c in per_clip if "reference" in c]
-        return (float(np.mean([c["generated"] for c in per_clip])),
-                float(np.mean(reference)) if len(reference) == len(per_clip) else None)
+    values = staticmethod(mean_cosines)  # (generated, reference) mean cosines
 
     def settings(self) -> dict[str, Any]:
         return {"sample_rate": self.sample_rate, "fps": float(self.video_model.fps),

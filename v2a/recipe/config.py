@@ -27,6 +27,8 @@ from v2a.weights import NONE
 # ---------------------------------------------------------------------------------------------
 
 Precision = Literal["fp32", "bf16", "fp16"]
+#: What ``training.export_dtype`` may name: the dtype the exported weights are stored in.
+ExportDtype = Literal["float32", "bfloat16", "float16"]
 
 
 @dataclass
@@ -63,7 +65,7 @@ class TrainingConfig:
     seed: int = 0
     out_dir: str = "runs"
     checkpoint_every: int = bounded(1000, low=1)
-    keep_checkpoints: int = bounded(3, low=1)
+    keep_checkpoints: int = bounded(2, low=1)  # the newest checkpoints kept; older ones are removed
     log_every: int = bounded(50, low=1)
     task: str = "generator"  # what `v2a train` trains: the name of a registered training task
     lr_min: float = bounded(0.0, low=0)  # the cosine decay ends at this learning rate
@@ -72,6 +74,9 @@ class TrainingConfig:
     eval_every: int = bounded(1000, low=0)  # steps between validation losses; 0 = never
     sample_every: int = bounded(5000, low=0)  # steps between TensorBoard audio samples; 0 = never
     num_sample_videos: int = bounded(4, low=0)  # fixed validation clips whose audio is logged
+    compile: bool = False  # torch.compile the repeated layers of the task (compile_layers)
+    # dtype of the exported weights (checkpoints stay as trained); bfloat16 halves them
+    export_dtype: ExportDtype = "float32"
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -94,6 +99,7 @@ class SamplingConfig:
     candidates: int = bounded(1, low=1)  # B candidates, reranked by the recipe's reranker
     seed: int = 0
     precision: Precision = "fp32"
+    compile: bool = False  # torch.compile the generator's repeated layers
 
     def __post_init__(self) -> None:
         check_bounds(self)

@@ -11,7 +11,6 @@ names no cache.
 
 The package, one job a module:
 
-* :mod:`~v2a.training.distributed`: the process group torchrun describes;
 * :mod:`~v2a.training.data_order`: the stream of clips (:class:`ClipOrder`), its micro-batches
   (:class:`MicroBatches`) and the seeds of each (:func:`derived_seed`);
 * :mod:`~v2a.training.loading`: the clips of a split, the DataLoader's user errors;
@@ -46,11 +45,11 @@ process × ``grad_accum`` 2 computes: the same sums, halved instead of averaged)
 
 Checkpoints (``<out>/checkpoints/step_<N>/``, written by rank 0 into a temporary folder
 ``.step_<N>.v2a-tmp-<host>-<pid>-<hex>`` that is renamed into place, so a checkpoint is complete
-or absent; the temporaries of dead processes are removed when a run starts; the last
-``keep_checkpoints`` are kept). A run folder that stops taking files (read-only, no permission, a
-full disk) stops the run with one sentence naming the folder, the error and the last good
-checkpoint to resume from; the checkpoint being written stays a temporary, never a half
-checkpoint under its final name::
+or absent; the temporaries of dead processes are removed when a run starts; the newest
+``keep_checkpoints`` are kept, the older ones removed once the new one is complete). A run
+folder that stops taking files (read-only, no permission, a full disk) stops the run with one
+sentence naming the folder, the error and the last good checkpoint to resume from; the
+checkpoint being written stays a temporary, never a half checkpoint under its final name::
 
     model.safetensors      the trained weights (task state dict; frozen encoders left out)
     ema.safetensors        the EMA weights, same keys (only when training.ema > 0)
@@ -60,9 +59,10 @@ checkpoint under its final name::
                            fingerprints of every rank's weights (DDP), last metrics
 
 At the end of a run the weights to use (EMA when on) are exported beside the checkpoints, one
-file per trained slot under the name the task's spec declares: ``fuser.safetensors`` and
-``generator.safetensors`` for the generator task (:func:`~v2a.tasks.exported_weights`
-finds them for a slot). ``<out>/recipe.yaml`` holds the resolved recipe,
+file per trained slot under the name the task's spec declares, in ``training.export_dtype``
+(checkpoints stay as trained): ``fuser.safetensors`` and ``generator.safetensors`` for the
+generator task (:func:`~v2a.tasks.exported_weights` finds them for a
+slot). ``<out>/recipe.yaml`` holds the resolved recipe,
 ``<out>/tensorboard/`` the logs, ``<out>/skipped.tsv`` the clips left out.
 """
 
@@ -86,7 +86,7 @@ from v2a.training.checkpoints import (
     write_checkpoint,
 )
 from v2a.training.data_order import ClipOrder, MicroBatches, derived_seed
-from v2a.training.distributed import Distributed, setup_distributed
+from v2a.distributed import Distributed, setup_distributed
 from v2a.training.loading import open_split, worker_errors
 from v2a.training.schedules import EMA, learning_rate
 from v2a.training.trainer import Trainer, TrainResult, run_dir_for, train

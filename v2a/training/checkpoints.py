@@ -9,6 +9,16 @@ folder that is renamed into place (complete or absent; see :mod:`v2a.training`):
     ema.safetensors        the EMA weights, same keys (only when training.ema > 0)
     optimizer.safetensors  AdamW's state tensors, keys state.<param index>.<name>
     state.json             see :func:`checkpoint_state`
+
+Pruning (:func:`prune_checkpoints`) keeps the checkpoint just written and the newest others up
+to ``training.keep_checkpoints``; an old checkpoint is first renamed to a temporary of this
+process (from then on it is no checkpoint) and only then deleted, so a prune killed half-way
+leaves complete checkpoints and a temporary that the next run removes, never a checkpoint with
+files missing.
+
+The exports (:func:`write_export`, the weights ``v2a generate`` loads) are written in
+``training.export_dtype``; checkpoints always keep the tensors as trained, so that a resumed
+run computes what the uninterrupted one did.
 """
 
 from __future__ import annotations
@@ -23,25 +33,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from v2a import __version__
-from v2a.files import atomic_folder, is_stale, remove_stale_temporaries
+from v2a.files import atomic_folder, is_stale, remove_stale_temporaries, temporary_path
 from v2a.recipe import Recipe, read_saved_recipe, recipe_differences
-from v2a.tasks import TrainingError, trained_state
-from v2a.weights import WeightsError, check_finite, write_safetensors
+from v2a.tasks import EXPORT_DTYPES, TrainingError, trained_state
+from v2a.weights import WeightsError, check_finite, first_non_finite, save_state, write_safetensors
 
 CHECKPOINT_FORMAT = "v2a-train-checkpoint"
 CHECKPOINT_VERSION = 1
 STEP_DIR = re.compile(r"^step_(\d+)$")
-#: Training fields that may change between a run and its resumption (they do not change what
-#: one step computes): everything else of the recipe must hash the same.
+#: Fields that may change between a run and its resumption (they do not change what one step
+#: computes): everything else of the recipe must hash the same. (``training.compile`` is not
+#: one: compiled layers draw their dropout masks from another random stream.)
 RESUMABLE_FIELDS = (
     "training.steps", "training.out_dir", "training.checkpoint_every",
     "training.keep_checkpoints", "training.log_every", "training.eval_every",
-    "training.sample_every", "training.num_sample_videos", "data.num_workers", "data.cache",
-    "data.manifest", "data.root",
+    "training.sample_every", "training.num_sample_videos", "training.export_dtype",
+    "sampling.compile", "data.num_workers", "data.cache", "data.manifest", "data.root",
 )
 
 
@@ -77,7 +89,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def write_checkpoint(run_dir: Path, step: int, files: dict[str, dict[str, Tensor]],
                      state: dict[str, Any], keep: int) -> Path:
     """Write ``files`` (name → tensors, as safetensors) and ``state.json`` into a temporary
-    folder, rename it to ``checkpoints/step_<step>``, then remove all but the last ``keep``."""
+    folder, rename it to ``checkpoints/step_<step>``, then prune to ``keep`` checkpoints
+    (:func:`prune_checkpoints`): the older ones go only once the new one is complete."""
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step:08d}"
@@ -91,9 +104,27 @@ def write_checkpoint(run_dir: Path, step: int, files: dict[str, dict[str, Tensor
         with open(tmp / "state.json", "w", encoding="utf-8") as f:
             json.dump(state, f, indent=2)
             f.write("\n")
-    for _, old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(run_dir, keep=keep, written=final)
     return final
+
+
+def prune_checkpoints(run_dir: Path, *, keep: int, written: Path) -> list[Path]:
+    """Remove the complete checkpoints of ``run_dir`` but ``written`` (never removed) and the
+    newest ``keep - 1`` others; returns the folders removed. Each goes in two moves: a rename
+    to a temporary of this process, after which it is no checkpoint, then the deletion; what
+    cannot be deleted stays a temporary, removed by a later run (:func:`remove_temporary`),
+    and one that cannot be renamed (a read-only folder) stays a checkpoint."""
+    others = [path for _, path in checkpoints(run_dir) if path != Path(written)]
+    removed = []
+    for old in others[:max(0, len(others) - (keep - 1))]:
+        retired = temporary_path(old)
+        try:
+            old.rename(retired)
+        except OSError:
+            continue
+        shutil.rmtree(retired, ignore_errors=True)
+        removed.append(old)
+    return removed
 
 
 def remove_temporary(run_dir: Path) -> None:
@@ -143,6 +174,44 @@ def load_trained_state(task: nn.Module, state: Mapping[str, Tensor], path: Path)
         raise WeightsError(f"{path} does not fit the recipe's model ({len(missing)} missing and "
                            f"{len(unexpected)} unexpected tensors, e.g. {example!r})")
     task.load_state_dict(dict(state), strict=False)
+
+
+def export_tensors(tensors: Mapping[str, Tensor], dtype: str, *,
+                   path: Path) -> dict[str, Tensor]:
+    """``tensors`` as an export stores them: the float32 ones in ``dtype`` (a name of
+    :data:`~v2a.tasks.EXPORT_DTYPES`), the others (integer tensors, float64 ones) as they are.
+    A finite value that ``dtype`` cannot hold (float16 ends at ±65504) is a
+    :class:`TrainingError` naming the tensor and ``path``."""
+    target = EXPORT_DTYPES[dtype]
+    cast = {k for k, v in tensors.items()
+            if v.dtype == torch.float32 and target != torch.float32}
+    stored = {k: v.detach().to(target) if k in cast else v.detach()
+              for k, v in tensors.items()}
+    overflow = first_non_finite({k: stored[k] for k in sorted(cast)
+                                 if bool(torch.isfinite(tensors[k]).all())})
+    if overflow is not None:
+        name, count, _ = overflow
+        raise TrainingError(
+            f"cannot export {path} in {dtype}: {count} values of {name!r} are beyond its range; "
+            "export again with --resume and training.export_dtype=bfloat16 or float32")
+    return stored
+
+
+def write_export(module: nn.Module, path: Path, *, dtype: str, metadata: dict[str, str]) -> None:
+    """Write the weights to use of a trained slot to ``path`` with its float32 tensors in
+    ``dtype`` (:func:`export_tensors`): the file the module's own ``save_weights(path)`` writes
+    when it has one (rewritten in ``dtype``, its metadata kept), else the module's
+    ``state_dict()`` with ``metadata``. Loading either casts back to the model's dtype."""
+    if hasattr(module, "save_weights"):
+        module.save_weights(path)
+        if dtype == "float32":
+            return
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+    else:
+        tensors = module.state_dict()
+    save_state(export_tensors(tensors, dtype, path=path), path, metadata=metadata)
 
 
 def fingerprint(tensors: Mapping[str, Tensor]) -> str:

@@ -21,10 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from v2a.distributed import Distributed, setup_distributed
 from v2a.files import write_text_atomic
 from v2a.items import collate
 from v2a.log import note
 from v2a.recipe import Recipe
+from v2a.sampler import allow_tf32, compile_layers, require_compiler
 from v2a.tasks import (
     TrainingError,
     build_task,
@@ -42,14 +44,13 @@ from v2a.training.checkpoints import (
     remove_temporary,
     restore_weights,
     write_checkpoint,
+    write_export,
 )
 from v2a.training.data_order import ClipOrder, MicroBatches, derived_seed
-from v2a.training.distributed import Distributed, setup_distributed
 from v2a.training.loading import open_split, worker_errors
 from v2a.training.requirements import check_trainable
 from v2a.training.samples import AudioSamples
 from v2a.training.schedules import EMA, learning_rate
-from v2a.weights import save_state
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: The terms the progress line shows (TensorBoard gets every term).
@@ -114,6 +115,14 @@ class LogWindow:
         self.steps += 1
 
 
+def loss_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """The step's gradient scaler: enabled for ``fp16`` only, whose small gradients underflow
+    without loss scaling; bf16 has float32's exponent range and needs none. Every step calls
+    it (scale, unscale before clipping, step, update), so a disabled one leaves fp32 and bf16
+    steps exactly as they would be without it."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
 def run_dir_for(recipe: Recipe, out: str | Path | None) -> Path:
     return Path(out) if out else Path(recipe.training.out_dir) / recipe.name
 
@@ -129,6 +138,7 @@ class Trainer:
         self.recipe, self.cfg = recipe, recipe.training
         self.dist = distributed or setup_distributed(device)
         self.device = self.dist.device
+        allow_tf32(self.device)
         self.out = run_dir_for(recipe, out_dir)
         self.resume = resume
 
@@ -138,6 +148,8 @@ class Trainer:
         self.collate = collate_fn or collate
         self.spec = task_spec(recipe)
         check_trainable(recipe, self.spec, self.device)
+        if self.cfg.compile:
+            require_compiler(self.device, "training.compile")
         self.train_data = train_data if train_data is not None else open_split(recipe, self.cfg.train_split)
         if len(self.train_data) == 0:
             raise TrainingError(f"the {self.cfg.train_split!r} split of the data holds no clips")
@@ -197,6 +209,8 @@ class Trainer:
             self.skipped.add((item.clip.id, item.reason))
 
     def _autocast(self):
+        """``training.precision``: bf16 or fp16 autocast on the trainer's device (the weights,
+        the optimiser state and the gradients stay float32), or nothing for fp32."""
         dtype = PRECISIONS[self.cfg.precision]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
@@ -214,8 +228,12 @@ class Trainer:
             [{"params": decay, "weight_decay": self.cfg.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr,
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
+        self.scaler = loss_scaler(self.cfg.precision, self.device)
         self.ema = EMA(self.task, self.cfg.ema, self.task.frozen) if self.cfg.ema > 0 else None
+        if self.cfg.compile:  # in place: same parameters and state dict; the EMA copy stays eager
+            if not compile_layers(self.task):
+                self._note(f"training.compile: the {self.cfg.task} task has no repeated layers "
+                           "(nn.ModuleList) to compile; it runs eagerly")
         self.model = self.task
         if self.dist.enabled:
             # find_unused_parameters: a step may leave a part unused (the contrastive head when
@@ -288,7 +306,7 @@ class Trainer:
             self._note_skipped(batch)
             if len(batch) == 0:
                 continue
-            batch = batch.to(self.device)
+            batch = batch.to(self.device, non_blocking=True)
             g = torch.Generator(device=self.device).manual_seed(derived_seed(self.cfg.seed, "val", j))
             with self._autocast():
                 terms = task(batch, g)
@@ -483,7 +501,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update()
         terms["grad_norm"] = norm.detach().float()
-        terms["lr"] = torch.tensor(lr)
+        terms["lr"] = torch.tensor(lr)  # on the host on purpose: logged, never computed with
         return terms, wait, frames, clips
 
     def _log_train(self, writer, step: int, window: LogWindow) -> dict[str, float]:
@@ -516,7 +534,7 @@ class Trainer:
         return (f"training the {c.task} of {self.recipe.name} ({n / 1e6:.2f} M parameters) on {where}: "
                 f"{len(self.train_data)} clips{val}; steps {start + 1}-{c.steps}, "
                 f"{c.batch_size * c.grad_accum * self.dist.world_size} clips per step, "
-                f"{c.precision}; output {self.out}")
+                f"{c.precision}{', compiled' if c.compile else ''}; output {self.out}")
 
     def _prepare_out_dir(self) -> None:
         if self.dist.main:
@@ -547,17 +565,14 @@ class Trainer:
 
     def _export(self) -> list[Path]:
         """The weights to use (EMA when on): one file per trained slot, named as the task's spec
-        declares (by the module's own ``save_weights`` when it has one)."""
+        declares, in ``training.export_dtype`` (:func:`~v2a.training.checkpoints.write_export`)."""
         paths = []
         if self.dist.main:
             for slot, module in checked_exports(self.spec, self.eval_task).items():
                 path = self.out / self.spec.exports[slot]
                 with self._writing(path.name, self.out):
-                    if hasattr(module, "save_weights"):
-                        module.save_weights(path)
-                    else:
-                        save_state(module.state_dict(), path,
-                                   metadata={"recipe": self.recipe.name, "component": slot})
+                    write_export(module, path, dtype=self.cfg.export_dtype,
+                                 metadata={"recipe": self.recipe.name, "component": slot})
                 paths.append(path)
         self.dist.barrier()
         return paths
