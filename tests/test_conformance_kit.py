@@ -28,10 +28,11 @@ from v2a.interfaces import (
     ConditionFuser,
     MaskedGenerator,
     Reranker,
+    TextEncoder,
     VisualEncoder,
 )
 from v2a.registry import Registry
-from v2a.sequences import Conditioning, FeatureSequence
+from v2a.sequences import Conditioning, FeatureSequence, TextFeatures
 from v2a.testing import (
     CHECKS,
     COMMON_CHECKS,
@@ -224,6 +225,32 @@ class RefReranker(Reranker):
         return self.energy_weight * self.energy(candidates) + self.video_proj(mean)
 
 
+class RefTextEncoder(TextEncoder):
+    """Words (split at spaces, at most 16) hashed into 97 embeddings; pooled: their mean; a text
+    without words is one token of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.dim = self.pooled_dim = 4
+        self.max_tokens = 16
+        self.embedding = nn.Embedding(97, 4)
+
+    def token_ids(self, text):
+        return [sum(map(ord, word)) % 96 + 1 for word in text.split()[: self.max_tokens]] or [0]
+
+    def encode(self, texts):
+        rows = [self.token_ids(text) for text in texts]
+        length = max([len(row) for row in rows] + [1])
+        ids = torch.tensor([row + [0] * (length - len(row)) for row in rows])
+        mask = torch.tensor([[i < len(row) for i in range(length)] for row in rows])
+        tokens = self.embedding(ids).masked_fill(~mask.unsqueeze(-1), 0.0)
+        pooled = tokens.sum(dim=1) / self.real_count(mask, tokens)
+        return TextFeatures.from_tensors(tokens=tokens, mask=mask, pooled=pooled)
+
+    def real_count(self, mask, tokens):  # [b, 1]: the number of tokens pooled over
+        return mask.sum(dim=1, keepdim=True).clamp(min=1).to(tokens.dtype)
+
+
 def codec_properties(config) -> dict[str, Any]:
     """RefCodec's attributes as a plug-in would declare them (``ComponentSpec.properties``)."""
     return {"sample_rate": 1000, "channels": 1, "frame_rate": 1000 / 30, "n_codebooks": 2,
@@ -256,7 +283,7 @@ def declared(name: str, properties: Callable[[Any], dict[str, Any]]) -> Registry
 DECLARED_CODEC = declared("ref", codec_properties)
 
 REFERENCES = [RefCodec, RefVisualEncoder, RefAudioEncoder, RefFuser, RefGenerator, RefReranker,
-              DECLARED_CODEC]
+              RefTextEncoder, DECLARED_CODEC]
 
 
 @parametrize_with_checks(REFERENCES)
@@ -538,6 +565,42 @@ class RelativeToBatch(RefReranker):
         return scores - scores.mean()
 
 
+# text encoder
+class EmptyPromptHasNoToken(RefTextEncoder):
+    def encode(self, texts):
+        out = super().encode(texts)
+        real = out.tokens.mask & torch.tensor([bool(text) for text in texts]).unsqueeze(1)
+        return TextFeatures(tokens=out.tokens.replace(mask=real), pooled=out.pooled)
+
+
+class EmptyPromptRaises(RefTextEncoder):
+    def token_ids(self, text):
+        if not text:
+            raise IndexError("list index out of range")  # as the first word of no words would
+        return super().token_ids(text)
+
+
+class PoolsOverPadding(RefTextEncoder):
+    def real_count(self, mask, tokens):
+        return torch.full((mask.shape[0], 1), mask.shape[1], dtype=tokens.dtype)
+
+
+class AsciiOnly(RefTextEncoder):
+    def token_ids(self, text):
+        text.encode("ascii")  # raises UnicodeEncodeError on anything else
+        return super().token_ids(text)
+
+
+class NoTruncation(RefTextEncoder):
+    def token_ids(self, text):
+        return [sum(map(ord, word)) % 96 + 1 for word in text.split()] or [0]
+
+
+class TruncatesEarly(RefTextEncoder):
+    def token_ids(self, text):
+        return super().token_ids(text)[: self.max_tokens - 1]
+
+
 # -- the table: which check(s) catch each breakage ------------------------------------------------
 
 
@@ -606,6 +669,19 @@ BROKEN = [
     Broken(PositionBias, ("check_reranker_permutation",), "not permutation equivariant"),
     Broken(SelectsWorst, ("check_reranker_select",), "first best-scoring candidates"),
     Broken(IntegerRanks, ("check_reranker_scores",), "torch.int64 scores"),
+    # text encoder
+    Broken(EmptyPromptHasNoToken, ("check_text_encoder_output", "check_text_encoder_empty"),
+           "no real token for ''"),
+    Broken(EmptyPromptRaises, ("check_text_encoder_empty", "check_text_encoder_output"),
+           "EmptyPromptRaises.encode raised IndexError"),
+    Broken(PoolsOverPadding, ("check_text_encoder_padding", "check_batch_independence",
+                              "check_text_encoder_empty", "check_text_encoder_truncation"),
+           "different results in a batch with a longer text (row 0)"),
+    Broken(AsciiOnly, ("check_text_encoder_unicode",), "raised UnicodeEncodeError"),
+    Broken(NoTruncation, ("check_text_encoder_truncation", "check_text_encoder_padding"),
+           "40 token steps; the TextEncoder contract is between 1 and max_tokens (16)"),
+    Broken(TruncatesEarly, ("check_text_encoder_truncation",),
+           "15 real tokens; a text longer than max_tokens (16) is truncated to exactly that many"),
 ]
 
 CHECK_BY_NAME = {check.__name__: check for checks in CHECKS.values() for check in checks}

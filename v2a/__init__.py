@@ -16,10 +16,11 @@ from v2a.interfaces import (
     MaskedGenerator,
     Reranker,
     SyncClassifier,
+    TextEncoder,
     VisualEncoder,
 )
 from v2a.registry import ComponentSpec, TrainingTaskSpec
-from v2a.sequences import Conditioning, FeatureSequence
+from v2a.sequences import Conditioning, FeatureSequence, TextFeatures
 from v2a.tasks import TrainingTask
 
 __version__ = "0.1.0"
@@ -36,6 +37,8 @@ __all__ = [
     "MaskedGenerator",
     "Reranker",
     "SyncClassifier",
+    "TextEncoder",
+    "TextFeatures",
     "TrainingTask",
     "TrainingTaskSpec",
     "VisualEncoder",

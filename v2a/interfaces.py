@@ -1,7 +1,7 @@
 """The interfaces of v2a's components and their tensor contracts.
 
 Every component is a :class:`torch.nn.Module` (so ``.to()``, ``state_dict()`` and ``eval()``
-behave as everywhere in PyTorch) that implements one of the six interfaces below. A plug-in
+behave as everywhere in PyTorch) that implements one of the seven interfaces below. A plug-in
 registers a factory for one of them under a name (see :mod:`v2a.registry`); a recipe picks it by
 that name. :mod:`v2a.testing` checks each contract below, one test per check.
 
@@ -19,6 +19,8 @@ Conventions shared by all interfaces
   padding ``mask``), so a rate is never guessed.
 * Codes are ``[b, k, l]`` int64 in ``[0, codebook_size)``: ``k`` codebooks (RVQ levels, coarse
   first) by ``l`` frames at the codec's ``frame_rate``.
+* Texts (prompts) are plain ``str``; a text encoder's result is a
+  :class:`~v2a.sequences.TextFeatures`, whose tokens are a ``FeatureSequence`` at rate 1.0.
 * Every output row depends only on its own input row (batch independence), and in ``eval()``
   mode every method is deterministic.
 """
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from v2a.sequences import Conditioning, FeatureSequence
+from v2a.sequences import Conditioning, FeatureSequence, TextFeatures
 
 
 class Component(nn.Module, abc.ABC):
@@ -340,6 +342,37 @@ class Reranker(Component):
         return torch.where(scores >= best, first, scores.shape[1]).min(dim=1).values
 
 
+class TextEncoder(Component):
+    """Texts (prompts) → one feature per token and one pooled vector per text.
+
+    Attributes:
+        dim (int): width of the token features.
+        pooled_dim (int): width of the pooled vector.
+        max_tokens (int): the most tokens one text gives; a longer text is truncated to its
+            first ``max_tokens`` tokens, never refused.
+    """
+
+    kind = "text_encoder"
+    dim: int
+    pooled_dim: int
+    max_tokens: int
+
+    @abc.abstractmethod
+    def encode(self, texts: Sequence[str]) -> TextFeatures:
+        """``b`` texts → :class:`~v2a.sequences.TextFeatures` on the encoder's device.
+
+        ``tokens`` is ``[b, t, dim]`` at rate 1.0 from 0 (one step per token, ``1 <= t <=
+        max_tokens``) with a ``[b, t]`` bool mask, ``True`` = a real token; every row has at
+        least one real token, the empty text ``""`` included, so cross-attention over it is
+        defined. ``pooled`` is ``[b, pooled_dim]``. The real tokens and the pooled vector are
+        finite and do not depend on the other texts of the batch nor on how far the batch is
+        padded. Any Unicode text (accents, combining marks, CJK, emoji) is accepted.
+        """
+
+    def forward(self, texts: Sequence[str]) -> TextFeatures:  # noqa: D102
+        return self.encode(texts)
+
+
 @runtime_checkable
 class Fittable(Protocol):
     """A component whose parameters are fitted to data without gradient training.
@@ -397,5 +430,6 @@ class SyncClassifier(Protocol):
 #: Interface of each component kind, by the name recipes and plug-ins use.
 KINDS: dict[str, type[Component]] = {
     cls.kind: cls
-    for cls in (AudioCodec, VisualEncoder, AudioEncoder, ConditionFuser, MaskedGenerator, Reranker)
+    for cls in (AudioCodec, VisualEncoder, AudioEncoder, ConditionFuser, MaskedGenerator, Reranker,
+                TextEncoder)
 }

@@ -61,7 +61,7 @@ class ComponentSpec:
     Args:
         kind: the interface it implements, one of :data:`v2a.interfaces.KINDS`
             (``codec``, ``visual_encoder``, ``audio_encoder``, ``fuser``, ``generator``,
-            ``reranker``).
+            ``reranker``, ``text_encoder``).
         name: what recipes call it (``plugin: <name>``); lowercase letters, digits, ``_``, ``-``.
         build: ``build(config) -> Component``; receives an instance of ``config``.
         config: a dataclass of the options a recipe may set; its field types and defaults are

@@ -9,6 +9,9 @@ in these objects: visual encoders, audio encoders, codec latents, fusers and rer
 :class:`Conditioning` is what a :class:`~v2a.interfaces.ConditionFuser` hands to a
 :class:`~v2a.interfaces.MaskedGenerator`: a sequence aligned with the codec frames, a context
 sequence for cross-attention, or both.
+
+:class:`TextFeatures` is what a :class:`~v2a.interfaces.TextEncoder` returns: one feature
+sequence step per token, and one pooled vector per text.
 """
 
 from __future__ import annotations
@@ -194,3 +197,39 @@ class Conditioning:
 
     def repeat_interleave(self, repeats: int) -> Conditioning:
         return self._map(lambda s: s.repeat_interleave(repeats))
+
+
+#: The ``rate`` of a :class:`TextFeatures` token sequence: one step per token. Text has no time;
+#: the rate only makes the tokens a :class:`FeatureSequence` like every other sequence.
+TOKEN_RATE = 1.0
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """A batch of encoded texts.
+
+    ``tokens``: ``[b, t, dim]`` at :data:`TOKEN_RATE` starting at 0, with its ``mask: [b, t]``
+    (``True`` = a real token); every row has at least one real token. ``pooled``:
+    ``[b, pooled_dim]``, one vector per text. Build one with :meth:`from_tensors`.
+    """
+
+    tokens: FeatureSequence
+    pooled: Tensor
+
+    def __post_init__(self) -> None:
+        if self.tokens.mask is None:
+            raise ValueError("TextFeatures tokens need a mask (True = a real token)")
+        if self.pooled.dim() != 2 or self.pooled.shape[0] != self.tokens.batch_size:
+            raise ValueError(
+                f"TextFeatures pooled must be [b, pooled_dim] with b = {self.tokens.batch_size}, "
+                f"got {tuple(self.pooled.shape)}"
+            )
+
+    @classmethod
+    def from_tensors(cls, *, tokens: Tensor, mask: Tensor, pooled: Tensor) -> TextFeatures:
+        """``tokens: [b, t, dim]``, ``mask: [b, t]`` bool, ``pooled: [b, pooled_dim]``."""
+        return cls(tokens=FeatureSequence(values=tokens, rate=TOKEN_RATE, mask=mask), pooled=pooled)
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.batch_size

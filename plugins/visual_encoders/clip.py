@@ -238,20 +238,7 @@ def build_vision_tower(config: ClipConfig) -> tuple[torch.nn.Module, int]:
                 "tower, which the published weights do not fit; use them with weights 'none' or "
                 "a local checkpoint"
             )
-        if not tag:
-            raise UserError(
-                f"open_clip has no pretrained tag {config.pretrained!r} for {config.model}; "
-                f"{suggestion(config.pretrained, open_clip.list_pretrained_tags_by_model(config.model), 'tags')}"
-            )
-        try:  # fetch first, so a download problem is the user's one sentence, not a traceback
-            open_clip.download_pretrained(tag)
-        except Exception as exc:
-            raise WeightsError(
-                f"could not download the open_clip weights {config.model}/{config.pretrained} "
-                f"({type(exc).__name__}: {exc}); connect to the internet once (open_clip caches "
-                "them), or give a downloaded checkpoint's path as the weights option"
-            ) from None
-        model = open_clip.create_model(config.model, pretrained=config.pretrained, **kwargs)
+        model = pretrained_model(open_clip, config.model, config.pretrained, tag, kwargs)
         return model.visual, int(named["embed_dim"])
 
     path = None if is_random(config.weights) else local_file(
@@ -330,3 +317,23 @@ def v2a_register_components(register):
         properties=clip_properties,
         description="CLIP image embedding per frame (open_clip; ViT-B-32 at 8 fps)",
     ))
+
+
+def pretrained_model(open_clip, model: str, pretrained: str, tag, kwargs: dict):
+    """open_clip's ``model`` with its published ``pretrained`` weights (``tag``: open_clip's
+    pretrained config, None when it has no such tag), downloaded first so that a missing tag or
+    a failed download is one sentence rather than a traceback."""
+    if not tag:
+        raise UserError(
+            f"open_clip has no pretrained tag {pretrained!r} for {model}; "
+            f"{suggestion(pretrained, open_clip.list_pretrained_tags_by_model(model), 'tags')}"
+        )
+    try:
+        open_clip.download_pretrained(tag)
+    except Exception as exc:
+        raise WeightsError(
+            f"could not download the open_clip weights {model}/{pretrained} "
+            f"({type(exc).__name__}: {exc}); connect to the internet once (open_clip caches "
+            "them), or give a downloaded checkpoint's path as the weights option"
+        ) from None
+    return open_clip.create_model(model, pretrained=pretrained, **kwargs)

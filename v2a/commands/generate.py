@@ -8,9 +8,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from v2a.generate.editing import (
+    DEFAULT_CROSSFADE,
+    check_edit_options,
+    check_stretches,
+    parse_stretches,
+)
 from v2a.generate.errors import GenerationError
 from v2a.generate.inputs import Source, expand_inputs
 from v2a.generate.jobs import (
+    Job,
     check_writable,
     codec_format,
     estimated_bytes,
@@ -20,7 +27,7 @@ from v2a.generate.jobs import (
 from v2a.generate.model import VideoToAudio
 from v2a.generate.outputs import Outputs, write_outputs
 from v2a.log import note, warn
-from v2a.media import MediaError
+from v2a.media import MediaError, probe
 from v2a.output_stage import OutputStage, apply_output_stage
 from v2a.recipe import is_override, load_recipe, recipe_options, require_runnable
 from v2a.resources import check_resources, estimate
@@ -37,6 +44,44 @@ def parse_steps(text: str | None) -> list[int] | None:
     if min(steps) < 1:
         raise GenerationError(f"--steps must be positive, got {text}")
     return steps
+
+
+def edit_arguments(args: argparse.Namespace) -> dict:
+    """The editing keywords of :meth:`VideoToAudio.generate` but ``keep_audio`` (each job's own
+    video) from ``--regenerate``, ``--audio-prompt`` and ``--crossfade``, checked in one sentence
+    each before anything is loaded (the stretches against each clip in :func:`check_edit_jobs`)."""
+    check_edit_options(keep_audio=args.keep_audio, regenerate=bool(args.regenerate),
+                       audio_prompt=bool(args.audio_prompt), crossfade=args.crossfade)
+    stretches = check_stretches(parse_stretches(args.regenerate)) if args.regenerate else None
+    prompt = Path(args.audio_prompt) if args.audio_prompt else None
+    if prompt is not None and not prompt.is_file():
+        raise GenerationError(f"the audio prompt {prompt} does not exist")
+    return dict(regenerate=stretches, audio_prompt=prompt, crossfade=args.crossfade)
+
+
+def check_edit_jobs(jobs: list[Job], keep_audio: bool, edit: dict) -> None:
+    """Refuse, in one sentence, a job whose video has no audio track to keep, whose clip a
+    stretch to regenerate leaves, or that is not longer than the audio prompt."""
+    prompt = edit["audio_prompt"]
+    prompt_seconds = None
+    if prompt is not None:
+        try:
+            info = probe(prompt)
+        except MediaError as exc:
+            raise GenerationError(str(exc)) from None
+        if not info.has_audio:
+            raise GenerationError(f"the audio prompt {prompt} has no audio track")
+        prompt_seconds = info.audio_duration or info.duration
+    for job in jobs:
+        if keep_audio:
+            if not probe(job.video).has_audio:
+                raise GenerationError(f"{job.video} has no audio track to keep; leave out "
+                                      "--keep-audio, or give a video with sound")
+            check_stretches(edit["regenerate"], job.plan.duration)
+        if prompt_seconds is not None and prompt_seconds >= job.plan.duration:
+            raise GenerationError(f"the audio prompt {prompt} lasts {prompt_seconds:.2f} s, not "
+                                  f"less than the {job.plan.duration:.2f} s of {job.video}; give "
+                                  "a shorter prompt")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     audio_format = output_audio_format(output, args.audio_format)
     steps = parse_steps(args.steps)
+    edit = edit_arguments(args)
     stage = OutputStage(peak_dbfs=None if args.raw_audio else args.peak,
                         loudness_lufs=None if args.raw_audio else args.loudness)
     jobs, kept = plan_jobs(sources, output, audio_format, args.overwrite,
@@ -70,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         note(text)
     if not jobs:
         return 0
+    check_edit_jobs(jobs, args.keep_audio, edit)
 
     recipe = load_recipe(args.recipe, overrides, **recipe_options(args))
     require_runnable(recipe)
@@ -94,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
                                            duration=job.source.duration, seed=args.seed,
                                            candidates=args.candidates, steps=steps, cfg=args.cfg,
                                            temperature=args.temperature, precision=args.precision,
-                                           progress=len(jobs) == 1)
+                                           progress=len(jobs) == 1,
+                                           keep_audio=job.video if args.keep_audio else None,
+                                           **edit)
             except MediaError as exc:
                 raise GenerationError(str(exc)) from None
             audio, report = apply_output_stage(audio, sr, stage)
@@ -150,6 +199,18 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--root", metavar="DIR",
                    help="with a manifest: the folder its relative paths are below (default: the "
                    "manifest's folder; the recipe's data.root plays this part for extract/train)")
+    editing = p.add_argument_group("editing", "keep audio and generate only part of it "
+                                   "(docs/editing.md)")
+    editing.add_argument("--keep-audio", action="store_true",
+                         help="keep the video's own audio track, except the --regenerate stretches")
+    editing.add_argument("--regenerate", metavar="START-END[,START-END]",
+                         help="with --keep-audio: the stretches (seconds from --start) generated "
+                         "again, e.g. 2.0-3.5,5-6")
+    editing.add_argument("--audio-prompt", metavar="FILE",
+                         help="an audio file kept at the start of the clip; the rest continues it")
+    editing.add_argument("--crossfade", type=float, default=DEFAULT_CROSSFADE, metavar="SECONDS",
+                         help="equal-power crossfade on the kept side of each seam (default "
+                         f"{DEFAULT_CROSSFADE:g})")
     stage = p.add_argument_group("output stage", "what is done to the generated audio before it "
                                  "is written (docs/output.md)")
     stage.add_argument("--peak", type=float, default=-1.0, metavar="DBFS",

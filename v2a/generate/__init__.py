@@ -59,6 +59,8 @@ The package, by job:
   (:func:`check_run_recipe`, :func:`same_weights`);
 * :mod:`v2a.generate.windows`: windows of a long video and windowed decoding
   (:func:`decode_in_windows`);
+* :mod:`v2a.generate.editing`: keeping audio and regenerating stretches of it, or continuing
+  an audio prompt (:class:`~v2a.generate.editing.AudioEdit`; docs/editing.md);
 * :mod:`v2a.generate.inputs`, :mod:`v2a.generate.jobs`, :mod:`v2a.generate.outputs`: the batch
   side of ``v2a generate`` (what it is given, what it plans to write, how it writes it);
 * :mod:`v2a.generate.errors`: :class:`GenerationError`.

@@ -10,6 +10,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from v2a.features import encode_video
+from v2a.generate.editing import DEFAULT_CROSSFADE, plan_edit
 from v2a.generate.errors import GenerationError
 from v2a.generate.run_folder import RUN_SLOTS, check_run_recipe, load_run_weights, run_weights
 from v2a.generate.video import checked_stretch, video_source
@@ -17,7 +18,7 @@ from v2a.generate.windows import WINDOW_TOLERANCE, decode_in_windows, window_see
 from v2a.log import warn as log_warn
 from v2a.media import Video, resample_audio
 from v2a.recipe import Recipe, build_frozen
-from v2a.sampler import Prompt, recipe_sampling, sample
+from v2a.sampler import Prompt, allow_tf32, recipe_sampling, sample
 from v2a.sequences import FeatureSequence
 from v2a.weights import is_random
 
@@ -72,7 +73,10 @@ class VideoToAudio:
         return model.to(device)
 
     def to(self, device: str | torch.device) -> VideoToAudio:
+        """Move every component to ``device`` (eval mode); on a GPU, float32 matrix products may
+        use TF32 from then on (:func:`v2a.sampler.allow_tf32`)."""
         self.device = torch.device(device)
+        allow_tf32(self.device)
         for module in self.components.values():
             module.to(self.device).eval()
         return self
@@ -112,7 +116,10 @@ class VideoToAudio:
                  start: float = 0.0, duration: float | None = None, seed: int | None = None,
                  candidates: int | None = None, steps=None, cfg: float | None = None,
                  temperature: float | None = None, precision: str | None = None,
-                 progress: bool = False) -> tuple[Tensor, int]:
+                 progress: bool = False, keep_audio: Tensor | str | Path | None = None,
+                 regenerate: list[tuple[float, float]] | None = None,
+                 audio_prompt: Tensor | str | Path | None = None, audio_rate: int | None = None,
+                 crossfade: float = DEFAULT_CROSSFADE) -> tuple[Tensor, int]:
         """Audio for ``video``: ``([c, n] float32 on the CPU, sample_rate)`` with
         ``n = round(duration · sample_rate)``, the sound of the stretch ``[start, start +
         duration]`` s of the video; ``duration`` defaults to the rest of the video after ``start``.
@@ -125,6 +132,16 @@ class VideoToAudio:
         Options left None take the recipe's ``sampling`` values. ``progress`` shows a progress
         bar over the windows of a video longer than one window.
 
+        Editing (:mod:`v2a.generate.editing`, docs/editing.md): ``keep_audio`` (a file whose
+        audio track is cut like the video, or a waveform ``[c, n]`` of the clip at
+        ``audio_rate`` Hz, default the codec's) is kept except in the ``regenerate`` stretches
+        (seconds from ``start``), which are generated again around the kept codes;
+        ``audio_prompt`` (a file or a waveform, shorter than the clip) is kept at the clip's
+        start and the rest continues it. The output is the kept waveform itself outside the
+        stretches, crossfaded over ``crossfade`` s of the kept side of each seam
+        (:meth:`~v2a.generate.editing.AudioEdit.splice`). ``keep_audio`` without
+        ``regenerate`` is refused (it would generate nothing).
+
         The result is the model's raw output (no limiting; see :mod:`v2a.output_stage`); a
         model that produces non-finite samples (damaged weights) raises :class:`GenerationError`.
         """
@@ -134,13 +151,31 @@ class VideoToAudio:
         source = video_source(video, fps)
         name, duration = checked_stretch(source, start, duration)
         n = round(duration * self.sample_rate)
+        edit = plan_edit(keep_audio=keep_audio, regenerate=regenerate, audio_prompt=audio_prompt,
+                         audio_rate=audio_rate, crossfade=crossfade, start=start,
+                         duration=duration, sample_rate=self.sample_rate,
+                         channels=int(self.codec.channels))
         total = int(self.codec.num_frames(n))  # codec frames of the whole stretch
-        width = self.window_frames
-        if duration <= self.window + WINDOW_TOLERANCE:
-            width = total  # one window (a few frames over the window's length are fine)
+        width = self.width_for(duration, total)
         codes = self.generate_codes(source, start=start, duration=duration, total=total,
-                                    width=width, seed=seed, options=options, progress=progress)
-        wav = decode_in_windows(self.codec, codes[None].to(self.device), n, window=width,
+                                    width=width, seed=seed, options=options, progress=progress,
+                                    prompt=None if edit is None else edit.prompt(
+                                        self.codec, total, self.device))
+        wav = self.decode_codes(codes, n, window=width, name=name, progress=progress)
+        return (wav if edit is None else edit.splice(wav, self.sample_rate)), self.sample_rate
+
+    def width_for(self, duration: float, total: int) -> int:
+        """Frames of each generation window for a clip of ``duration`` s and ``total`` frames:
+        :attr:`window_frames`, or ``total`` when the clip fits one window (a few frames over
+        the window's length are fine)."""
+        return total if duration <= self.window + WINDOW_TOLERANCE else self.window_frames
+
+    def decode_codes(self, codes: Tensor, length: int, *, window: int, name: str = "the video",
+                     progress: bool = False) -> Tensor:
+        """``codes [k, L]`` decoded to ``[c, length]`` float32 on the CPU, in windows of
+        ``window`` frames (:func:`decode_in_windows`, :meth:`width_for`); non-finite samples
+        (damaged weights) raise :class:`GenerationError` naming ``name``."""
+        wav = decode_in_windows(self.codec, codes[None].to(self.device), length, window=window,
                                 context=self.decode_context_frames, progress=progress)
         wav = wav[0].cpu()
         if not bool(torch.isfinite(wav).all()):
@@ -148,7 +183,7 @@ class VideoToAudio:
             raise GenerationError(
                 f"the model produced {bad} non-finite samples (NaN or inf) for {name}: its weights "
                 f"are probably damaged; check the fuser and generator weights of {self.recipe.source}")
-        return wav, self.sample_rate
+        return wav
 
     def sampling_options(self, *, candidates: int | None = None, steps=None,
                          cfg: float | None = None, temperature: float | None = None,
@@ -168,27 +203,39 @@ class VideoToAudio:
         return options
 
     def generate_codes(self, source: Path | Video, *, start: float, duration: float, total: int,
-                       width: int, seed: int, options: dict, progress: bool = False) -> Tensor:
+                       width: int, seed: int, options: dict, progress: bool = False,
+                       prompt: Prompt | None = None) -> Tensor:
         """Codes ``[k, total]`` of the stretch ``[start, start + duration]`` s of ``source``, in
         windows of ``width`` frames (:func:`window_starts`, a quarter of a window overlapping):
         each window is conditioned on its own stretch of video and continues the codes already
         generated in its overlap (a prompt of known positions); window ``w`` samples with
-        :func:`window_seed` ``(seed, w)``; ``options`` go to :func:`v2a.sampler.sample`."""
+        :func:`window_seed` ``(seed, w)``; ``options`` go to :func:`v2a.sampler.sample`.
+
+        ``prompt``: codes to keep, ``codes`` and ``known`` ``[1, k, total]``; the known
+        positions are given to each window's prompt with its overlap, so the result holds
+        exactly ``prompt.codes`` wherever ``prompt.known`` (a window known throughout is not
+        sampled)."""
         frame_rate = float(self.codec.frame_rate)
-        codes = torch.zeros(self.codec.n_codebooks, total, dtype=torch.int64)  # [k, L]
+        shape = (self.codec.n_codebooks, total)
+        codes = torch.zeros(shape, dtype=torch.int64) if prompt is None else \
+            prompt.codes[0].clone().long()  # [k, L]
+        fixed = torch.zeros(shape, dtype=torch.bool) if prompt is None else prompt.known[0].bool()
         done = 0  # frames generated so far: [0, done)
         starts = window_starts(total, width, overlap=width // 4)
         for w, first in enumerate(tqdm(starts, desc="windows", unit="window", leave=False,
                                        disable=not progress or len(starts) < 2)):
             t0 = first / frame_rate
             span = min(width / frame_rate, duration - t0)
-            known = torch.zeros(1, *codes.shape[:1], width, dtype=torch.bool)
+            known = fixed[None, :, first:first + width].clone()
             known[..., :max(0, done - first)] = True
-            prompt = Prompt(codes[None, :, first:first + width].clone(), known) if done else None
-            codes[:, first:first + width] = self.sample_window(
-                source, start=start + t0, duration=span, width=width, prompt=prompt,
-                seed=window_seed(seed, w), options=options)
             done = first + width
+            if bool(known.all()):
+                continue  # nothing to generate in this window
+            window_prompt = Prompt(codes[None, :, first:done].clone(), known) \
+                if bool(known.any()) else None
+            codes[:, first:done] = self.sample_window(
+                source, start=start + t0, duration=span, width=width, prompt=window_prompt,
+                seed=window_seed(seed, w), options=options)
         return codes
 
     def sample_window(self, source: Path | Video, *, start: float, duration: float, width: int,
@@ -202,12 +249,12 @@ class VideoToAudio:
         condition = self.fuser.fuse({k: streams[k] for k in self.fuser.stream_dims},
                                     frame_rate=frame_rate, num_frames=width)
         window_codes = sample(self.generator, condition, num_frames=width, prompt=prompt,
-                              seed=seed, **options).cpu()  # [candidates, k, width]
+                              seed=seed, **options)  # [candidates, k, width] on the device
         best = 0
         if options["candidates"] > 1 and self.reranker is not None:
-            wavs = self.codec.decode(window_codes.to(self.device)).float()
+            wavs = self.codec.decode(window_codes).float()
             best = self.rerank(wavs, streams)
-        return window_codes[best]
+        return window_codes[best].cpu()
 
     def encode_video(self, video: str | Path | Video, duration: float, *,
                      start: float = 0.0) -> dict[str, FeatureSequence]:

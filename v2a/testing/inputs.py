@@ -127,5 +127,8 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
 
 
 def batch_rows(obj: Any, index: slice) -> Any:
-    """The batch rows ``index`` of every tensor in ``obj`` (the batch is the first dimension)."""
+    """The batch rows ``index`` of every tensor in ``obj`` (the batch is the first dimension),
+    or of ``obj`` itself when it is a list (one item per row, such as a text encoder's texts)."""
+    if isinstance(obj, list):
+        return obj[index]
     return map_tensors(obj, lambda t: t[index])

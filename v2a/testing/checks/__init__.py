@@ -8,8 +8,8 @@ one sentence naming the broken contract and the observed values.
 Modules: :mod:`~v2a.testing.checks.support` (the error, tolerances and helpers every check
 uses, and :class:`~v2a.testing.checks.support.Probe`), one module per kind with its checks and
 its probe (:mod:`~v2a.testing.checks.codec`, ``visual_encoder``, ``audio_encoder``, ``fuser``,
-``generator``, ``reranker``), :mod:`~v2a.testing.checks.common` (the checks every component
-runs) and :mod:`~v2a.testing.checks.tables` (:data:`COMMON_CHECKS`, :data:`CHECKS`,
+``generator``, ``reranker``, ``text_encoder``), :mod:`~v2a.testing.checks.common` (the
+checks every component runs) and :mod:`~v2a.testing.checks.tables` (:data:`COMMON_CHECKS`, :data:`CHECKS`,
 :func:`checks_for`). Every name is importable from here.
 """
 
@@ -60,6 +60,13 @@ from v2a.testing.checks.support import (
     kind_of,
 )
 from v2a.testing.checks.tables import CHECKS, COMMON_CHECKS, checks_for
+from v2a.testing.checks.text_encoder import (
+    check_text_encoder_empty,
+    check_text_encoder_output,
+    check_text_encoder_padding,
+    check_text_encoder_truncation,
+    check_text_encoder_unicode,
+)
 from v2a.testing.checks.visual_encoder import (
     check_visual_encoder_output,
     check_visual_encoder_times,
@@ -74,6 +81,8 @@ __all__ = [
     "check_generator_context_padding", "check_generator_drop", "check_generator_masked_codes",
     "check_generator_output", "check_generator_prepared", "check_interface",
     "check_reranker_permutation", "check_reranker_scores", "check_reranker_select",
-    "check_state_round_trip", "check_visual_encoder_output", "check_visual_encoder_times",
+    "check_state_round_trip", "check_text_encoder_empty", "check_text_encoder_output",
+    "check_text_encoder_padding", "check_text_encoder_truncation", "check_text_encoder_unicode",
+    "check_visual_encoder_output", "check_visual_encoder_times",
     "checks_for", "factory_id", "kind_of",
 ]

@@ -16,7 +16,15 @@ from torch import Tensor
 
 from v2a.interfaces import KINDS, Component
 from v2a.testing import inputs
-from v2a.testing.checks import audio_encoder, codec, fuser, generator, reranker, visual_encoder
+from v2a.testing.checks import (
+    audio_encoder,
+    codec,
+    fuser,
+    generator,
+    reranker,
+    text_encoder,
+    visual_encoder,
+)
 from v2a.testing.checks.support import (
     CLOSE,
     CODE_FLIPS,
@@ -40,6 +48,7 @@ PROBES: dict[str, Probe] = {
     "fuser": fuser.PROBE,
     "generator": generator.PROBE,
     "reranker": reranker.PROBE,
+    "text_encoder": text_encoder.PROBE,
 }
 
 
@@ -92,11 +101,12 @@ ATTRIBUTES: dict[str, dict[str, tuple[str, Callable[[Any], bool]]]] = {
     "generator": {"n_codebooks": INT, "codebook_size": INT, "condition_dim": INT, "hidden_dim": INT,
                   "uses_aligned": BOOL, "uses_context": BOOL},
     "reranker": {"sample_rate": INT, "video_streams": WIDTHS},
+    "text_encoder": {"dim": INT, "pooled_dim": INT, "max_tokens": INT},
 }
 
 
 def check_interface(factory: Factory) -> None:
-    """The factory builds an instance of one of the six interfaces whose documented attributes
+    """The factory builds an instance of one of the seven interfaces whose documented attributes
     are all set to sane values (positive ints, positive finite rates, real bools, ``str -> int``
     mappings); a fuser provides, and a generator uses, at least one kind of conditioning."""
     component = build(factory)

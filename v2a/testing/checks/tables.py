@@ -4,7 +4,15 @@
 from __future__ import annotations
 
 from v2a.interfaces import KINDS, Component
-from v2a.testing.checks import audio_encoder, codec, fuser, generator, reranker, visual_encoder
+from v2a.testing.checks import (
+    audio_encoder,
+    codec,
+    fuser,
+    generator,
+    reranker,
+    text_encoder,
+    visual_encoder,
+)
 from v2a.testing.checks.common import (
     check_batch_independence,
     check_declared_properties,
@@ -34,6 +42,7 @@ _KIND_CHECKS: dict[str, list[Check]] = {
     "fuser": fuser.KIND_CHECKS,
     "generator": generator.KIND_CHECKS,
     "reranker": reranker.KIND_CHECKS,
+    "text_encoder": text_encoder.KIND_CHECKS,
 }
 
 #: Every check a component of each kind runs: the common checks, then the kind's own.
