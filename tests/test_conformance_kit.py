@@ -158,6 +158,46 @@ class RefFuser(ConditionFuser):
         return Conditioning(aligned=aligned, context=context)
 
 
+class RefTextFuser(RefFuser):
+    """:class:`RefFuser` with a text: the pooled vector, projected, added to every aligned step
+    and the projected tokens after the context; a dropped video is a learned null vector on
+    every aligned step and one null context token (its video steps masked out)."""
+
+    accepts_text = True
+
+    def __init__(self):
+        super().__init__()
+        self.text_dim, self.text_pooled_dim = 5, 4
+        self.text_proj = nn.Linear(self.text_dim, self.dim)
+        self.pooled_proj = nn.Linear(self.text_pooled_dim, self.dim)
+        self.null_video = nn.Parameter(torch.randn(self.dim))
+
+    def fuse(self, streams, *, frame_rate, num_frames, text=None, drop_video=None, drop_text=None):
+        b = next(iter(streams.values())).batch_size if streams else int(drop_video.shape[0])
+        dropped = torch.zeros(b, dtype=torch.bool) if drop_video is None else drop_video.bool()
+        null = self.null_video.expand(b, num_frames, -1)
+        if streams:
+            video = super().fuse(streams, frame_rate=frame_rate, num_frames=num_frames)
+            aligned, covered = video.aligned.values, video.aligned.valid_mask()
+            values, valid = video.context.values, video.context.valid_mask() & ~dropped[:, None]
+        else:
+            dropped = torch.ones(b, dtype=torch.bool)
+            aligned, covered = null, torch.ones(b, num_frames, dtype=torch.bool)
+            values, valid = null[:, :0], torch.zeros(b, 0, dtype=torch.bool)
+        aligned = torch.where(dropped[:, None, None], null, aligned)
+        values = torch.cat([self.null_video.expand(b, 1, -1), values], dim=1)
+        valid = torch.cat([dropped[:, None], valid], dim=1)
+        if text is not None:
+            keep = torch.ones(b, dtype=torch.bool) if drop_text is None else ~drop_text.bool()
+            aligned = aligned + torch.where(keep[:, None], self.pooled_proj(text.pooled), 0.0)[:, None]
+            real = text.tokens.valid_mask() & keep[:, None]
+            tokens = self.text_proj(text.tokens.values.masked_fill(~real[..., None], 0.0))
+            values, valid = torch.cat([values, tokens], dim=1), torch.cat([valid, real], dim=1)
+        return Conditioning(
+            aligned=FeatureSequence(aligned, rate=frame_rate, mask=covered | dropped[:, None]),
+            context=FeatureSequence(values.masked_fill(~valid[..., None], 0.0), rate=1.0, mask=valid))
+
+
 class RefGenerator(MaskedGenerator):
     """Per-level code embeddings (index ``codebook_size`` is the mask token) + projected
     conditioning (aligned per frame, context mean-pooled over valid steps) → a linear layer.
@@ -282,8 +322,8 @@ def declared(name: str, properties: Callable[[Any], dict[str, Any]]) -> Registry
 #: RefCodec through a registry, honestly declared: the declaration check compares for real.
 DECLARED_CODEC = declared("ref", codec_properties)
 
-REFERENCES = [RefCodec, RefVisualEncoder, RefAudioEncoder, RefFuser, RefGenerator, RefReranker,
-              RefTextEncoder, DECLARED_CODEC]
+REFERENCES = [RefCodec, RefVisualEncoder, RefAudioEncoder, RefFuser, RefTextFuser, RefGenerator,
+              RefReranker, RefTextEncoder, DECLARED_CODEC]
 
 
 @parametrize_with_checks(REFERENCES)
@@ -479,6 +519,18 @@ class ForgetsContext(RefFuser):
         return Conditioning(aligned=out.aligned)
 
 
+class IgnoresDropText(RefTextFuser):
+    def fuse(self, streams, *, frame_rate, num_frames, text=None, drop_video=None, drop_text=None):
+        return super().fuse(streams, frame_rate=frame_rate, num_frames=num_frames, text=text,
+                            drop_video=drop_video)
+
+
+class ReadsDroppedVideo(RefTextFuser):
+    def fuse(self, streams, *, frame_rate, num_frames, text=None, drop_video=None, drop_text=None):
+        return super().fuse(streams, frame_rate=frame_rate, num_frames=num_frames, text=text,
+                            drop_video=None if streams else drop_video, drop_text=drop_text)
+
+
 # generator
 
 
@@ -657,6 +709,8 @@ BROKEN = [
     Broken(IgnoresPadding, ("check_fuser_padding",), "reads padded steps"),
     Broken(HardCodedFrames, ("check_fuser_output",), "num_frames=37"),
     Broken(ForgetsContext, ("check_fuser_output",), "no Conditioning.context, but ForgetsContext"),
+    Broken(IgnoresDropText, ("check_fuser_text",), "whose text is dropped (drop_text) otherwise"),
+    Broken(ReadsDroppedVideo, ("check_fuser_drop_video",), "reads the video of a row whose video"),
     # generator
     Broken(ReadsMaskedCodes, ("check_generator_masked_codes",), "reads masked codes"),
     Broken(IgnoresDrop, ("check_generator_drop",), "still depends on the conditioning"),

@@ -100,9 +100,12 @@ def test_vggsound_layout(tmp_path):
         (videos / name).write_bytes(b"x")  # only existence is checked here
     result = vggsound_manifest(csv_file, videos=videos)
     assert result.clips == [
-        Clip("---g-f_I2yQ_000001.mp4", 0, 10, "people marching", "test"),
-        Clip("--0PQM4-hqg_000030.mp4", 0, 10, "engine accelerating, revving, vroom", "train"),
-        Clip("--56QUhyDQM_000185.mkv", 0, 10, "playing tennis", "train"),  # another suffix
+        Clip("---g-f_I2yQ_000001.mp4", 0, 10, "people marching", "test",
+             caption="people marching"),  # the class label is the caption
+        Clip("--0PQM4-hqg_000030.mp4", 0, 10, "engine accelerating, revving, vroom", "train",
+             caption="engine accelerating, revving, vroom"),
+        Clip("--56QUhyDQM_000185.mkv", 0, 10, "playing tennis", "train",
+             caption="playing tennis"),  # another suffix
     ]
     assert result.left_out == [("-missing-id_000000.mp4", f"missing from {videos}")]
 
@@ -243,7 +246,7 @@ def test_manifest_command(tmp_path, capsys):
     assert main(["manifest", "vggsound", str(csv_file), "--videos", str(tmp_path), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "1 clips written" in printed and "1 left out" in printed and "bbb_000002.mp4" in printed
-    assert read_manifest(out) == [Clip("aaa_000001.mp4", 0, 10, "dog", "train")]
+    assert read_manifest(out) == [Clip("aaa_000001.mp4", 0, 10, "dog", "train", caption="dog")]
     listing = tmp_path / "vgg.csv.left_out.tsv"
     assert listing.read_text() == f"bbb_000002.mp4\tmissing from {tmp_path}\n"
 

@@ -271,11 +271,13 @@ def test_the_core_generator_task_comes_through_the_entry_point_group(monkeypatch
     assert eps["generator_task"].value == "v2a.generator_task"
     spec = Registry.from_environment().training_task("generator")
     assert spec.exports == {"fuser": "fuser.safetensors", "generator": "generator.safetensors"}
+    assert spec.optional_exports == {"text_encoder": "text_encoder.safetensors"}
     # without autoload it comes when named, like any plug-in
     monkeypatch.setenv("V2A_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.setenv("V2A_PLUGINS", "generator_task")
     registry = Registry.from_environment()
-    assert registry.training_task_names() == ["generator"] and registry.entries == {}
+    assert registry.training_task_names() == ["generator"]
+    assert registry.entries == {}
 
 
 # -- plug-ins that must not take over ---------------------------------------------------------

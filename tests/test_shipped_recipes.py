@@ -27,6 +27,7 @@ def rel(path: Path) -> str:
 
 def test_the_maskvat_recipes_are_shipped():
     names = {rel(p) for p in SHIPPED}
+    assert "small/maskvat_hybrid_text_small.yaml" in names  # video and a text prompt
     for variant in ("adaln", "seq2seq", "hybrid"):
         assert f"maskvat_{variant}.yaml" in names
         assert f"small/maskvat_{variant}_small.yaml" in names
@@ -72,6 +73,7 @@ def test_small_recipe_builds_every_slot_and_generates_logits(path, small_compone
     recipe = load_recipe(path)
     slots = ["codec", "audio_encoder", "reranker", "fuser", "generator"]
     slots += [f"visual_encoders.{s}" for s in recipe.visual_streams]
+    slots += ["text_encoder"] if recipe.has("text_encoder") else []
     built = {slot: small_components(recipe, slot) for slot in slots}
     codec, fuser, generator = built["codec"], built["fuser"], built["generator"]
     encoders = {s: built[f"visual_encoders.{s}"] for s in recipe.visual_streams}
@@ -96,7 +98,11 @@ def test_small_recipe_builds_every_slot_and_generates_logits(path, small_compone
     codes = torch.randint(0, codec.codebook_size, (2, codec.n_codebooks, num_frames), generator=gen)
     mask = torch.rand(codes.shape, generator=gen) < 0.5
     with torch.inference_mode():
-        condition = fuser.fuse(streams, frame_rate=codec.frame_rate, num_frames=num_frames)
+        text = {}  # a recipe with a text encoder: two prompts, the second one's dropped
+        if recipe.has("text_encoder"):
+            text = {"text": built["text_encoder"].encode(["a dog barks", "rain"]),
+                    "drop_text": torch.tensor([False, True])}
+        condition = fuser(streams, frame_rate=codec.frame_rate, num_frames=num_frames, **text)
         logits = generator(codes, mask, condition)
     assert logits.shape == (2, codec.n_codebooks, num_frames, codec.codebook_size)
     assert bool(logits.isfinite().all())

@@ -139,7 +139,7 @@ def test_cli_writes_the_dataset(tmp_path, capsys):
     assert main(["synth", "--out", str(out), "--clips", "2", "--seed", "1",
                  "--seconds", "2", "--fps", "10", "--size", "32"]) == 0
     assert {p.name for p in out.iterdir()} == {"clip0000.mp4", "clip0001.mp4",
-                                                "manifest.csv", "events.jsonl"}
+                                                "manifest.csv", "events.jsonl", "captions.csv"}
     video = load_video(out / "clip0000.mp4", fps=10)
     assert tuple(video.frames.shape) == (20, 3, 32, 32)
     assert main(["synth", "--out", str(out), "--clips", "2"]) == 2

@@ -42,7 +42,7 @@ def learned(**options) -> LearnedWordsEncoder:
 
 def test_text_encoder_is_a_kind_the_registry_and_the_kit_know():
     registry = default_registry()
-    assert registry.names("text_encoder") == ["clip_text", "learned_words"]
+    assert registry.names("text_encoder") == ["clip_text", "learned_words", "t5"]
     assert [c.__name__ for c in checks_for(learned())][-5:] == [
         "check_text_encoder_output", "check_text_encoder_padding", "check_text_encoder_empty",
         "check_text_encoder_unicode", "check_text_encoder_truncation"]

@@ -4,7 +4,10 @@
 :func:`folder_manifest` (every video below a folder) and :func:`music_manifest` (the MUSIC
 dataset's JSON files), and ``v2a manifest vggsound|folder|music`` on the command line; each
 returns a :class:`Conversion`, the clips and the files it left out with the reason, for
-:func:`v2a.manifests.write_manifest`.
+:func:`v2a.manifests.write_manifest`. Each clip's caption is its label put in words (the
+datasets have no captions of their own): VGGSound's class label as it is, a folder's label
+with underscores as spaces, ``playing the <instrument>`` for MUSIC (see :func:`music_caption`);
+``captions=False`` leaves them out.
 """
 
 from __future__ import annotations
@@ -88,11 +91,24 @@ def windows(duration: float, window: float, hop: float | None) -> list[float]:
     return [round(i * hop, 3) for i in range(count)]
 
 
+def label_caption(label: str | None) -> str | None:
+    """A label as a caption: underscores read as spaces (``dog_barking`` → ``dog barking``)."""
+    return None if label is None else " ".join(label.replace("_", " ").split()) or None
+
+
+def music_caption(label: str) -> str | None:
+    """A MUSIC label as a caption: ``acoustic_guitar`` → ``playing the acoustic guitar``, a
+    duet's ``flute violin`` → ``playing the flute and the violin`` (None for an empty label)."""
+    instruments = [name.replace("_", " ") for name in label.split()]
+    return "playing " + " and ".join(f"the {name}" for name in instruments) if instruments else None
+
+
 def _cut(path: str, file: Path, window: float | None, hop: float | None, label: str | None,
-         split: str | None, left_out: list[tuple[str, str]]) -> list[Clip]:
+         split: str | None, left_out: list[tuple[str, str]], caption: str | None = None
+         ) -> list[Clip]:
     """One clip per file (``window`` None), or one per window that fits (probing the file)."""
     if window is None:
-        return [Clip(path=path, label=label, split=split)]
+        return [Clip(path=path, label=label, split=split, caption=caption)]
     try:
         duration = probe(file).duration
     except MediaError as exc:
@@ -105,7 +121,8 @@ def _cut(path: str, file: Path, window: float | None, hop: float | None, label: 
     if not starts:
         left_out.append(
             (path, f"it lasts {duration:.2f} s, shorter than the window of {window:g} s"))
-    return [Clip(path=path, start=s, duration=window, label=label, split=split) for s in starts]
+    return [Clip(path=path, start=s, duration=window, label=label, split=split, caption=caption)
+            for s in starts]
 
 
 def vggsound_manifest(
@@ -117,6 +134,7 @@ def vggsound_manifest(
     seconds: float = 10.0,
     check_files: bool = True,
     val_fraction: float = 0.0,
+    captions: bool = True,
 ) -> Conversion:
     """Clips from VGGSound's ``vggsound.csv`` (rows ``youtube_id,start_seconds,label,split``,
     no header) and a folder of downloaded videos.
@@ -131,7 +149,8 @@ def vggsound_manifest(
     ``.mkv`` or ``.webm``). With ``check_files`` (default) rows whose file is missing are left
     out and listed; without, every row is kept. VGGSound has train and test splits only:
     ``val_fraction`` moves that share of the train clips to ``val``, by a hash of the YouTube id
-    (every clip of a video lands in the same split, the same on every run).
+    (every clip of a video lands in the same split, the same on every run). With ``captions``
+    each clip's caption is its class label.
     """
     _check_fractions(val_fraction, 0.0)
     csv_file, videos = Path(csv_file), Path(videos)
@@ -174,7 +193,7 @@ def vggsound_manifest(
                 continue
             name = file.relative_to(videos).as_posix()
         clip = Clip(path=name, start=clip_start, duration=seconds, label=label or None,
-                    split=split or None)
+                    split=split or None, caption=(label or None) if captions else None)
         if clip.id in seen:
             left_out.append((clip.id, "listed twice in the CSV"))
             continue
@@ -191,6 +210,7 @@ def folder_manifest(
     labels_from_folders: bool = False,
     val_fraction: float = 0.0,
     test_fraction: float = 0.0,
+    captions: bool = True,
 ) -> Conversion:
     """Clips from every video below ``folder`` (sorted by path; paths relative to it).
 
@@ -198,7 +218,8 @@ def folder_manifest(
     from its start). With ``window`` (seconds) each file is probed and cut into the windows
     that fit, every ``hop`` seconds (default: back to back); files that cannot be probed or are
     shorter than the window are left out and listed. ``labels_from_folders``: a file's label is
-    its parent folder's path (``dog/a.mp4`` → ``dog``). Splits: with ``val_fraction`` or
+    its parent folder's path (``dog/a.mp4`` → ``dog``), and with ``captions`` its caption too
+    (:func:`label_caption`: ``dog_barking`` → ``dog barking``). Splits: with ``val_fraction`` or
     ``test_fraction``, each file goes to ``val``/``test``/``train`` by a hash of its path (all
     windows of a file in one split, stable as files are added).
     """
@@ -216,7 +237,8 @@ def folder_manifest(
         parent = Path(rel).parent.as_posix()
         label = parent if labels_from_folders and parent != "." else None
         split = hashed_split(rel, val_fraction, test_fraction) if splitting else None
-        clips += _cut(rel, file, window, hop, label, split, left_out)
+        caption = label_caption(label) if captions else None
+        clips += _cut(rel, file, window, hop, label, split, left_out, caption)
     return Conversion(clips, left_out)
 
 
@@ -230,6 +252,7 @@ def music_manifest(
     val_fraction: float = 0.0,
     test_fraction: float = 0.0,
     check_files: bool = True,
+    captions: bool = True,
 ) -> Conversion:
     """Clips from the MUSIC dataset's JSON files (Zhao et al., "The Sound of Pixels"; the files
     ``MUSIC_solo_videos.json``, ``MUSIC21_solo_videos.json`` and ``MUSIC_duet_videos.json`` of
@@ -244,6 +267,7 @@ def music_manifest(
     otherwise each video is one clip from 0. MUSIC has no official split; ``val_fraction`` and
     ``test_fraction`` split by a hash of the YouTube id, so that every window of a video lands
     in one split. Missing files are left out and listed (unless ``check_files`` is false).
+    With ``captions`` each clip's caption names its instruments (:func:`music_caption`).
     """
     videos = Path(videos)
     _check_fractions(val_fraction, test_fraction)
@@ -281,6 +305,7 @@ def music_manifest(
                 split = None
                 if splitting:
                     split = hashed_split(str(video_id), val_fraction, test_fraction)
-                clips += _cut(name, file, window, hop, label, split, left_out)
+                caption = music_caption(label) if captions else None
+                clips += _cut(name, file, window, hop, label, split, left_out, caption)
     return Conversion(clips, left_out)
 

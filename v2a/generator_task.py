@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from v2a.hookspecs import hookimpl
-from v2a.interfaces import MaskedGenerator
-from v2a.objective import MaskedObjective
+from v2a.interfaces import MaskedGenerator, TextEncoder
+from v2a.objective import MaskedObjective, stream_dropout
 from v2a.registry import TrainingTaskSpec
 from v2a.sequences import Conditioning
 from v2a.tasks import TrainingError, TrainingTask
@@ -34,12 +34,23 @@ class GeneratorTask(TrainingTask):
 
     ``forward(batch, generator)`` → the objective's terms (``loss``, ``ce``, ``aux_*``,
     ``accuracy``, ``mask_ratio``). The recipe's audio encoder sizes the regression head; its
-    features come with the batch (from the cache), so it never runs here."""
+    features come with the batch (from the cache), so it never runs here.
+
+    With a recipe ``text_encoder``, each batch's ``captions`` are encoded at every step and
+    fused with the video (a clip without a caption has its text dropped); in training mode a
+    row loses its video with probability ``training.video_dropout`` and its text with
+    ``training.text_dropout`` (:func:`~v2a.objective.stream_dropout`, from the step's
+    generator), beside the objective's dropout of the whole conditioning. A text encoder with
+    trainable parameters (``learned_words``) trains with the model and is exported as
+    ``text_encoder.safetensors`` (an optional export of the task's spec); a frozen one
+    (``clip_text``, ``t5``) is kept out of the parameters and the exports."""
 
     def __init__(self, recipe: Recipe):
         super().__init__()
         t = recipe.training
         self.fuser = recipe.build("fuser")
+        self.video_dropout, self.text_dropout = t.video_dropout, t.text_dropout
+        self.text_encoder = self._text_encoder(recipe)
         generator = recipe.build("generator")
         encoder = None
         if recipe.has("audio_encoder") and t.aux_regression_weight != 0:
@@ -50,8 +61,21 @@ class GeneratorTask(TrainingTask):
             aux_contrastive_weight=t.aux_contrastive_weight,
         )
         self.frozen = [encoder] if encoder is not None else []
+        self.export_text_encoder = self.text_encoder is not None and any(
+            p.requires_grad for p in self.text_encoder.parameters())
+        if self.text_encoder is not None and not self.export_text_encoder:
+            self.frozen.append(self.text_encoder)
         if t.aux_regression_weight and not recipe.has("audio_encoder"):
             self.notes = ["the recipe has no audio_encoder, so aux_regression is off"]
+
+    def _text_encoder(self, recipe: Recipe) -> TextEncoder | None:
+        """The recipe's text encoder (frozen when it has nothing to train), or None."""
+        if not recipe.has("text_encoder"):
+            return None
+        encoder = recipe.build("text_encoder")
+        if any(p.requires_grad for p in encoder.parameters()):
+            return encoder
+        return encoder.requires_grad_(False).eval()
 
     @property
     def generator(self) -> MaskedGenerator:
@@ -79,14 +103,27 @@ class GeneratorTask(TrainingTask):
                     f"extract again"
                 )
 
-    def condition(self, batch: Batch) -> Conditioning:
-        return self.fuser.fuse(batch.streams, frame_rate=batch.frame_rate,
-                               num_frames=batch.codes.shape[-1])
+    def condition(self, batch: Batch, generator: torch.Generator | None = None) -> Conditioning:
+        """The fuser's conditioning of ``batch``, with its captions when there is a text
+        encoder; per-stream dropout (drawn from ``generator``) in training mode only."""
+        num_frames = batch.codes.shape[-1]
+        if self.text_encoder is None:
+            return self.fuser(batch.streams, frame_rate=batch.frame_rate, num_frames=num_frames)
+        captions = list(getattr(batch, "captions", None) or [None] * len(batch))
+        device = batch.codes.device
+        drop_video, drop_text = stream_dropout(
+            len(captions), video=self.video_dropout if self.training else 0.0,
+            text=self.text_dropout if self.training else 0.0, generator=generator, device=device)
+        drop_text = drop_text | torch.tensor([c is None for c in captions], device=device)
+        text = self.text_encoder.encode([c or "" for c in captions])
+        return self.fuser(batch.streams, frame_rate=batch.frame_rate, num_frames=num_frames,
+                          text=text, drop_video=drop_video, drop_text=drop_text)
 
     def forward(self, batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
         self.objective.frame_rate = batch.frame_rate
-        return self.objective(batch.codes, self.condition(batch), audio_features=batch.audio_features,
-                              generator=generator, valid=batch.valid)
+        return self.objective(batch.codes, self.condition(batch, generator),
+                              audio_features=batch.audio_features, generator=generator,
+                              valid=batch.valid)
 
     @torch.no_grad()
     def generate(self, batch: Batch, sampling: Callable[..., Tensor]) -> Tensor:
@@ -95,7 +132,10 @@ class GeneratorTask(TrainingTask):
         return sampling(self.generator, self.condition(batch), num_frames=batch.codes.shape[-1])
 
     def exports(self) -> dict[str, nn.Module]:
-        return {"fuser": self.fuser, "generator": self.generator}
+        modules = {"fuser": self.fuser, "generator": self.generator}
+        if self.export_text_encoder:
+            modules["text_encoder"] = self.text_encoder
+        return modules
 
 
 @hookimpl
@@ -103,5 +143,6 @@ def v2a_register_training_tasks(register):
     register(TrainingTaskSpec(
         name="generator", build=GeneratorTask,
         exports={"fuser": "fuser.safetensors", "generator": "generator.safetensors"},
+        optional_exports={"text_encoder": "text_encoder.safetensors"},
         description="the fuser and generator under the masked objective (v2a.objective)",
     ))

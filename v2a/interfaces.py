@@ -210,13 +210,30 @@ class AudioEncoder(Component):
 
 
 class ConditionFuser(Component):
-    """Several visual feature sequences at their own rates → the generator's conditioning.
+    """Several visual feature sequences at their own rates (and, optionally, a text) → the
+    generator's conditioning.
 
     Attributes:
         dim (int): width of the produced sequences.
         provides_aligned (bool): ``fuse`` returns ``Conditioning.aligned``.
         provides_context (bool): ``fuse`` returns ``Conditioning.context``.
         stream_dims (Mapping[str, int]): the streams it consumes, by name, with their widths.
+        accepts_text (bool): ``fuse`` takes the ``text``, ``drop_video`` and ``drop_text``
+            keywords (``False`` here: a fuser of video alone, whose ``fuse`` may not even have
+            those parameters; the core then never passes them). A fuser that accepts text
+            also has ``text_dim`` and ``text_pooled_dim`` (int): the widths of the
+            :class:`~v2a.sequences.TextFeatures` tokens and pooled vector it reads.
+
+    Text (a fuser with ``accepts_text``): ``text`` is the encoded prompt of each row
+    (:class:`~v2a.sequences.TextFeatures`, ``b`` rows) or ``None``, which is the same as every
+    row's text dropped. ``drop_video: [b]`` bool: those rows are fused as if they had no video,
+    from the fuser's learned null video conditioning, on the aligned and the context path alike,
+    so that a text-only row still has an aligned sequence of ``num_frames`` steps; their result
+    does not depend on their streams. ``streams`` may then be empty (every row's video dropped,
+    text-only generation). ``drop_text: [b]`` bool: those rows are fused as if no text were
+    given (the same values at the valid steps; the text's steps may remain, masked out).
+    ``None`` masks drop nothing. The conformance kit checks these points
+    (``check_fuser_text``, ``check_fuser_drop_video``).
     """
 
     kind = "fuser"
@@ -224,20 +241,39 @@ class ConditionFuser(Component):
     provides_aligned: bool
     provides_context: bool
     stream_dims: Mapping[str, int]
+    accepts_text: ClassVar[bool] = False
 
     @abc.abstractmethod
     def fuse(
-        self, streams: Mapping[str, FeatureSequence], *, frame_rate: float, num_frames: int
+        self,
+        streams: Mapping[str, FeatureSequence],
+        *,
+        frame_rate: float,
+        num_frames: int,
+        text: TextFeatures | None = None,
+        drop_video: Tensor | None = None,
+        drop_text: Tensor | None = None,
     ) -> Conditioning:
         """Streams (any rates, lengths, padding) → conditioning for ``num_frames`` codec frames.
 
         ``aligned`` (if provided) is ``[b, num_frames, dim]`` at ``frame_rate`` starting at 0 s;
         ``context`` (if provided) is ``[b, s, dim]`` with a padding mask where streams had one.
-        Padded steps of an input never change the result.
+        Padded steps of an input never change the result. ``text``, ``drop_video`` and
+        ``drop_text``: see the class docstring (only a fuser with ``accepts_text`` takes them).
         """
 
-    def forward(self, streams, *, frame_rate, num_frames):  # noqa: D102
-        return self.fuse(streams, frame_rate=frame_rate, num_frames=num_frames)
+    def forward(self, streams, *, frame_rate, num_frames, text=None, drop_video=None,
+                drop_text=None):
+        """``fuse``; the text keywords are passed only when one is given, so a fuser of video
+        alone whose ``fuse`` lacks them keeps working. Text for a fuser without
+        ``accepts_text`` is a ``ValueError`` (a recipe check refuses such a recipe first)."""
+        extra = {name: value for name, value in
+                 (("text", text), ("drop_video", drop_video), ("drop_text", drop_text))
+                 if value is not None}
+        if extra and not self.accepts_text:
+            raise ValueError(f"{type(self).__name__} does not accept text (accepts_text is False), "
+                             f"but {', '.join(extra)} was given")
+        return self.fuse(streams, frame_rate=frame_rate, num_frames=num_frames, **extra)
 
 
 class MaskedGenerator(Component):

@@ -55,8 +55,9 @@ class Batch:
     frame), or None when the recipe has no codec; ``streams``: by name, ``[b, t, d]`` float32
     with a padding ``mask``; ``audio_features``: ``[b, t, d]`` with a mask, or None;
     ``frame_rate``: the codec's frames per second; ``skipped``: the items of the input that were
-    :class:`Skipped` (not in the batch). ``len(batch)`` is ``b``, which can be 0 when every
-    item was skipped.
+    :class:`Skipped` (not in the batch); ``captions``: a text per clip, in batch order (None
+    for a clip without one), by default each clip's ``caption``. ``len(batch)`` is ``b``,
+    which can be 0 when every item was skipped.
     """
 
     ids: list[str]
@@ -67,6 +68,14 @@ class Batch:
     audio_features: FeatureSequence | None
     frame_rate: float | None
     skipped: list[Skipped] = field(default_factory=list)
+    captions: list[str | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.captions:
+            self.captions = [clip.caption for clip in self.clips]
+        if len(self.captions) != len(self.clips):
+            raise ValueError(f"a batch of {len(self.clips)} clips got {len(self.captions)} "
+                             "captions")
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -16,6 +16,8 @@ A manifest lists clips, one per row, as CSV (with a header) or JSON Lines (``.js
   belongs to ``train``.
 * ``id`` (optional): a unique name for the clip; by default its path, with ``@start`` appended
   when the clip does not start at 0 (``long_video.mp4@30``).
+* ``caption`` (optional): a text saying what the clip shows or sounds like (the converters fill
+  it with the dataset's label; ``v2a synth`` with a description of its objects).
 
 :func:`read_manifest` and :func:`write_manifest` read and write them; :mod:`v2a.converters`
 writes them for public dataset layouts.
@@ -24,6 +26,7 @@ writes them for public dataset layouts.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -36,7 +39,7 @@ from v2a.errors import UserError, suggestion
 from v2a.files import write_text_atomic
 from v2a.recipe import Recipe
 
-MANIFEST_COLUMNS = ("path", "start", "duration", "label", "split", "id")
+MANIFEST_COLUMNS = ("path", "start", "duration", "label", "split", "id", "caption")
 DEFAULT_SPLIT = "train"
 
 
@@ -50,7 +53,8 @@ class Clip:
 
     ``path`` is as written in the manifest (relative to the data root, or absolute); ``start``
     and ``duration`` are seconds (``duration`` None: to the end of the file); ``id`` is unique
-    in a manifest (default: ``path``, or ``path@start`` when ``start`` is not 0).
+    in a manifest (default: ``path``, or ``path@start`` when ``start`` is not 0); ``caption``
+    is a text describing the clip, or None.
     """
 
     path: str
@@ -59,6 +63,7 @@ class Clip:
     label: str | None = None
     split: str | None = None
     id: str = ""
+    caption: str | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -80,7 +85,16 @@ class Clip:
                                "duration": duration, "label": self.label, "split": self.split}
         if self.id != default_id(self.path, self.start):
             row["id"] = self.id
+        if self.caption is not None:
+            row["caption"] = self.caption
         return row
+
+    def record(self) -> dict[str, Any]:
+        """Every field by name, in field order, but ``caption`` only when there is one: what the
+        feature cache stores and fingerprints, so that clips without a caption give the same
+        records (and caches stay valid) as before captions existed."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "caption" or self.caption is not None}
 
 
 def default_id(path: str, start: float) -> str:
@@ -200,7 +214,7 @@ def _clip_from_row(row: dict[str, Any], path: Path, line: int) -> Clip:
     return Clip(
         path=clip_path, start=number("start", 0.0, False) or 0.0,
         duration=number("duration", None, True), label=text("label"), split=text("split"),
-        id=text("id") or "",
+        id=text("id") or "", caption=text("caption"),
     )
 
 
@@ -213,13 +227,13 @@ def write_manifest(clips: Iterable[Clip], path: str | Path) -> Path:
                        for c in clips)
     else:
         columns = ["path", "start", "duration", "label", "split"]
-        if any("id" in c.as_row() for c in clips):
-            columns.append("id")
+        rows = [c.as_row() for c in clips]
+        columns += [name for name in ("id", "caption") if any(name in row for row in rows)]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        for clip in clips:
-            writer.writerow({k: "" if v is None else v for k, v in clip.as_row().items()})
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
         text = buffer.getvalue()
     write_text_atomic(path, text)
     return path

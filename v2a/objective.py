@@ -49,6 +49,21 @@ def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
+def stream_dropout(
+    b: int, *, video: float, text: float, generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """Per-stream conditioning dropout: ``(drop_video, drop_text)``, ``[b]`` bool each, row
+    ``i`` losing its video with probability ``video`` and its text with probability ``text``,
+    independently. Draws ``2 · b`` uniforms from ``generator`` (video first), so a seeded
+    step is reproducible."""
+    for name, p in (("video", video), ("text", text)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} dropout must lie in [0, 1], got {p}")
+    uniform = torch.rand(2, b, generator=generator, device=device)
+    return uniform[0] < video, uniform[1] < text
+
+
 # -- objective ----------------------------------------------------------------------------------
 
 

@@ -116,17 +116,27 @@ class TrainingTaskSpec:
             here so that the trainer can check a recipe, and other commands find a run's
             files (:func:`v2a.tasks.exported_weights`), without building the task.
         description: one line for ``v2a plugins``.
+        optional_exports: ``{recipe slot: file name}`` of slots the task also trains and
+            exports when the recipe has them and they have weights to train (the generator
+            task's learned ``text_encoder``); a recipe need not have them.
     """
 
     name: str
     build: Callable[[Any], Any]
     exports: Mapping[str, str]
     description: str = ""
+    optional_exports: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def slots(self) -> tuple[str, ...]:
         """The recipe slots the task trains (a recipe must have them all)."""
         return tuple(self.exports)
+
+    @property
+    def export_files(self) -> dict[str, str]:
+        """Every slot the task may export, with its file name: ``exports``, then
+        ``optional_exports``."""
+        return {**self.exports, **self.optional_exports}
 
 
 #: The kind ``v2a plugins`` shows a training task under.

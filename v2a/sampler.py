@@ -48,13 +48,14 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from v2a.errors import RecipeError
 from v2a.interfaces import MaskedGenerator
 from v2a.masking import masked_counts
 from v2a.recipe import SamplingConfig
-from v2a.sequences import Conditioning
+from v2a.sequences import Conditioning, FeatureSequence
 
 Precision = Literal["fp32", "bf16", "fp16"]
 DTYPES: dict[str, torch.dtype] = {
@@ -97,17 +98,46 @@ def guidance_parts(cfg_scale: float) -> tuple[str, ...]:
 
 
 def prepare_condition(
-    generator: MaskedGenerator, condition: Conditioning, *, cfg_scale: float
+    generator: MaskedGenerator, condition: Conditioning, *, cfg_scale: float,
+    negative: Conditioning | None = None,
 ) -> PreparedCondition:
     """Run ``generator.prepare`` once for the ``b`` videos of ``condition``: the conditional and
-    unconditional rows ``cfg_scale`` needs, in one call on a ``[len(parts) · b]`` batch."""
+    unconditional rows ``cfg_scale`` needs, in one call on a ``[len(parts) · b]`` batch.
+
+    The unconditional rows are ``condition`` with its conditioning dropped, or, with
+    ``negative`` (``b`` rows, e.g. the fuser's output for a negative prompt), ``negative``
+    itself prepared without dropping (its context padded to the longer of the two)."""
     b = condition.batch_size
     parts = guidance_parts(cfg_scale)
     device = (condition.aligned or condition.context).values.device
+    if negative is not None and "uncond" in parts:
+        if negative.batch_size != b:
+            raise ValueError(f"negative has {negative.batch_size} rows for {b} videos")
+        by_part = {"cond": condition, "uncond": negative.to(device)}
+        rows = generator.prepare(cat_conditionings([by_part[p] for p in parts]))
+        return PreparedCondition(rows=rows, batch=b, parts=parts)
     index = torch.arange(b, device=device).repeat(len(parts))
     drop = torch.tensor([p == "uncond" for p in parts], device=device).repeat_interleave(b)
     rows = generator.prepare(condition.index_select(index), drop=drop)
     return PreparedCondition(rows=rows, batch=b, parts=parts)
+
+
+def cat_conditionings(conditionings: Sequence[Conditioning]) -> Conditioning:
+    """Conditionings of the same parts stacked along the batch; contexts of different lengths
+    are padded at the end (masked out, which never changes a generator's result)."""
+    def stacked(part: str) -> FeatureSequence | None:
+        seqs = [getattr(c, part) for c in conditionings]
+        if seqs[0] is None:
+            return None
+        length = max(s.length for s in seqs)
+        padded = [s if s.length == length else s.replace(
+            values=F.pad(s.values, (0, 0, 0, length - s.length)),
+            mask=F.pad(s.valid_mask(), (0, length - s.length), value=False)) for s in seqs]
+        masks = None if all(s.mask is None for s in padded) else \
+            torch.cat([s.valid_mask() for s in padded])
+        return padded[0].replace(values=torch.cat([s.values for s in padded]), mask=masks)
+
+    return Conditioning(aligned=stacked("aligned"), context=stacked("context"))
 
 
 def level_steps(steps: int | Sequence[int], n_codebooks: int) -> list[int]:
@@ -443,11 +473,17 @@ def decode_level(codes: Tensor, hidden: Tensor, *, level: int, steps: int,
 
 
 def _prepared_for(model: MaskedGenerator, condition: Conditioning | PreparedCondition, *,
-                  cfg_scale: float, device, dtype: torch.dtype) -> PreparedCondition:
-    """``condition`` prepared by ``model`` on its device and dtype (a
+                  cfg_scale: float, device, dtype: torch.dtype,
+                  negative: Conditioning | None = None) -> PreparedCondition:
+    """``condition`` (and ``negative``) prepared by ``model`` on its device and dtype (a
     :class:`PreparedCondition` is checked against ``cfg_scale`` and moved, not prepared again)."""
     if not isinstance(condition, PreparedCondition):
-        return prepare_condition(model, condition.to(device=device, dtype=dtype), cfg_scale=cfg_scale)
+        if negative is not None:
+            negative = negative.to(device=device, dtype=dtype)
+        return prepare_condition(model, condition.to(device=device, dtype=dtype),
+                                 cfg_scale=cfg_scale, negative=negative)
+    if negative is not None:
+        raise ValueError("pass negative to prepare_condition, not with a PreparedCondition")
     if condition.parts != guidance_parts(cfg_scale):
         raise ValueError(f"condition was prepared for passes {condition.parts}, cfg_scale "
                          f"{cfg_scale} needs {guidance_parts(cfg_scale)}")
@@ -465,6 +501,7 @@ def sample(
     precision: Precision = "fp32",
     prompt: Prompt | tuple[Tensor, Tensor] | None = None,
     compile: bool = False,
+    negative: Conditioning | None = None,
     **options,
 ) -> Tensor:
     """Generate ``candidates`` code sequences of ``num_frames`` frames per video.
@@ -476,7 +513,9 @@ def sample(
     Returns ``codes: [b · candidates, k, num_frames]`` int64, the candidates of video ``i`` in
     rows ``i · candidates ... (i + 1) · candidates - 1``. ``compile``: run the generator that
     decodes (``generator`` itself in fp32, its cached half-precision copy otherwise) with its
-    layers compiled, in place (:func:`compile_layers`). See the module docstring for the
+    layers compiled, in place (:func:`compile_layers`). ``negative``: the conditioning the
+    unconditional rows of guidance are prepared from (a negative prompt's), instead of
+    ``condition`` dropped (:func:`prepare_condition`). See the module docstring for the
     options.
     """
     if precision not in DTYPES:
@@ -496,7 +535,7 @@ def sample(
     with _evaluating(model), torch.inference_mode():
         # conditioning: prepared once per call, then one row per candidate and pass
         prepared = _prepared_for(model, condition, cfg_scale=decoding.cfg_scale, device=device,
-                                 dtype=dtype)
+                                 dtype=dtype, negative=negative)
         b, passes = prepared.batch, len(prepared.parts)
         n = b * candidates
         per_pass = torch.arange(b, device=device).repeat_interleave(candidates)  # [n]

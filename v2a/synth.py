@@ -16,10 +16,22 @@ decaying tone (2 ms attack, exponential decay) at its class's fundamental plus a
 mix of harmonics; the tones are mixed and the clip peak-normalised to 0.9.
 
 Files: ``DIR/clipNNNN.mp4``, ``DIR/manifest.csv`` (the repository's manifest format, one clip
-per file, ``label`` = the classes shown joined by ``+``) and ``DIR/events.jsonl`` (one line per
-event: ``{"clip": id, "time": seconds, "class": name}``, ``id`` being the manifest's clip id).
-Everything is deterministic for a seed (clip ``k`` draws from ``numpy.random.default_rng([seed,
-k])``, so a larger ``--clips`` adds clips without changing the earlier ones).
+per file, ``label`` = the classes shown joined by ``+``, ``caption`` = the objects in words),
+``DIR/events.jsonl`` (one line per event: ``{"clip": id, "time": seconds, "class": name}``,
+``id`` being the manifest's clip id) and ``DIR/captions.csv`` (see below). Everything is
+deterministic for a seed (clip ``k`` draws from ``numpy.random.default_rng([seed, k])``, so a
+larger ``--clips`` adds clips without changing the earlier ones).
+
+Captions (:func:`synth_caption`): a clip's caption names its objects, left to right, with their
+motion: ``a red disc bouncing and a blue triangle flashing``. ``--caption-missing P`` leaves a
+share ``P`` of the clips without a caption, ``--caption-wrong Q`` gives a share ``Q`` a wrong
+one, naming as many objects of classes the clip does not show; which clips these are is drawn
+from a generator of its own (``default_rng([seed, k, CAPTION_STREAM])``), so the shares never
+change the clips themselves. ``captions.csv`` holds the truth, a row per clip: ``clip`` (the
+id), ``caption`` (what the clip shows, always), ``given`` (the manifest's caption, empty when
+missing) and ``caption_wrong`` (1 when ``given`` is wrong, else 0); read it with
+:func:`read_synth_captions`, or give it to ``v2a evaluate --captions`` to score against the
+truth.
 
 The events are scored by :mod:`v2a.metrics.onsets` (``v2a evaluate``'s synthetic benchmark):
 :data:`FUNDAMENTALS` gives it each class's fundamental, by which it tells the classes apart.
@@ -27,8 +39,11 @@ The events are scored by :mod:`v2a.metrics.onsets` (``v2a evaluate``'s synthetic
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,12 +246,18 @@ def tone(cls: SoundClass, sample_rate: int) -> np.ndarray:
     return wave * envelope / (1 + sum(cls.harmonics))
 
 
+def clip_objects(seed: int, index: int, *, seconds: float = 4.0, fps: float = 25.0,
+                 size: int = 64) -> list[SynthObject]:
+    """The objects of clip ``index`` of the dataset of ``seed``, left to right, without drawing
+    the clip (the same as :func:`synth_clip`'s)."""
+    return _layout(np.random.default_rng([seed, index]), round(seconds * fps), fps, size)
+
+
 def synth_clip(seed: int, index: int, *, seconds: float = 4.0, fps: float = 25.0, size: int = 64,
                sample_rate: int = 16000) -> SynthClip:
     """Clip ``index`` of the dataset of ``seed`` (pure, deterministic)."""
-    rng = np.random.default_rng([seed, index])
     n_frames = round(seconds * fps)
-    objects = _layout(rng, n_frames, fps, size)
+    objects = clip_objects(seed, index, seconds=seconds, fps=fps, size=size)
     events = sorted((Event(round(f / fps, 6), o.cls.name) for o in objects for f in o.frames),
                     key=lambda e: e.time)
     n = round(seconds * sample_rate)
@@ -254,28 +275,99 @@ def synth_clip(seed: int, index: int, *, seconds: float = 4.0, fps: float = 25.0
     return SynthClip(frames, audio[None].astype(np.float32), events, objects, fps, sample_rate)
 
 
+# ---------------------------------------------------------------------------------------------
+# Captions
+# ---------------------------------------------------------------------------------------------
+
+CAPTION_STREAM = 1  # the third word of a clip's caption generator's seed (see the module's docstring)
+MOTIONS = ("bounce", "flash")
+MOTION_WORDS = {"bounce": "bouncing", "flash": "flashing"}
+
+
+@dataclass(frozen=True)
+class SynthCaption:
+    """A clip's caption: ``shown`` says what the clip shows; ``given`` is what its manifest row
+    holds (None: missing); ``wrong`` says that ``given`` names objects the clip does not show."""
+
+    shown: str
+    given: str | None
+    wrong: bool
+
+
+def describe(objects: Sequence[tuple[SoundClass, str]]) -> str:
+    """``[(red disc, "bounce"), (blue triangle, "flash")]`` → ``a red disc bouncing and a blue
+    triangle flashing``: each object's class (colour, shape) and motion, in the order given."""
+    return " and ".join(f"a {cls.name.replace('_', ' ')} {MOTION_WORDS[motion]}"
+                        for cls, motion in objects)
+
+
+def synth_caption(seed: int, index: int, objects: Sequence[SynthObject], *,
+                  missing: float = 0.0, wrong: float = 0.0) -> SynthCaption:
+    """The caption of clip ``index`` of the dataset of ``seed``, whose objects are ``objects``:
+    with probability ``missing`` none, with probability ``wrong`` one naming as many objects of
+    other classes (with random motions), else the description of ``objects``. Deterministic: the
+    draws come from ``default_rng([seed, index, CAPTION_STREAM])``."""
+    rng = np.random.default_rng([seed, index, CAPTION_STREAM])
+    shown = describe([(o.cls, o.motion) for o in objects])
+    draw = rng.random()
+    if draw < missing:
+        return SynthCaption(shown=shown, given=None, wrong=False)
+    if draw < missing + wrong:
+        others = [c for c in CLASSES if c not in {o.cls for o in objects}]
+        picked = rng.choice(len(others), size=len(objects), replace=False)
+        motions = rng.choice(len(MOTIONS), size=len(objects))
+        given = describe([(others[int(c)], MOTIONS[int(m)]) for c, m in zip(picked, motions)])
+        return SynthCaption(shown=shown, given=given, wrong=True)
+    return SynthCaption(shown=shown, given=shown, wrong=False)
+
+
+def _captions_csv(rows: list[tuple[str, SynthCaption]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["clip", "caption", "given", "caption_wrong"])
+    for clip, caption in rows:
+        writer.writerow([clip, caption.shown, caption.given or "", int(caption.wrong)])
+    return buffer.getvalue()
+
+
+def read_synth_captions(path: str | Path) -> dict[str, SynthCaption]:
+    """``captions.csv`` (as :func:`write_synth` writes it) → clip id → its caption."""
+    rows = csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8")))
+    return {row["clip"]: SynthCaption(shown=row["caption"], given=row["given"] or None,
+                                      wrong=row["caption_wrong"] == "1") for row in rows}
+
+
 def clip_id(index: int) -> str:
     return f"clip{index:04d}"
 
 
 def write_synth(out: str | Path, clips: int, seed: int, *, seconds: float = 4.0,
                 fps: float = 25.0, size: int = 64, sample_rate: int = 16000,
-                split: str = "train", silent: bool = False) -> Path:
-    """Write the dataset (clips, ``manifest.csv``, ``events.jsonl``) to ``out``; returns it.
-    ``silent``: videos without their sound (inputs for ``v2a generate``; the events stay)."""
-    check_options(clips=clips, seconds=seconds, fps=fps, size=size, sample_rate=sample_rate)
+                split: str = "train", silent: bool = False, caption_missing: float = 0.0,
+                caption_wrong: float = 0.0) -> Path:
+    """Write the dataset (clips, ``manifest.csv``, ``events.jsonl``, ``captions.csv``) to
+    ``out``; returns it. ``silent``: videos without their sound (inputs for ``v2a generate``;
+    the events stay). ``caption_missing`` and ``caption_wrong``: the chance that a clip's
+    caption is missing or wrong (:func:`synth_caption`)."""
+    check_options(clips=clips, seconds=seconds, fps=fps, size=size, sample_rate=sample_rate,
+                  caption_missing=caption_missing, caption_wrong=caption_wrong)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, lines = [], []
+    rows, lines, captions = [], [], []
     for k in range(clips):
         clip = synth_clip(seed, k, seconds=seconds, fps=fps, size=size, sample_rate=sample_rate)
         name = f"{clip_id(k)}.mp4"
         write_video(out / name, clip.frames, fps, None if silent else clip.audio, sample_rate)
         label = "+".join(o.cls.name for o in clip.objects)
-        row = Clip(path=name, start=0.0, duration=seconds, label=label, split=split)
+        caption = synth_caption(seed, k, clip.objects, missing=caption_missing,
+                                wrong=caption_wrong)
+        row = Clip(path=name, start=0.0, duration=seconds, label=label, split=split,
+                   caption=caption.given)
         rows.append(row)
+        captions.append((row.id, caption))
         lines += [json.dumps({"clip": row.id, "time": e.time, "class": e.cls}) for e in clip.events]
     write_text_atomic(out / "events.jsonl", "".join(line + "\n" for line in lines))
+    write_text_atomic(out / "captions.csv", _captions_csv(captions))
     write_manifest(rows, out / "manifest.csv")
     return out
 
@@ -290,7 +382,15 @@ def read_events(path: str | Path) -> dict[str, list[Event]]:
     return {k: sorted(v, key=lambda e: e.time) for k, v in found.items()}
 
 
-def check_options(*, clips: int, seconds: float, fps: float, size: int, sample_rate: int) -> None:
+def check_options(*, clips: int, seconds: float, fps: float, size: int, sample_rate: int,
+                  caption_missing: float = 0.0, caption_wrong: float = 0.0) -> None:
+    for option, share in (("--caption-missing", caption_missing),
+                          ("--caption-wrong", caption_wrong)):
+        if not 0 <= share <= 1:
+            raise SynthError(f"{option} must be a fraction between 0 and 1, got {share:g}")
+    if caption_missing + caption_wrong > 1:
+        raise SynthError(f"--caption-missing and --caption-wrong must add up to at most 1, got "
+                         f"{caption_missing:g} + {caption_wrong:g}")
     if clips < 1:
         raise SynthError(f"--clips must be at least 1, got {clips}")
     if not 1.0 <= seconds <= 600:

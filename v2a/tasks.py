@@ -120,12 +120,13 @@ def build_task(recipe: Recipe, registry: Registry | None = None) -> TrainingTask
 
 
 def checked_exports(spec: TrainingTaskSpec, task: TrainingTask) -> Mapping[str, nn.Module]:
-    """``task.exports()``, checked against what ``spec`` declares (a mismatch is a bug of the
-    task's plug-in)."""
+    """``task.exports()``, checked against what ``spec`` declares: every ``exports`` slot, and
+    ``optional_exports`` slots only (a mismatch is a bug of the task's plug-in)."""
     modules = task.exports()
-    if set(modules) != set(spec.exports):
+    if not set(spec.exports) <= set(modules) <= set(spec.export_files):
         raise TypeError(f"training task {spec.name!r} exports {sorted(modules)}, but its spec "
-                        f"declares {sorted(spec.exports)}")
+                        f"declares {sorted(spec.exports)} (and may add "
+                        f"{sorted(spec.optional_exports)})")
     return modules
 
 
@@ -133,7 +134,8 @@ def exported_file_names(slot: str) -> list[str]:
     """The file names the registered training tasks export the recipe slot ``slot`` as (for a
     message about a run folder that holds none of them)."""
     registry = default_registry()
-    names = (registry.training_task(t).exports.get(slot) for t in registry.training_task_names())
+    names = (registry.training_task(t).export_files.get(slot)
+             for t in registry.training_task_names())
     return sorted({name for name in names if name is not None})
 
 

@@ -20,6 +20,16 @@ projected by an MLP to ``dim``; then (see ``docs/maskvat-notes.md``):
 Padded input steps are set to zero before anything reads them, so they never change the result.
 Streams in the input that are not named in ``streams`` are ignored (a recipe may extract more
 streams than the fuser uses, e.g. for the reranker).
+
+**Text** (``text_dim`` and ``text_pooled_dim`` set: the fuser ``accepts_text``): the prompt's
+token features are projected by an MLP to ``dim``, tagged with a learned text embedding and
+appended to the context sequence (with their mask) before the context encoder; the pooled
+vector, projected, is added to every step of the aligned sequence before its layer norm. A row
+whose video is dropped (``drop_video``) uses learned null video conditioning instead of its
+streams: one null vector at every aligned step, and one null context token (the first context
+step, valid only in such rows) with its video steps masked out. A row whose text is dropped
+(``drop_text``, or no ``text`` at all) gets neither text tokens (masked out) nor the pooled
+vector. With every row's video dropped the streams may be absent (text-only generation).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from v2a import ComponentSpec, ConditionFuser, Conditioning, FeatureSequence, hookimpl
+from v2a import ComponentSpec, ConditionFuser, Conditioning, FeatureSequence, TextFeatures, hookimpl
 from v2a.errors import UserError
 from v2a.weights import load_trained
 
@@ -50,7 +60,8 @@ class MaskVATFuserConfig:
     ``aligned`` / ``context``: which conditioning to produce (AdaLN needs aligned, Seq2Seq
     context, Hybrid both). ``context_layers``, ``heads``: the context encoder (``heads`` divides
     ``dim``); ``context_layers: 0`` keeps the tagged projections as they are. ``dropout``: in the
-    MLPs and the encoder. ``weights``: ``none`` (random initialisation) or the
+    MLPs and the encoder. ``text_dim`` / ``text_pooled_dim``: the recipe's text encoder's
+    ``dim`` and ``pooled_dim`` (both or neither; see the module doc). ``weights``: ``none`` (random initialisation) or the
     ``fuser.safetensors`` a training run exports, loaded strictly (training starts from it).
     """
 
@@ -61,6 +72,8 @@ class MaskVATFuserConfig:
     context_layers: int = 2
     heads: int = 8
     dropout: float = 0.0
+    text_dim: int | None = None  # width of the text encoder's tokens; None: no text
+    text_pooled_dim: int | None = None  # width of its pooled vector; set with text_dim
     weights: str = "none"  # "none" (random) or a fuser.safetensors exported by `v2a train`
 
     def __post_init__(self) -> None:
@@ -77,9 +90,19 @@ class MaskVATFuserConfig:
             raise ValueError("set aligned, context or both to true: the fuser must produce one")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if (self.text_dim is None) != (self.text_pooled_dim is None):
+            raise ValueError("set text_dim and text_pooled_dim together (the text encoder's dim "
+                             "and pooled_dim), or neither")
+        if self.text_dim is not None and min(self.text_dim, self.text_pooled_dim) < 1:
+            raise ValueError("text_dim and text_pooled_dim must be positive")
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def mlp(width: int, dim: int, dropout: float) -> nn.Sequential:
+    """The projection of one input to ``dim``: linear, GELU, dropout, linear."""
+    return nn.Sequential(nn.Linear(width, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
 
 
 def time_embedding(times: Tensor, dim: int) -> Tensor:
@@ -133,11 +156,17 @@ class MaskVATFuser(ConditionFuser):
         self.stream_dims = dict(config.streams)
         dim = config.dim
         self.project = nn.ModuleDict({
-            name: nn.Sequential(
-                nn.Linear(width, dim), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(dim, dim),
-            )
-            for name, width in config.streams.items()
+            name: mlp(width, dim, config.dropout) for name, width in config.streams.items()
         })
+        self.accepts_text = config.text_dim is not None
+        self.text_dim, self.text_pooled_dim = config.text_dim, config.text_pooled_dim
+        if self.accepts_text:  # only then: the weights of a fuser without text stay as they were
+            self.text_project = mlp(config.text_dim, dim, config.dropout)
+            self.pooled_project = mlp(config.text_pooled_dim, dim, config.dropout)
+            self.null_video = nn.Parameter(torch.randn(dim) * 0.02)
+            if config.context:
+                self.text_embedding = nn.Parameter(torch.randn(dim) * 0.02)
+                self.null_video_token = nn.Parameter(torch.randn(dim) * 0.02)
         if config.aligned:
             self.aligned_norm = nn.LayerNorm(dim)
         if config.context:
@@ -150,8 +179,62 @@ class MaskVATFuser(ConditionFuser):
         load_trained(self, config.weights, what="the maskvat fuser")
 
     def fuse(
-        self, streams: Mapping[str, FeatureSequence], *, frame_rate: float, num_frames: int
+        self,
+        streams: Mapping[str, FeatureSequence],
+        *,
+        frame_rate: float,
+        num_frames: int,
+        text: TextFeatures | None = None,
+        drop_video: Tensor | None = None,
+        drop_text: Tensor | None = None,
     ) -> Conditioning:
+        if not self.accepts_text and any(x is not None for x in (text, drop_video, drop_text)):
+            raise ValueError("this maskvat fuser has no text_dim: it takes no text nor drop masks")
+        batch = self._batch_size(streams, text, drop_video)
+        dropped = None if batch is None else self._dropped(drop_video, batch, streams)
+        projected = {} if dropped is not None and not streams else self._projected(streams, dropped)
+        keep_text = None
+        if text is not None:
+            keep_text = torch.ones(text.batch_size, dtype=torch.bool, device=text.pooled.device)
+            if drop_text is not None:
+                keep_text = keep_text & ~drop_text.to(keep_text.device).bool()
+        aligned = context = None
+        if self.provides_aligned:
+            aligned = self._aligned(projected, frame_rate, num_frames, dropped=dropped,
+                                    text=text, keep_text=keep_text, batch=batch)
+        if self.provides_context:
+            context = self._context(projected, dropped=dropped, text=text, keep_text=keep_text,
+                                    batch=batch)
+        return Conditioning(aligned=aligned, context=context)
+
+    def _batch_size(self, streams, text, drop_video) -> int | None:
+        """The batch size of a fuser that accepts text (``None`` for one that does not)."""
+        if not self.accepts_text:
+            return None
+        for seq in streams.values():
+            return seq.batch_size
+        if drop_video is not None:
+            return int(drop_video.shape[0])
+        if text is not None:
+            return text.batch_size
+        raise UserError("fuser maskvat got no visual stream and no text: give it the video's "
+                        "streams, a prompt, or both")
+
+    def _dropped(self, drop_video: Tensor | None, batch: int, streams) -> Tensor:
+        """``[batch]`` bool: the rows fused from the null video (all of them without streams)."""
+        device = self.null_video.device
+        if not streams:
+            if drop_video is not None and not bool(drop_video.all()):
+                raise UserError("fuser maskvat got no visual stream but some rows keep their "
+                                "video; give it the streams or drop every row's video")
+            return torch.ones(batch, dtype=torch.bool, device=device)
+        if drop_video is None:
+            return torch.zeros(batch, dtype=torch.bool, device=device)
+        return drop_video.to(device).bool()
+
+    def _projected(self, streams, dropped: Tensor | None) -> dict[str, FeatureSequence]:
+        """Each stream the fuser reads, projected to ``dim``, with padded steps (and, in rows of
+        ``dropped``, every step) masked out and zero."""
         projected = {}  # name -> FeatureSequence [b, t, dim] (padded steps: zero in, zero out)
         for name, width in self.stream_dims.items():
             seq = streams.get(name)
@@ -166,6 +249,8 @@ class MaskVATFuser(ConditionFuser):
                     f"fuser maskvat expects stream {name!r} to be {width} wide but it is "
                     f"{seq.dim}; set streams.{name}: {seq.dim} in the fuser's options"
                 )
+            if dropped is not None and bool(dropped.any()):
+                seq = seq.replace(mask=seq.valid_mask() & ~dropped.to(seq.values.device)[:, None])
             values = seq.values
             if seq.mask is not None:
                 values = values.masked_fill(~seq.mask[..., None], 0.0)
@@ -173,12 +258,12 @@ class MaskVATFuser(ConditionFuser):
             if seq.mask is not None:
                 values = values.masked_fill(~seq.mask[..., None], 0.0)
             projected[name] = seq.replace(values=values)
-        aligned = self._aligned(projected, frame_rate, num_frames) if self.provides_aligned else None
-        context = self._context(projected) if self.provides_context else None
-        return Conditioning(aligned=aligned, context=context)
+        return projected
 
     def _aligned(
-        self, projected: dict[str, FeatureSequence], frame_rate: float, num_frames: int
+        self, projected: dict[str, FeatureSequence], frame_rate: float, num_frames: int, *,
+        dropped: Tensor | None, text: TextFeatures | None, keep_text: Tensor | None,
+        batch: int | None,
     ) -> FeatureSequence:
         total, masks = 0.0, []
         for seq in projected.values():
@@ -190,31 +275,51 @@ class MaskVATFuser(ConditionFuser):
             total = total + values
             masks.append(mask)
         covered = None  # [b, num_frames]: the frames at least one stream reaches
-        if all(m is not None for m in masks):
+        if masks and all(m is not None for m in masks):
             covered = torch.stack(masks).any(dim=0)
+        if dropped is not None:  # a fuser with text: null video in the dropped rows
+            null = self.null_video.expand(batch, num_frames, -1)
+            total = null if not projected else torch.where(dropped[:, None, None], null, total)
+            if covered is not None:
+                covered = covered | dropped[:, None]
+            if text is not None:
+                pooled = self.pooled_project(text.pooled.to(null.dtype))  # [b, dim]
+                total = total + torch.where(keep_text[:, None], pooled, 0.0)[:, None]
         return FeatureSequence(
             values=self.aligned_norm(total), rate=frame_rate, start=0.0, mask=covered
         )
 
-    def _context(self, projected: dict[str, FeatureSequence]) -> FeatureSequence:
+    def _context(
+        self, projected: dict[str, FeatureSequence], *, dropped: Tensor | None,
+        text: TextFeatures | None, keep_text: Tensor | None, batch: int | None,
+    ) -> FeatureSequence:
         parts, masks = [], []
+        if dropped is not None:  # a fuser with text: the null video token leads
+            parts.append(self.null_video_token.expand(batch, 1, -1))
+            masks.append(dropped[:, None])
         for i, seq in enumerate(projected.values()):
             times = seq.times().to(seq.values.device)  # [t] seconds
             tags = self.stream_embedding[i] + time_embedding(times, self.dim).to(seq.values.dtype)
             parts.append(seq.values + tags)  # [b, t, dim]
             masks.append(seq.valid_mask())
+        if text is not None:
+            real = text.tokens.valid_mask() & keep_text[:, None]  # [b, t]
+            tokens = text.tokens.values.masked_fill(~real[..., None], 0.0)
+            tokens = self.text_project(tokens.to(self.null_video.dtype))
+            parts.append(tokens.masked_fill(~real[..., None], 0.0) + self.text_embedding)
+            masks.append(real)
         x, valid = torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # [b, s, dim], [b, s]
         # A row without any valid step attends to all of them (its output is all padding anyway).
         keys = valid | ~valid.any(dim=1, keepdim=True)
         keys = rearrange(keys, "b s -> b 1 1 s")
         for layer in self.encoder:
             x = layer(x, keys)
-        has_mask = any(seq.mask is not None for seq in projected.values())
         seqs = list(projected.values())
+        has_mask = dropped is not None or any(seq.mask is not None for seq in seqs)
         return FeatureSequence(
             values=self.context_norm(x),
-            rate=sum(s.rate for s in seqs),  # nominal: context steps per second of video
-            start=min(s.start for s in seqs),
+            rate=sum(s.rate for s in seqs) or 1.0,  # nominal: context steps per second of video
+            start=min((s.start for s in seqs), default=0.0),
             mask=valid if has_mask else None,
         )
 
@@ -223,7 +328,8 @@ def fuser_properties(config: MaskVATFuserConfig) -> dict:
     """The attributes of the fuser ``config`` builds, known without building it
     (``ComponentSpec.properties``)."""
     return {"dim": config.dim, "stream_dims": dict(config.streams),
-            "provides_aligned": config.aligned, "provides_context": config.context}
+            "provides_aligned": config.aligned, "provides_context": config.context,
+            "accepts_text": config.text_dim is not None}
 
 
 @hookimpl

@@ -10,7 +10,6 @@ is not in the download cache yet; see :func:`v2a.weights.content_sha256`);
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -85,10 +84,11 @@ def first_difference(old: Any, new: Any, prefix: str = "") -> str:
 
 def manifest_fingerprint(clips: Sequence[Clip]) -> str:
     """16 hex digits hashing every field of every clip, in order: another manifest, another
-    fingerprint."""
+    fingerprint (a clip without a caption hashes as before captions existed,
+    :meth:`Clip.record`)."""
     h = hashlib.sha256()
     for clip in clips:
-        h.update(json.dumps(dataclasses.astuple(clip)).encode("utf-8") + b"\n")
+        h.update(json.dumps(list(clip.record().values())).encode("utf-8") + b"\n")
     return h.hexdigest()[:16]
 
 

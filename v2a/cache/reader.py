@@ -106,6 +106,7 @@ class _EntryColumns:
 
     def __init__(self) -> None:
         self.path, self.id, self.label, self.sha256 = _Texts(), _Texts(), _Texts(), _Texts()
+        self.caption = _Texts()
         self.split, self.file, self.names, self.streams = (_Repeated(), _Repeated(),
                                                            _Repeated(), _Repeated())
         self.start, self.duration, self.audio_start = array("d"), array("d"), array("d")
@@ -123,6 +124,7 @@ class _EntryColumns:
         self.path.extend([c.path for c in clips])
         self.id.extend([c.id for c in clips])
         self.label.extend([c.label for c in clips])
+        self.caption.extend([c.caption for c in clips])
         self.split.extend(c.split for c in clips)
         self.start.extend(c.start for c in clips)
         self.duration.extend(math.nan if c.duration is None else c.duration for c in clips)
@@ -140,7 +142,7 @@ class _EntryColumns:
     def clip(self, i: int) -> Clip:
         return Clip(path=self.path[i], start=self.start[i],
                     duration=_float_or_none(self.duration[i]), label=self.label[i],
-                    split=self.split[i], id=self.id[i])
+                    split=self.split[i], id=self.id[i], caption=self.caption[i])
 
     def entry(self, i: int) -> CacheEntry:
         streams = self.streams[i]

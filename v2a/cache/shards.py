@@ -10,7 +10,6 @@ tensors (so that it marks the shard complete), each through :func:`v2a.files.ato
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import json
@@ -35,8 +34,9 @@ SHARDS = "shards"
 
 
 def clip_record(clip: Clip) -> dict[str, Any]:
-    """A clip as a shard's JSON holds it: every field."""
-    return dataclasses.asdict(clip)
+    """A clip as a shard's JSON holds it: every field (a caption only when set,
+    :meth:`Clip.record`)."""
+    return clip.record()
 
 
 def clip_from_record(data: dict[str, Any]) -> Clip:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -23,13 +24,14 @@ from v2a.generate.jobs import (
     estimated_bytes,
     output_audio_format,
     plan_jobs,
+    plan_text_job,
 )
 from v2a.generate.model import VideoToAudio
 from v2a.generate.outputs import Outputs, write_outputs
 from v2a.log import note, warn
 from v2a.media import MediaError, probe
 from v2a.output_stage import OutputStage, apply_output_stage
-from v2a.recipe import is_override, load_recipe, recipe_options, require_runnable
+from v2a.recipe import Recipe, is_override, load_recipe, recipe_options, require_runnable
 from v2a.resources import check_resources, estimate
 
 
@@ -84,33 +86,90 @@ def check_edit_jobs(jobs: list[Job], keep_audio: bool, edit: dict) -> None:
                                   "a shorter prompt")
 
 
+def check_prompts(args: argparse.Namespace) -> None:
+    """Refuse, in one sentence, an empty ``--prompt`` or ``--negative-prompt``."""
+    for flag, value in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt)):
+        if value is not None and not value.strip():
+            raise GenerationError(f"{flag} is empty; give the words describing the sound, or "
+                                  "leave it out")
+
+
+def text_only_source(args: argparse.Namespace) -> Source:
+    """The one source of sound from text alone (no VIDEO given): ``--prompt`` for ``--duration``
+    seconds, named after ``-o``. Refused in one sentence without a prompt or a duration, and with
+    the options that need a video."""
+    if args.prompt is None:
+        raise GenerationError("no video was given; give a VIDEO, or --prompt with --duration and "
+                              "-o FILE.wav to generate sound from text alone")
+    if args.duration is None or args.duration <= 0:
+        raise GenerationError("sound from text alone needs its length: give --duration SECONDS "
+                              "(more than 0)")
+    for flag, given in (("--start", args.start is not None), ("--keep-audio", args.keep_audio),
+                        ("--regenerate", bool(args.regenerate)),
+                        ("--audio-prompt", bool(args.audio_prompt)),
+                        ("--split", bool(args.split)), ("--root", bool(args.root))):
+        if given:
+            raise GenerationError(f"{flag} needs a video, and none was given; leave it out to "
+                                  "generate sound from text alone")
+    return Source(None, 0.0, args.duration, Path(args.output).stem if args.output else "",
+                  prompt=args.prompt, negative_prompt=args.negative_prompt)
+
+
+def video_sources(args: argparse.Namespace, notes: list[str]) -> list[Source]:
+    """The sources of the VIDEO arguments (:func:`expand_inputs`), with ``--start`` and
+    ``--duration`` applied and the text prompts: ``--prompt`` for every source when given, else
+    each manifest clip's caption; ``--negative-prompt`` for every source."""
+    sources = expand_inputs([Path(a) for a in args.inputs if not is_override(a)], notes,
+                            split=args.split, root=Path(args.root) if args.root else None)
+    if len(sources) > 1 and args.start is not None:
+        raise GenerationError("--start applies to one video; give the stretches of several "
+                              "videos in a manifest (start and duration columns)")
+    return [dataclasses.replace(
+        source, start=args.start if args.start is not None else source.start,
+        duration=args.duration if args.duration is not None else source.duration,
+        prompt=args.prompt if args.prompt is not None else source.prompt,
+        negative_prompt=args.negative_prompt) for source in sources]
+
+
+def check_text_encoder(recipe: Recipe, jobs: list[Job], args: argparse.Namespace) -> None:
+    """Without a ``text_encoder`` in the recipe, refuse ``--prompt``/``--negative-prompt`` in one
+    sentence, and take the manifest's captions out of the jobs' sources (with a note)."""
+    if recipe.has("text_encoder"):
+        return
+    for flag, value in (("--prompt", args.prompt), ("--negative-prompt", args.negative_prompt)):
+        if value is not None:
+            raise GenerationError(f"{recipe.source} has no text encoder, so it cannot follow "
+                                  f"{flag}; leave it out, or give a recipe with a text_encoder")
+    captioned = sum(job.source.prompt is not None for job in jobs)
+    if captioned:
+        note(f"{recipe.source} has no text encoder: the captions of {captioned} clip(s) are not "
+             "used")
+    for job in jobs:
+        job.source = dataclasses.replace(job.source, prompt=None)
+
+
 def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     if args.overwrite and args.skip_finished:
         raise GenerationError("--overwrite replaces finished outputs and --skip-finished keeps "
                               "them; give one of them")
-    sources = expand_inputs([Path(a) for a in args.inputs if not is_override(a)], notes,
-                            split=args.split, root=Path(args.root) if args.root else None)
+    check_prompts(args)
     overrides = [a for a in args.inputs if is_override(a)] + list(args.overrides)
-    if not sources:
-        raise GenerationError("no video was given")
-    if args.start is not None or args.duration is not None:
-        if len(sources) > 1 and args.start is not None:
-            raise GenerationError("--start applies to one video; give the stretches of several "
-                                  "videos in a manifest (start and duration columns)")
-        sources = [Source(s.video, args.start if args.start is not None else s.start,
-                          args.duration if args.duration is not None else s.duration, s.name)
-                   for s in sources]
+    text_only = not any(not is_override(a) for a in args.inputs)
     output = Path(args.output) if args.output else None
-    audio_format = output_audio_format(output, args.audio_format)
     steps = parse_steps(args.steps)
     edit = edit_arguments(args)
     stage = OutputStage(peak_dbfs=None if args.raw_audio else args.peak,
                         loudness_lufs=None if args.raw_audio else args.loudness)
-    jobs, kept = plan_jobs(sources, output, audio_format, args.overwrite,
-                           skip_finished=args.skip_finished)
+    if text_only:
+        jobs, kept = plan_text_job(text_only_source(args), output, args.audio_format,
+                                   args.overwrite, skip_finished=args.skip_finished)
+    else:
+        sources = video_sources(args, notes)
+        jobs, kept = plan_jobs(sources, output, output_audio_format(output, args.audio_format),
+                               args.overwrite, skip_finished=args.skip_finished)
     if kept:
-        notes.append(f"kept the finished outputs of {kept} of {len(sources)} videos "
+        notes.append(f"kept the finished outputs of {kept} of {len(jobs) + kept} videos "
                      "(--skip-finished)")
     for text in notes:
         note(text)
@@ -120,24 +179,27 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, overrides, **recipe_options(args))
     require_runnable(recipe)
+    check_text_encoder(recipe, jobs, args)
     sample_rate, channels = codec_format(recipe)
     needed: dict[Path, int] = {}
     for job in jobs:
-        needed[job.mp4.parent] = needed.get(job.mp4.parent, 0) + estimated_bytes(
-            job, sample_rate, channels)
-    check_writable({j.mp4.parent for j in jobs} | {j.wav.parent for j in jobs}, needed)
+        folder = job.anchor.parent
+        needed[folder] = needed.get(folder, 0) + estimated_bytes(job, sample_rate, channels)
+    check_writable({path.parent for job in jobs for path in job.outputs}, needed)
     for job in jobs:
-        if job.plan.message:
+        if job.plan is not None and job.plan.message:
             note(job.plan.message)
     with Outputs(jobs, overwrite=args.overwrite):
         model = VideoToAudio.from_recipe(recipe, args.checkpoint, device=args.device or "cpu")
         shortfall = check_resources(estimate(recipe, task="generate", built=model.components),
-                                    folder=jobs[0].mp4.parent)
+                                    folder=jobs[0].anchor.parent)
         if shortfall:  # the weights are in memory; what generating adds may not fit
             warn(shortfall)
         for job in tqdm(jobs, desc="generating", unit="video", disable=len(jobs) < 2):
             try:
-                audio, sr = model.generate(job.video, start=job.source.start,
+                audio, sr = model.generate(job.video, prompt=job.source.prompt,
+                                           negative_prompt=job.source.negative_prompt,
+                                           start=job.source.start,
                                            duration=job.source.duration, seed=args.seed,
                                            candidates=args.candidates, steps=steps, cfg=args.cfg,
                                            temperature=args.temperature, precision=args.precision,
@@ -147,13 +209,28 @@ def run(args: argparse.Namespace) -> int:
             except MediaError as exc:
                 raise GenerationError(str(exc)) from None
             audio, report = apply_output_stage(audio, sr, stage)
+            what = job.video or job.wav
             if report.warning():
-                warn(f"{job.video}: {report.warning()}")
+                warn(f"{what}: {report.warning()}")
             for text in report.notes:
-                note(f"{job.video}: {text}")
+                note(f"{what}: {text}")
             write_outputs(job, audio, sr)
-            tqdm.write(f"wrote {job.mp4} and {job.wav}", file=sys.stdout)
+            tqdm.write(f"wrote {' and '.join(str(p) for p in reversed(job.outputs))}",
+                       file=sys.stdout)
     return 0
+
+
+def add_text_options(p: argparse.ArgumentParser) -> None:
+    """``--prompt`` and ``--negative-prompt`` (docs/prompts.md)."""
+    words = p.add_argument_group("text", "describe the sound in words; the recipe needs a "
+                                 "text_encoder (docs/prompts.md)")
+    words.add_argument("--prompt", metavar="TEXT",
+                       help="what the sound should be, e.g. 'a dog barks twice'; for every "
+                       "video given, a manifest's caption column included (without it, each "
+                       "clip's caption is its prompt)")
+    words.add_argument("--negative-prompt", metavar="TEXT",
+                       help="what the sound should not be, e.g. 'music, speech': guidance "
+                       "steers away from it (with --cfg)")
 
 
 def add_command(sub, common: argparse.ArgumentParser) -> None:
@@ -166,18 +243,22 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
         "rate) and <stem>.mp4 (the video stream copied, the new audio muxed in, lasting exactly as "
         "long as the video) into the folder -o (created if needed), or <stem>.v2a.wav/.mp4 beside "
         "each video. With one VIDEO, -o may name the files instead: -o out.mp4 writes out.mp4 and "
-        "out.wav, -o out.flac writes out.mp4 and out.flac.",
+        "out.wav, -o out.flac writes out.mp4 and out.flac. With --prompt and no VIDEO, the sound "
+        "of the text alone: v2a generate --recipe R --prompt TEXT --duration 5 -o out.wav "
+        "(docs/prompts.md).",
     )
     p.add_argument("--recipe", required=True, help="a recipe file, or the name of a built-in recipe")
     p.add_argument("--checkpoint", metavar="RUN",
                    help="a training run folder (fuser.safetensors, generator.safetensors); "
                    "without it the model is randomly initialised")
-    p.add_argument("inputs", nargs="+", metavar="VIDEO|FOLDER|LIST.csv|key=value",
-                   help="videos, folders of videos or CSV/JSONL manifests, then recipe overrides")
+    p.add_argument("inputs", nargs="*", metavar="VIDEO|FOLDER|LIST.csv|key=value",
+                   help="videos, folders of videos or CSV/JSONL manifests, then recipe overrides; "
+                   "none with --prompt: sound from the text alone")
     p.add_argument("-o", "--output", metavar="DIR|FILE",
                    help="output folder, created if needed (default: beside each video); with one "
                    "video, a file name ending in .mp4, .wav or .flac: -o out.mp4 writes out.mp4 and "
                    "out.wav")
+    add_text_options(p)
     p.add_argument("--candidates", type=int, help="candidates to rerank (default: sampling.candidates)")
     p.add_argument("--steps", help="decoding steps per RVQ level, e.g. 16,8,4 (default: sampling.steps)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: sampling.cfg_scale)")
@@ -187,7 +268,8 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
                    help="where the sound starts in the video, in seconds (default 0; a manifest's "
                    "start column gives it per clip); the mp4 is the video cut to that stretch")
     p.add_argument("--duration", type=float,
-                   help="seconds to generate from --start (default: to the end of the video)")
+                   help="seconds to generate from --start (default: to the end of the video); "
+                   "required for sound from text alone")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                    help="generator precision (default: sampling.precision)")

@@ -26,18 +26,20 @@ def run(args: argparse.Namespace) -> int:
         result = vggsound_manifest(
             args.csv, videos=args.videos, pattern=args.pattern or VGGSOUND_PATTERN,
             whole_videos=args.whole_videos, seconds=args.seconds, check_files=not args.no_check,
-            val_fraction=args.val_fraction,
+            val_fraction=args.val_fraction, captions=not args.no_captions,
         )
     elif args.layout == "folder":
         result = folder_manifest(
             args.folder, window=args.window, hop=args.hop, labels_from_folders=args.labels,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+            captions=not args.no_captions,
         )
     else:
         result = music_manifest(
             args.json, videos=args.videos, pattern=args.pattern or MUSIC_PATTERN,
             window=args.window, hop=args.hop, val_fraction=args.val_fraction,
             test_fraction=args.test_fraction, check_files=not args.no_check,
+            captions=not args.no_captions,
         )
     if not result.clips:
         print(result.report(), file=sys.stderr)
@@ -64,6 +66,8 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
     out.add_argument("-o", "--output", required=True,
                      help="the manifest to write (.csv, or .jsonl for JSON Lines)")
     out.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
+    out.add_argument("--no-captions", action="store_true",
+                     help="leave the caption column out (by default each clip's label, in words)")
     cut = argparse.ArgumentParser(add_help=False)
     cut.add_argument("--window", type=float, metavar="SECONDS",
                      help="cut each video into windows of this length (probes every file)")

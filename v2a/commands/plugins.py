@@ -57,9 +57,10 @@ def show_training_task(registry: Registry, name: str) -> int:
     plugin = registry.training_tasks[name].plugin
     print(f"{TRAINING_TASK} {name!r} from {plugin.label}: {spec.description or '-'}")
     print("trains and exports (in the run folder):")
-    width = max(len(slot) for slot in spec.exports)
-    for slot, file in spec.exports.items():
-        print(f"  {slot.ljust(width)}  {file}")
+    width = max(len(slot) for slot in spec.export_files)
+    for slot, file in spec.export_files.items():
+        when = "  (when the recipe has one to train)" if slot in spec.optional_exports else ""
+        print(f"  {slot.ljust(width)}  {file}{when}")
     return 0
 
 

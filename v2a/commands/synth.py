@@ -13,8 +13,10 @@ def run(args: argparse.Namespace) -> int:
     if (out / "manifest.csv").exists() and not args.overwrite:
         raise SynthError(f"{out} already holds a synthetic dataset; add --overwrite to replace it")
     write_synth(out, args.clips, args.seed, seconds=args.seconds, fps=args.fps, size=args.size,
-                sample_rate=args.sample_rate, split=args.split, silent=args.silent)
-    print(f"wrote {args.clips} clips, {out / 'manifest.csv'} and {out / 'events.jsonl'}")
+                sample_rate=args.sample_rate, split=args.split, silent=args.silent,
+                caption_missing=args.caption_missing, caption_wrong=args.caption_wrong)
+    print(f"wrote {args.clips} clips, {out / 'manifest.csv'}, {out / 'events.jsonl'} and "
+          f"{out / 'captions.csv'}")
     return 0
 
 
@@ -32,5 +34,10 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="the manifest's split column (train)")
     p.add_argument("--silent", action="store_true",
                    help="videos without their sound (to give sound to; events.jsonl keeps the truth)")
+    p.add_argument("--caption-missing", type=float, default=0.0, metavar="FRACTION",
+                   help="share of clips whose manifest row has no caption (default 0)")
+    p.add_argument("--caption-wrong", type=float, default=0.0, metavar="FRACTION",
+                   help="share of clips whose caption names objects they do not show (default 0;"
+                   " captions.csv says which)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.set_defaults(func=run)

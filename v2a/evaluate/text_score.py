@@ -5,8 +5,10 @@ Each clip's text comes from ``--captions FILE`` when it is given: a CSV or TSV f
 header, one row per clip, a name column (``name``, ``id``, ``stem``, ``clip``, ``file`` or
 ``path``: the clip's file name, with or without its suffix) and a text column (``caption``,
 ``text``, ``prompt`` or ``label``). av-benchmark's caption files (``name,caption``) and a
-VGGSound-style table with a ``label`` column read as they are. Without ``--captions``, the
-classes of a clip's ground-truth events (``v2a synth``'s ``events.jsonl``) make its text: the
+VGGSound-style table with a ``label`` column read as they are. Without ``--captions``, a
+generated file's own text prompt (``v2a generate --prompt`` or a manifest's caption, recorded in
+the file's tags and read by :func:`v2a.media.generated_prompt`) is its clip's text; a clip
+without one takes the classes of its ground-truth events (``v2a synth``'s ``events.jsonl``): the
 distinct class names in the order they first sound, joined by ", ".
 
 For each clip: the audio model's embeddings of the clip (mono at its rate; one per 10 s for
@@ -29,13 +31,13 @@ import torch
 from v2a.evaluate.catalogue import TEXT_AUDIO, Metric
 from v2a.evaluate.frames import encoder_choice
 from v2a.evaluate.options import EvaluationError, Options
-from v2a.evaluate.pairing import GENERATE_SUFFIX, PairAudio
+from v2a.evaluate.pairing import GENERATE_SUFFIX, PairAudio, audio_sources
 from v2a.evaluate.provenance import model_key, model_record
 from v2a.evaluate.selection import build_scorers
 from v2a.evaluate.semantic import POOLING, direction, mean_cosines, side_cosines
 from v2a.evaluate.store import FeatureStore
 from v2a.interfaces import AudioEncoder
-from v2a.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+from v2a.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, generated_prompt
 from v2a.recipe import Recipe, build_frozen
 from v2a.registry import Registry
 from v2a.synth import Event
@@ -44,6 +46,7 @@ from v2a.synth import Event
 NAME_COLUMNS = ("name", "id", "stem", "clip", "file", "path")
 TEXT_COLUMNS = ("caption", "text", "prompt", "label")
 EVENT_CLASSES = "the classes of the ground-truth events"
+GENERATED_PROMPTS = "the prompts recorded in the generated files"
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,26 @@ def texts_of_events(truth: dict[str, list[Event]]) -> dict[str, str]:
     return texts
 
 
+def generated_prompts(folder: Path) -> dict[str, str]:
+    """Stem → the text prompt recorded in the generated file of that stem in ``folder``
+    (:func:`v2a.evaluate.pairing.audio_sources`, :func:`v2a.media.generated_prompt`); files
+    without one are left out."""
+    found = {stem: generated_prompt(path) for stem, path in audio_sources(folder).items()}
+    return {stem: prompt for stem, prompt in found.items() if prompt is not None}
+
+
 def clip_texts(options: Options, truth: dict[str, list[Event]]) -> ClipTexts:
-    """The texts of the clips: ``--captions`` when given, else the events' classes."""
+    """The texts of the clips: ``--captions`` when given; else each generated file's recorded
+    prompt (:func:`generated_prompts`), and the events' classes for the clips without one."""
     if options.captions is not None:
         return ClipTexts(texts=read_captions(options.captions),
                          source=f"captions {options.captions.name}")
-    return ClipTexts(texts=texts_of_events(truth), source=EVENT_CLASSES)
+    events = texts_of_events(truth)
+    prompts = generated_prompts(options.generated) if options.generated.is_dir() else {}
+    if not prompts:
+        return ClipTexts(texts=events, source=EVENT_CLASSES)
+    source = GENERATED_PROMPTS + (f", else {EVENT_CLASSES}" if events.keys() - prompts.keys() else "")
+    return ClipTexts(texts=events | prompts, source=source)
 
 
 class TextScorer:

@@ -14,13 +14,16 @@ from v2a.media import VIDEO_SUFFIXES, generated_by_v2a, media_files
 
 @dataclass(frozen=True)
 class Source:
-    """One thing to generate: a video file, the stretch of it (``start``, ``duration`` s; None:
-    to the end) and the stem its outputs are named after."""
+    """One thing to generate: a video file (None: sound from text alone), the stretch of it
+    (``start``, ``duration`` s; None: to the end), the stem its outputs are named after, and the
+    text ``prompt`` and ``negative_prompt`` it is generated with (None: none)."""
 
-    video: Path
+    video: Path | None
     start: float = 0.0
     duration: float | None = None
     name: str = ""
+    prompt: str | None = None
+    negative_prompt: str | None = None
 
     @property
     def stem(self) -> str:
@@ -46,7 +49,7 @@ def expand_inputs(paths: list[Path], notes: list[str] | None = None, *,
     """Videos named, videos inside folders named (never v2a's own outputs or temporaries, which
     are left out with a sentence appended to ``notes``, for the caller to show once the inputs
     are checked), and the clips CSV/JSONL manifests list (their ``start`` and ``duration``
-    honoured; only those of ``split`` when given; relative paths below ``root``, default the
+    honoured, their ``caption`` the source's ``prompt``; only those of ``split`` when given; relative paths below ``root``, default the
     manifest's folder). A ``split`` that leaves a manifest without clips is a
     :class:`GenerationError`."""
     sources: list[Source] = []
@@ -58,7 +61,8 @@ def expand_inputs(paths: list[Path], notes: list[str] | None = None, *,
                                       if split else f"the manifest {path} lists no clip")
             for clip in clips:
                 video = clip.resolve(root if root is not None else path.parent)
-                sources.append(Source(video, clip.start, clip.duration, _clip_stem(clip, video)))
+                sources.append(Source(video, clip.start, clip.duration, _clip_stem(clip, video),
+                                      prompt=clip.caption or None))
         elif path.is_dir():
             found = media_files([path], VIDEO_SUFFIXES)
             ours = [f for f in found if is_v2a_output(f)]

@@ -1,5 +1,6 @@
 """The jobs of a ``v2a generate`` batch, planned and checked before any model is loaded: each
-source's output names (:func:`output_paths`), what muxing will do (:func:`plan_jobs`), whether
+source's output names (:func:`output_paths`), what muxing will do (:func:`plan_jobs`; the one
+audio file of sound from text alone, :func:`plan_text_job`), whether
 outputs exist (:func:`existing_outputs`) and whether their folders can take them
 (:func:`check_writable`, :func:`estimated_bytes`)."""
 
@@ -26,6 +27,8 @@ from v2a.registry import default_registry
 
 #: What ``-o FILE`` may end in: the mp4, or the audio written beside it.
 OUTPUT_SUFFIXES = (".mp4", ".wav", ".flac")
+#: The audio files v2a generate writes (the only output of sound from text alone).
+AUDIO_WRITTEN = (".wav", ".flac")
 
 
 def names_a_file(output: Path) -> bool:
@@ -66,17 +69,29 @@ def output_audio_format(output: Path | None, given: str | None) -> str:
 
 @dataclass
 class Job:
-    """One video's outputs, planned before any model is loaded."""
+    """One source's outputs, planned before any model is loaded: the audio file and, for a
+    video, the mp4 (None for sound from text alone, :func:`plan_text_job`)."""
 
     source: Source
     wav: Path
-    mp4: Path
+    mp4: Path | None
     plan: MuxPlan | None = None  # what muxing will do, decided by :func:`plan_jobs`
     replaces: bool = False  # outputs exist and --overwrite replaces them
 
     @property
-    def video(self) -> Path:
+    def video(self) -> Path | None:
         return self.source.video
+
+    @property
+    def outputs(self) -> list[Path]:
+        """The files the job writes: the audio file, then the mp4 when there is one."""
+        return [self.wav] + ([self.mp4] if self.mp4 is not None else [])
+
+    @property
+    def anchor(self) -> Path:
+        """The output the job's lock and commit journal are named after: the mp4, or the audio
+        file when there is no mp4."""
+        return self.mp4 if self.mp4 is not None else self.wav
 
 
 def _existing_folder(path: Path) -> Path:
@@ -113,7 +128,9 @@ def check_writable(folders: set[Path], needed: dict[Path, int]) -> None:
 def estimated_bytes(job: Job, sample_rate: int, channels: int) -> int:
     """A generous guess of the bytes ``job`` writes: 16-bit audio of the planned output's length
     (:attr:`v2a.media.MuxPlan.duration`), the video stream (the input file's size when copied,
-    twice that when re-encoded) and AAC at 192 kbit/s."""
+    twice that when re-encoded) and AAC at 192 kbit/s; a job without video, its audio alone."""
+    if job.plan is None:
+        return int(job.source.duration * sample_rate * channels * 2) + 65_536
     seconds = job.plan.duration
     video_bytes = job.video.stat().st_size * (1 if job.plan.copy_video else 2)
     return int(seconds * sample_rate * channels * 2 + video_bytes + seconds * 24_000) + 65_536
@@ -164,24 +181,45 @@ def plan_jobs(sources: list[Source], output: Path | None, audio_format: str,
     return jobs, planned - len(jobs)
 
 
+def plan_text_job(source: Source, output: Path | None, audio_format: str | None,
+                  overwrite: bool, *, skip_finished: bool = False) -> tuple[list[Job], int]:
+    """The job of sound from text alone (``source.video`` None): one audio file, ``-o output``,
+    which must name a .wav or .flac file (``audio_format``, from ``--audio-format``, must agree
+    with it). Existing outputs are refused without ``overwrite``, or kept with
+    ``skip_finished`` when a finished v2a run wrote them, as :func:`plan_jobs` does. Returns
+    ``([job], 0)``, or ``([], 1)`` when the output is kept."""
+    if output is None or output.suffix.lower() not in AUDIO_WRITTEN or output.is_dir():
+        raise GenerationError(f"without a video, v2a generate writes only the sound: give -o "
+                              f"a .wav or .flac file name, not {output or 'nothing'}")
+    own = output.suffix.lower()[1:]
+    if audio_format not in (None, own):
+        raise GenerationError(f"-o {output} asks for {own} audio but --audio-format asks for "
+                              f"{audio_format}; give one of them")
+    job = Job(source=source, wav=output, mp4=None)
+    if skip_finished and finished(job):
+        return [], 1
+    job.replaces = existing_outputs(job, overwrite)
+    return [job], 0
+
+
 def finished(job: Job) -> bool:
-    """Whether ``job``'s two outputs exist, both written by v2a, with no unfinished commit: what
-    a run that finished this video leaves (a killed run leaves at most one of the pair, or its
+    """Whether ``job``'s outputs exist, all written by v2a, with no unfinished commit: what
+    a run that finished this source leaves (a killed run leaves at most one of the pair, or its
     commit journal)."""
-    return (not journal_path(job.mp4).exists()
-            and all(p.is_file() and generated_by_v2a(p) for p in (job.wav, job.mp4)))
+    return (not journal_path(job.anchor).exists()
+            and all(p.is_file() and generated_by_v2a(p) for p in job.outputs))
 
 
 def existing_outputs(job: Job, overwrite: bool) -> bool:
     """Whether ``job``'s outputs exist (and ``overwrite`` lets them be replaced). One of the pair
     alone, written by v2a, is a half pair from an older or interrupted run: it is done again. An
     existing output without ``overwrite`` is refused."""
-    present = [p for p in (job.wav, job.mp4) if p.exists()]
+    present = [p for p in job.outputs if p.exists()]
     if not present:
         return False
-    if journal_path(job.mp4).exists():
+    if journal_path(job.anchor).exists():
         return True  # a dead run's commit: finished under the lock (Outputs), then checked again
-    if len(present) == 1 and generated_by_v2a(present[0]):
+    if len(present) < len(job.outputs) and generated_by_v2a(present[0]):
         return True
     if not overwrite:
         raise GenerationError(f"{present[0]} exists; pass --overwrite to replace it, or "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,17 +20,27 @@ from v2a.log import warn as log_warn
 from v2a.media import Video, resample_audio
 from v2a.recipe import Recipe, build_frozen
 from v2a.sampler import Prompt, allow_tf32, recipe_sampling, sample
-from v2a.sequences import FeatureSequence
+from v2a.sequences import FeatureSequence, TextFeatures
+from v2a.tasks import exported_weights
 from v2a.weights import is_random
 
 
+@dataclass(frozen=True)
+class TextPrompt:
+    """A prompt and a negative prompt as the text encoder encoded them (either may be None)."""
+
+    prompt: TextFeatures | None
+    negative: TextFeatures | None
+
+
 class VideoToAudio:
-    """A recipe's codec, visual encoders, fuser, generator and (optional) reranker, ready to
-    turn videos into audio. Build it with :meth:`from_recipe`."""
+    """A recipe's codec, visual encoders, fuser, generator, (optional) reranker and (optional)
+    text encoder, ready to turn videos and prompts into audio. Build it with :meth:`from_recipe`."""
 
     def __init__(self, recipe: Recipe, *, codec, encoders: dict, fuser, generator, reranker=None,
-                 device: str | torch.device = "cpu"):
+                 text_encoder=None, device: str | torch.device = "cpu"):
         self.recipe = recipe
+        self.text_encoder = text_encoder
         self.codec = codec
         self.encoders = encoders  # stream name → VisualEncoder
         self.fuser = fuser
@@ -42,7 +53,9 @@ class VideoToAudio:
                     device: str | torch.device = "cpu",
                     warn: Callable[[str], None] | None = None) -> VideoToAudio:
         """Build the recipe's components; load the fuser and generator of the training run
-        folder ``checkpoint`` (strictly), or keep them randomly initialised when it is None.
+        folder ``checkpoint`` (strictly), and its text encoder when the run exported one (a
+        text encoder trained with the model), or keep them as the recipe has them when it is
+        None.
 
         A run whose ``recipe.yaml`` differs from ``recipe`` in
         :data:`~v2a.generate.run_folder.WEIGHT_SECTIONS` is refused (:func:`check_run_recipe`);
@@ -60,6 +73,13 @@ class VideoToAudio:
         encoders = {name: build_frozen(recipe.choice(f"visual_encoders.{name}"))
                     for name in recipe.visual_streams}
         reranker = build_frozen(recipe.choice("reranker")) if recipe.has("reranker") else None
+        text_encoder = None
+        if recipe.has("text_encoder"):
+            built["text_encoder"] = text_encoder = build_frozen(recipe.choice("text_encoder"))
+            trained_text = None if checkpoint is None else exported_weights(Path(checkpoint),
+                                                                             "text_encoder")
+            if files is not None and trained_text is not None:
+                files = {**files, "text_encoder": trained_text}
         missing = sorted(set(built["fuser"].stream_dims) - set(encoders))
         if missing:
             raise GenerationError(f"{recipe.source}: the fuser reads stream {missing[0]!r}, which no "
@@ -69,7 +89,7 @@ class VideoToAudio:
         else:  # said once all is built, not before an error that stops it
             _warn_if_untrained(recipe, warn)
         model = cls(recipe, codec=built["codec"], encoders=encoders, fuser=built["fuser"],
-                    generator=built["generator"], reranker=reranker)
+                    generator=built["generator"], reranker=reranker, text_encoder=text_encoder)
         return model.to(device)
 
     def to(self, device: str | torch.device) -> VideoToAudio:
@@ -88,6 +108,8 @@ class VideoToAudio:
                  **{f"visual_encoders.{name}": enc for name, enc in self.encoders.items()}}
         if self.reranker is not None:
             found["reranker"] = self.reranker
+        if self.text_encoder is not None:
+            found["text_encoder"] = self.text_encoder
         return found
 
     @property
@@ -112,7 +134,9 @@ class VideoToAudio:
     # -- generation ----------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def generate(self, video: str | Path | Tensor | Video, *, fps: float | None = None,
+    def generate(self, video: str | Path | Tensor | Video | None, *,
+                 prompt: str | None = None, negative_prompt: str | None = None,
+                 fps: float | None = None,
                  start: float = 0.0, duration: float | None = None, seed: int | None = None,
                  candidates: int | None = None, steps=None, cfg: float | None = None,
                  temperature: float | None = None, precision: str | None = None,
@@ -132,6 +156,14 @@ class VideoToAudio:
         Options left None take the recipe's ``sampling`` values. ``progress`` shows a progress
         bar over the windows of a video longer than one window.
 
+        Text (a recipe with a ``text_encoder``): ``prompt`` is encoded once and fused with
+        every window's video; ``negative_prompt`` makes guidance's unconditional rows the
+        fuser's conditioning of that text without the video (without it, they are the fully
+        dropped conditioning, as with no prompt). ``video=None`` generates from ``prompt``
+        alone: ``duration`` is then required, ``start`` and ``fps`` are not read, no video is
+        decoded, and the reranker (which needs the video) is not used. A prompt for a recipe
+        without a text encoder is refused in one sentence.
+
         Editing (:mod:`v2a.generate.editing`, docs/editing.md): ``keep_audio`` (a file whose
         audio track is cut like the video, or a waveform ``[c, n]`` of the clip at
         ``audio_rate`` Hz, default the codec's) is kept except in the ``regenerate`` stretches
@@ -148,8 +180,12 @@ class VideoToAudio:
         seed = self.recipe.sampling.seed if seed is None else int(seed)
         options = self.sampling_options(candidates=candidates, steps=steps, cfg=cfg,
                                         temperature=temperature, precision=precision)
-        source = video_source(video, fps)
-        name, duration = checked_stretch(source, start, duration)
+        text = self.text_conditioning(prompt, negative_prompt, video=video, duration=duration)
+        if video is None:
+            source, name, start = None, "the prompt", 0.0
+        else:
+            source = video_source(video, fps)
+            name, duration = checked_stretch(source, start, duration)
         n = round(duration * self.sample_rate)
         edit = plan_edit(keep_audio=keep_audio, regenerate=regenerate, audio_prompt=audio_prompt,
                          audio_rate=audio_rate, crossfade=crossfade, start=start,
@@ -160,9 +196,30 @@ class VideoToAudio:
         codes = self.generate_codes(source, start=start, duration=duration, total=total,
                                     width=width, seed=seed, options=options, progress=progress,
                                     prompt=None if edit is None else edit.prompt(
-                                        self.codec, total, self.device))
+                                        self.codec, total, self.device), text=text)
         wav = self.decode_codes(codes, n, window=width, name=name, progress=progress)
         return (wav if edit is None else edit.splice(wav, self.sample_rate)), self.sample_rate
+
+    def text_conditioning(self, prompt: str | None, negative_prompt: str | None, *,
+                          video=None, duration: float | None = None) -> TextPrompt | None:
+        """The encoded ``prompt`` and ``negative_prompt`` (``None`` when neither is given), after
+        refusing, in one sentence: a prompt for a recipe without a text encoder, no video and
+        no prompt, and text-only generation without a ``duration``."""
+        if (prompt is not None or negative_prompt is not None) and self.text_encoder is None:
+            raise GenerationError(f"{self.recipe.source} has no text_encoder, so it cannot follow "
+                                  f"a prompt; use a recipe with one or leave out the prompt")
+        if video is None:
+            if prompt is None:
+                raise GenerationError("give a video, a prompt, or both")
+            if duration is None:
+                raise GenerationError("generating from a prompt alone needs a duration "
+                                      "(--duration SECONDS)")
+            if not duration > 0:
+                raise GenerationError(f"--duration must be positive, got {duration:g}")
+        if prompt is None and negative_prompt is None:
+            return None
+        encode = lambda text: None if text is None else self.text_encoder.encode([text])  # noqa: E731
+        return TextPrompt(prompt=encode(prompt), negative=encode(negative_prompt))
 
     def width_for(self, duration: float, total: int) -> int:
         """Frames of each generation window for a clip of ``duration`` s and ``total`` frames:
@@ -204,7 +261,7 @@ class VideoToAudio:
 
     def generate_codes(self, source: Path | Video, *, start: float, duration: float, total: int,
                        width: int, seed: int, options: dict, progress: bool = False,
-                       prompt: Prompt | None = None) -> Tensor:
+                       prompt: Prompt | None = None, text: TextPrompt | None = None) -> Tensor:
         """Codes ``[k, total]`` of the stretch ``[start, start + duration]`` s of ``source``, in
         windows of ``width`` frames (:func:`window_starts`, a quarter of a window overlapping):
         each window is conditioned on its own stretch of video and continues the codes already
@@ -214,7 +271,7 @@ class VideoToAudio:
         ``prompt``: codes to keep, ``codes`` and ``known`` ``[1, k, total]``; the known
         positions are given to each window's prompt with its overlap, so the result holds
         exactly ``prompt.codes`` wherever ``prompt.known`` (a window known throughout is not
-        sampled)."""
+        sampled). ``source`` None: no video (``text`` alone conditions every window)."""
         frame_rate = float(self.codec.frame_rate)
         shape = (self.codec.n_codebooks, total)
         codes = torch.zeros(shape, dtype=torch.int64) if prompt is None else \
@@ -235,23 +292,33 @@ class VideoToAudio:
                 if bool(known.any()) else None
             codes[:, first:done] = self.sample_window(
                 source, start=start + t0, duration=span, width=width, prompt=window_prompt,
-                seed=window_seed(seed, w), options=options)
+                seed=window_seed(seed, w), options=options, text=text)
         return codes
 
-    def sample_window(self, source: Path | Video, *, start: float, duration: float, width: int,
-                      prompt: Prompt | None, seed: int, options: dict) -> Tensor:
+    def sample_window(self, source: Path | Video | None, *, start: float, duration: float,
+                      width: int, prompt: Prompt | None, seed: int, options: dict,
+                      text: TextPrompt | None = None) -> Tensor:
         """Codes ``[k, width]`` of one window: the video's ``duration`` s from ``start``
-        encoded and fused into the conditioning of ``width`` frames, ``options["candidates"]``
-        candidates sampled (continuing ``prompt``), and the one the reranker prefers kept (the
-        first without a reranker or with one candidate)."""
+        encoded (none when ``source`` is None) and fused, with ``text`` when given, into the
+        conditioning of ``width`` frames, ``options["candidates"]`` candidates sampled
+        (continuing ``prompt``; guidance against ``text.negative`` when given), and the one
+        the reranker prefers kept (the first without a reranker, video or second candidate)."""
         frame_rate = float(self.codec.frame_rate)
-        streams = self.encode_video(source, duration, start=start)
-        condition = self.fuser.fuse({k: streams[k] for k in self.fuser.stream_dims},
-                                    frame_rate=frame_rate, num_frames=width)
+        streams = {} if source is None else self.encode_video(source, duration, start=start)
+        fused = {k: streams[k] for k in self.fuser.stream_dims} if streams else {}
+        textual = {} if text is None or text.prompt is None else {"text": text.prompt}
+        if source is None:
+            textual["drop_video"] = torch.ones(1, dtype=torch.bool, device=self.device)
+        condition = self.fuser(fused, frame_rate=frame_rate, num_frames=width, **textual)
+        negative = None
+        if text is not None and text.negative is not None:
+            negative = self.fuser(fused, frame_rate=frame_rate, num_frames=width,
+                                  text=text.negative,
+                                  drop_video=torch.ones(1, dtype=torch.bool, device=self.device))
         window_codes = sample(self.generator, condition, num_frames=width, prompt=prompt,
-                              seed=seed, **options)  # [candidates, k, width] on the device
+                              seed=seed, negative=negative, **options)  # [candidates, k, width]
         best = 0
-        if options["candidates"] > 1 and self.reranker is not None:
+        if options["candidates"] > 1 and self.reranker is not None and streams:
             wavs = self.codec.decode(window_codes).float()
             best = self.rerank(wavs, streams)
         return window_codes[best].cpu()

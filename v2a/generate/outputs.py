@@ -33,7 +33,7 @@ class Outputs:
 
     def __enter__(self) -> Outputs:
         try:
-            for folder in sorted({j.mp4.parent for j in self.jobs} | {j.wav.parent for j in self.jobs}):
+            for folder in sorted({path.parent for job in self.jobs for path in job.outputs}):
                 missing = []
                 at = folder.absolute()
                 while not at.exists():
@@ -43,8 +43,8 @@ class Outputs:
                 self.made += reversed(missing)
                 remove_stale_temporaries(folder)
             for job in self.jobs:
-                self.locks.append(OutputLock(job.mp4, what="writing").acquire())
-                recover_commit(job.mp4)  # a pair a dead run had decided to commit
+                self.locks.append(OutputLock(job.anchor, what="writing").acquire())
+                recover_commit(job.anchor)  # a pair a dead run had decided to commit
                 job.replaces = existing_outputs(job, self.overwrite)  # again, now that it is ours
         except BaseException:
             self.__exit__()
@@ -61,17 +61,22 @@ class Outputs:
 
 
 def write_outputs(job: Job, audio: Tensor, sample_rate: int) -> None:
-    """Write ``job``'s audio file and mp4 as one commit: both are written as temporaries, then
-    renamed together (:func:`v2a.files.commit_together`), so that after a failure or a kill the
-    pair is either both new or both old."""
+    """Write ``job``'s audio file and mp4 (when it has one) as one commit: both are written as
+    temporaries, then renamed together (:func:`v2a.files.commit_together`), so that after a
+    failure or a kill the pair is either both new or both old. Both are tagged with the source's
+    text prompts (:func:`v2a.media.generated_tags`)."""
     wav = audio.numpy()
+    prompts = dict(prompt=job.source.prompt, negative_prompt=job.source.negative_prompt)
     with staged_output(job.wav) as new_wav:
-        write_audio(new_wav, wav, sample_rate)
-        try:
-            with staged_output(job.mp4) as new_mp4:
-                mux_audio(job.video, wav, sample_rate, new_mp4, plan=job.plan,
-                          start=job.source.start, duration=job.source.duration)
-        except BaseException:
-            new_wav.unlink(missing_ok=True)
-            raise
-    commit_together([(new_wav, job.wav), (new_mp4, job.mp4)], anchor=job.mp4)
+        write_audio(new_wav, wav, sample_rate, **prompts)
+    if job.mp4 is None:
+        commit_together([(new_wav, job.wav)], anchor=job.anchor)
+        return
+    try:
+        with staged_output(job.mp4) as new_mp4:
+            mux_audio(job.video, wav, sample_rate, new_mp4, plan=job.plan,
+                      start=job.source.start, duration=job.source.duration, **prompts)
+    except BaseException:
+        new_wav.unlink(missing_ok=True)
+        raise
+    commit_together([(new_wav, job.wav), (new_mp4, job.mp4)], anchor=job.anchor)

@@ -16,6 +16,9 @@ orientation of its streams, window checks), :mod:`~v2a.media.decode` (:func:`loa
   device).
 * :func:`probe` — what a file holds (:class:`MediaInfo`), from its header and first frame.
 * :func:`write_video` — RGB frames (+ audio) → an H.264/AAC mp4, atomically.
+* :func:`write_audio` — a waveform → a 16-bit .wav or .flac, atomically, tagged as v2a's
+  (:func:`generated_tags`: the text prompt it was generated from, if any, read back by
+  :func:`generated_prompt` and :func:`generated_negative_prompt`).
 * :func:`plan_mux` / :func:`mux_audio` — a video with new sound: the input's video stream copied
   packet for packet when the output container can hold it, else re-encoded as H.264; the plan
   is known, from the header and first packets, before any sound is generated.
@@ -52,12 +55,21 @@ from v2a.media.discovery import AUDIO_SUFFIXES, VIDEO_SUFFIXES, find_video, medi
 from v2a.media.mux import MUX_FORMATS, REENCODE_OPTIONS, MuxPlan, mux_audio, plan_mux
 from v2a.media.probing import WINDOW_TOLERANCE, MediaError, MediaInfo, open_media, probe
 from v2a.media.resample import resample_audio
-from v2a.media.write import GENERATED_BY, generated_by_v2a, write_audio, write_video
+from v2a.media.write import (
+    GENERATED_BY,
+    generated_by_v2a,
+    generated_negative_prompt,
+    generated_prompt,
+    generated_tags,
+    write_audio,
+    write_video,
+)
 
 __all__ = [
     "AUDIO_PREROLL", "AUDIO_SUFFIXES", "GENERATED_BY", "MUX_FORMATS", "REENCODE_OPTIONS",
     "VIDEO_SUFFIXES", "WINDOW_TOLERANCE", "MediaError", "MediaInfo", "MuxPlan", "Video",
-    "find_video", "frames_on_screen", "generated_by_v2a", "load_audio",
+    "find_video", "frames_on_screen", "generated_by_v2a", "generated_negative_prompt",
+    "generated_prompt", "generated_tags", "load_audio",
     "load_video", "media_files", "mux_audio", "open_media", "plan_mux", "probe",
     "resample_audio", "resample_video", "write_audio", "write_video",
 ]

@@ -30,7 +30,7 @@ from v2a.media.probing import (
     video_stream,
     window_text,
 )
-from v2a.media.write import GENERATED_BY, audio_frames
+from v2a.media.write import audio_frames, generated_tags
 
 MUX_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 """The suffixes :func:`mux_audio` writes, and the container format of each. (Not Matroska:
@@ -275,11 +275,14 @@ def mux_audio(
     *,
     start: float | None = None,
     duration: float | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
 ) -> MuxPlan:
     """Write ``out_path``: the first video stream of ``video_path`` and ``audio [c, n]`` float in
     [-1, 1] (c = 1 or 2) at ``sample_rate`` encoded as AAC from the file's start, lasting exactly
     ``n / sample_rate`` seconds (the encoder's priming and padding are marked for decoders to
-    drop). Other streams of the input are left out. Tagged :data:`GENERATED_BY`. Atomic: a
+    drop). Other streams of the input are left out. Tagged :data:`GENERATED_BY` (with the text
+    ``prompt`` and ``negative_prompt`` when given, :func:`generated_tags`). Atomic: a
     temporary beside ``out_path``, renamed into place.
 
     The video follows ``plan`` (default: :func:`plan_mux` of the same paths and window; a plan
@@ -305,7 +308,7 @@ def mux_audio(
     audio = np.asarray(audio, dtype=np.float32)
     with atomic_output(out_path) as tmp:
         with open_media(video_path) as src, av.open(tmp, "w", format=_mux_format(out_path)) as out:
-            out.metadata["comment"] = GENERATED_BY
+            out.metadata.update(generated_tags(prompt=prompt, negative_prompt=negative_prompt))
             video_in = video_stream(src)
             ticks = video_in.time_base
             origin = round(late_start(src) / ticks)

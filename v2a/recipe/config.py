@@ -60,6 +60,8 @@ class TrainingConfig:
     precision: Precision = "fp32"
     level_policy: Literal["per_level", "joint"] = "per_level"  # assumed: per_level
     condition_dropout: float = bounded(0.1, low=0, high=1)  # assumed; for classifier-free guidance
+    video_dropout: float = bounded(0.1, low=0, high=1)  # assumed; a row loses its video only
+    text_dropout: float = bounded(0.1, low=0, high=1)  # assumed; a row loses its text only
     aux_regression_weight: float = bounded(0.1, low=0)  # assumed
     aux_contrastive_weight: float = bounded(0.1, low=0)  # assumed
     seed: int = 0
@@ -113,6 +115,7 @@ SLOTS: dict[str, str] = {
     "fuser": "fuser",
     "generator": "generator",
     "reranker": "reranker",
+    "text_encoder": "text_encoder",  # optional: prompts, fused with the video by the fuser
 }
 #: Slots holding a mapping of named streams, each a component of the kind given.
 MULTI_SLOTS: dict[str, str] = {"visual_encoders": "visual_encoder"}

@@ -13,6 +13,9 @@ provides and a generator reads, ...), computed from the validated options alone,
 * the generator with the codec (codebooks and their size) and the fuser (conditioning width,
   aligned and context parts);
 * the reranker's stream with the visual encoders;
+* the fuser's text inputs with the text encoder: a fuser that accepts text needs one, a text
+  encoder needs a fuser that accepts text, and the fuser's ``text_dim`` / ``text_pooled_dim``
+  options are the encoder's ``dim`` / ``pooled_dim``;
 * ``sampling.steps`` with the generator's codebooks;
 * a trained ``.safetensors`` weights file with the model the options now describe: only the
   file's header is read, and the model is built on PyTorch's meta device (no memory, no
@@ -64,6 +67,7 @@ def inconsistencies(recipe: Recipe, registry: Registry, *,
     yield from check.unread_streams()
     yield from check.generator_fit()
     yield from check.reranker_streams()
+    yield from check.text_fit()
     yield from check.sampling_steps()
     if weights:
         yield from weights_fit(recipe, registry)
@@ -238,6 +242,32 @@ class _Comparison:
                     f"but the generator ({self.choices['generator'].plugin}) reads it; {fix}"
                     f"{self.retrain('fuser')}"
                 )
+
+    def text_fit(self) -> Iterator[Inconsistency]:
+        """A fuser that accepts text has a text encoder, and the reverse, as wide as it reads."""
+        accepts = self.of("fuser").get("accepts_text") if self.recipe.has("fuser") else None
+        has_encoder = self.recipe.has("text_encoder")
+        if accepts and not has_encoder:
+            yield "text_encoder", (
+                f"the fuser ({self.choices['fuser'].plugin}) reads a text, but the recipe has no "
+                f"text_encoder; add one (text_encoder.plugin=learned_words, say) or take the "
+                f"fuser's text options out")
+        if has_encoder and accepts is False:
+            yield self.key("fuser", "text_dim"), (
+                f"the recipe has a text_encoder ({self.choices['text_encoder'].plugin}), but the "
+                f"fuser ({self.choices['fuser'].plugin}) takes no text; give the fuser the "
+                f"encoder's widths (text_dim and text_pooled_dim) or remove the text_encoder")
+        if not (accepts and has_encoder):
+            return
+        encoder, config = self.of("text_encoder"), self.choices["fuser"].config
+        for option, attribute in (("text_dim", "dim"), ("text_pooled_dim", "pooled_dim")):
+            ours, theirs = getattr(config, option, None), encoder.get(attribute)
+            if ours is None or theirs is None or ours == theirs:
+                continue
+            key = self.key("fuser", option)
+            fix = self.set_to(key, "fuser", theirs, f"the text encoder's {attribute}")
+            yield key, (f"is {ours} but the text encoder ({self.choices['text_encoder'].plugin}) "
+                        f"has {attribute} {theirs}; {fix}{self.retrain('fuser')}")
 
     def sampling_steps(self) -> Iterator[Inconsistency]:
         """At most one step count per codebook (a shorter list repeats its last count)."""

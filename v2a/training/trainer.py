@@ -569,7 +569,7 @@ class Trainer:
         paths = []
         if self.dist.main:
             for slot, module in checked_exports(self.spec, self.eval_task).items():
-                path = self.out / self.spec.exports[slot]
+                path = self.out / self.spec.export_files[slot]
                 with self._writing(path.name, self.out):
                     write_export(module, path, dtype=self.cfg.export_dtype,
                                  metadata={"recipe": self.recipe.name, "component": slot})

@@ -97,7 +97,7 @@ ATTRIBUTES: dict[str, dict[str, tuple[str, Callable[[Any], bool]]]] = {
     "visual_encoder": {"fps": RATE, "frame_size": FRAME_SIZE, "dim": INT, "rate": RATE},
     "audio_encoder": {"sample_rate": INT, "dim": INT, "rate": RATE},
     "fuser": {"dim": INT, "provides_aligned": BOOL, "provides_context": BOOL,
-              "stream_dims": WIDTHS},
+              "stream_dims": WIDTHS, "accepts_text": BOOL},
     "generator": {"n_codebooks": INT, "codebook_size": INT, "condition_dim": INT, "hidden_dim": INT,
                   "uses_aligned": BOOL, "uses_context": BOOL},
     "reranker": {"sample_rate": INT, "video_streams": WIDTHS},

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 
-from v2a.sequences import Conditioning, FeatureSequence
+from v2a.sequences import Conditioning, FeatureSequence, TextFeatures
 from v2a.testing import inputs
 from v2a.testing.checks.support import (
     CLOSE,
@@ -144,5 +145,103 @@ def check_fuser_padding(factory: Factory) -> None:
         )
 
 
+# -- text (a fuser with accepts_text) ------------------------------------------------------------
+
+
+def _text_widths(fuser) -> tuple[int, int]:
+    """``(text_dim, text_pooled_dim)`` of a fuser that accepts text."""
+    name = component_name(fuser)
+    widths = getattr(fuser, "text_dim", None), getattr(fuser, "text_pooled_dim", None)
+    if not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ConformanceError(
+            f"{name}.accepts_text is True but its text_dim and text_pooled_dim are {widths}; a "
+            "fuser that accepts text says the widths of the TextFeatures it reads in them")
+    return widths
+
+
+def _text_example(fuser, batch: int, gen: torch.Generator) -> TextFeatures:
+    """Texts of 5 token steps (row ``i`` has ``5 - i % 3`` real ones) at the fuser's widths."""
+    dim, pooled_dim = _text_widths(fuser)
+    mask = torch.arange(5)[None] < torch.tensor([5 - i % 3 for i in range(batch)])[:, None]
+    return TextFeatures.from_tensors(tokens=torch.randn(batch, 5, dim, generator=gen), mask=mask,
+                                     pooled=torch.randn(batch, pooled_dim, generator=gen))
+
+
+def _valid_rows(out: Conditioning, rows: list[int]) -> dict[str, Tensor]:
+    """Each part's valid steps of each of ``rows``, in order (steps masked out do not count)."""
+    found = {}
+    for part in ("aligned", "context"):
+        seq = getattr(out, part)
+        if seq is not None:
+            valid = seq.valid_mask()
+            found.update({f"{part}[{i}]": seq.values[i][valid[i]] for i in rows})
+    return found
+
+
+def _fuse_text(fuser, ex, when, **text_options) -> Conditioning:
+    what = f"{component_name(fuser)}.fuse"
+    out = call(what + when, fuser.fuse, ex["streams"], frame_rate=ex["frame_rate"],
+               num_frames=ex["num_frames"], **text_options)
+    if not isinstance(out, Conditioning):
+        raise ConformanceError(f"{what}{when} returned a {type(out).__name__}, not a Conditioning")
+    return out
+
+
+def check_fuser_text(factory: Factory) -> None:
+    """A fuser with ``accepts_text``: a text changes the output; a row whose text is dropped
+    (``drop_text``) is fused as without any text, up to steps masked out. Passes for a fuser
+    that takes no text."""
+    fuser = build(factory)
+    if not getattr(fuser, "accepts_text", False):
+        return
+    name, b, gen = component_name(fuser), 3, inputs.seeded()
+    ex, text = _fuser_example(fuser, b, gen), _text_example(fuser, b, gen)
+    plain = _fuse_text(fuser, ex, "")
+    with_text = _fuse_text(fuser, ex, " with a text", text=text)
+    if difference(_valid_rows(plain, [0, 1, 2]), _valid_rows(with_text, [0, 1, 2]), tol=CLOSE) is None:
+        raise ConformanceError(f"{name}.fuse gives the same conditioning with a text as without "
+                               "one: it does not read the text")
+    drop = torch.tensor([True, False, True])
+    dropped = _fuse_text(fuser, ex, " with drop_text", text=text, drop_text=drop)
+    diff = difference(_valid_rows(plain, [0, 2]), _valid_rows(dropped, [0, 2]), tol=CLOSE)
+    if diff:
+        raise ConformanceError(f"{name}.fuse fuses a row whose text is dropped (drop_text) "
+                               f"otherwise than a row without text ({diff})")
+
+
+def check_fuser_drop_video(factory: Factory) -> None:
+    """A fuser with ``accepts_text``: the rows of ``drop_video`` do not depend on their video
+    streams, and without any stream (every row's video dropped, a text alone) the fuser still
+    gives the parts it provides, ``aligned`` at ``num_frames`` steps, equal to the dropped rows'.
+    Passes for a fuser that takes no text."""
+    fuser = build(factory)
+    if not getattr(fuser, "accepts_text", False):
+        return
+    name, b, gen = component_name(fuser), 3, inputs.seeded()
+    ex, text = _fuser_example(fuser, b, gen), _text_example(fuser, b, gen)
+    other = {**ex, "streams": _fuser_example(fuser, b, gen)["streams"]}
+    drop = torch.tensor([True, False, True])
+    a = _fuse_text(fuser, ex, " with drop_video", text=text, drop_video=drop)
+    c = _fuse_text(fuser, other, " with drop_video", text=text, drop_video=drop)
+    diff = difference(_valid_rows(a, [0, 2]), _valid_rows(c, [0, 2]), tol=CLOSE)
+    if diff:
+        raise ConformanceError(f"{name}.fuse reads the video of a row whose video is dropped "
+                               f"(drop_video): another video changes it ({diff})")
+    every = torch.ones(b, dtype=torch.bool)
+    alone = _fuse_text(fuser, {**ex, "streams": {}}, " without streams", text=text,
+                       drop_video=every)
+    if fuser.provides_aligned:
+        if alone.aligned is None:
+            raise ConformanceError(f"{name}.fuse gave no aligned conditioning for a text alone")
+        _check_aligned(name, alone.aligned, batch=b, dim=fuser.dim, rate=ex["frame_rate"],
+                       length=ex["num_frames"])
+    all_dropped = _fuse_text(fuser, ex, " with drop_video", text=text, drop_video=every)
+    diff = difference(_valid_rows(all_dropped, [0, 1, 2]), _valid_rows(alone, [0, 1, 2]), tol=CLOSE)
+    if diff:
+        raise ConformanceError(f"{name}.fuse without streams differs from the same rows with "
+                               f"their video dropped ({diff})")
+
+
 #: The checks of this kind, in the order they run (after the common checks).
-KIND_CHECKS: list[Check] = [check_fuser_output, check_fuser_padding]
+KIND_CHECKS: list[Check] = [check_fuser_output, check_fuser_padding, check_fuser_text,
+                            check_fuser_drop_video]

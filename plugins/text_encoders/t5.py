@@ -1,0 +1,257 @@
+"""The encoder half of T5 / Flan-T5 as a v2a :class:`~v2a.interfaces.TextEncoder` (plug-in ``t5``).
+
+T5 (Raffel et al., 2020) is an encoder-decoder; text conditioning uses only its encoder stack
+(``transformers``' ``T5EncoderModel``, the optional extra ``v2a[t5]``), kept frozen. Audio
+generation models read it that way: Tango and AudioLDM 2 condition on a frozen
+``google/flan-t5-large`` encoder, Stable Audio Open and AudioGen on ``t5-base``. The default
+checkpoint here is ``google/flan-t5-large``, the one Tango and AudioLDM 2 use.
+
+* **Tokens**: the encoder's last hidden states (after its final layer norm), ``[b, t, d_model]``
+  at one step per token; the tokenizer's attention mask says which are real. T5's tokenizer ends
+  every text with its end-of-sequence token ``</s>``, which counts as a real token, so the empty
+  prompt ``""`` is the one token ``</s>``. Padding (to the longest text of the batch) is masked
+  in the encoder's attention and zero in the output: T5's encoder is bidirectional, and a text's
+  states do not depend on how far its row is padded.
+* **Pooled**: T5 has no pooled output, so ``pooled`` is the mean of a text's real tokens
+  (``</s>`` included), ``[b, d_model]``.
+* **Truncation**: at most ``max_tokens`` tokens per text: a longer text keeps its first
+  ``max_tokens - 1`` tokens and ends with ``</s>``. T5 has relative positions and no length
+  limit of its own; the default 128 is Stable Audio Open's prompt length, plenty for captions.
+* **Weights** (``weights``): ``pretrained``: ``transformers`` downloads ``checkpoint`` from the
+  Hugging Face hub (its own cache); a local folder in the layout ``save_pretrained`` writes (the
+  model's ``config.json`` and weights and the tokenizer's files, of a ``T5EncoderModel`` or a
+  whole T5), read offline, whose ``config.json`` sets the architecture; ``none``: random
+  initialisation of the size ``d_model``, ``layers``, ``heads``, ``d_ff`` and ``vocab_size``
+  give (read only then), with a character-level tokenizer built offline (:func:`random_tokenizer`).
+  The Flan-T5 checkpoints ship a ``tokenizer.json``, which needs nothing beyond
+  ``transformers``; a checkpoint that ships only a SentencePiece ``spiece.model`` also needs the
+  ``sentencepiece`` package.
+* **Frozen** unless ``trainable``: no parameter requires grad and the encoder stays in eval mode
+  (its dropout off) whatever mode the model around it is put in. With ``trainable: true`` its
+  parameters train with the model and it follows the model's train/eval mode.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from v2a import ComponentSpec, TextEncoder, TextFeatures, hookimpl
+from v2a.errors import UserError
+from v2a.schema import FieldError, bounded, check_bounds
+from v2a.weights import PRETRAINED, WeightsError, is_random
+
+DEFAULT_CHECKPOINT = "google/flan-t5-large"
+INSTALL = "pip install 'v2a[t5]'"
+#: The special tokens of a T5 vocabulary, at T5's ids: padding 0, end of sequence 1, unknown 2.
+PAD, EOS, UNKNOWN = "<pad>", "</s>", "<unk>"
+#: SentencePiece's word-start marker, which T5's tokenizer puts before every word.
+WORD_START = "\u2581"
+#: The pieces of the ``weights: none`` tokenizer: the special tokens, the word start, then one
+#: piece per printable ASCII character; every other character is ``<unk>``.
+RANDOM_PIECES = (PAD, EOS, UNKNOWN, WORD_START,
+                 *(c for c in string.printable if not c.isspace()))
+
+#: ``d_model`` of the T5 checkpoints most used for text conditioning, so that a recipe learns
+#: the token width without downloading anything. Another checkpoint's width is known only once
+#: it is built (or, for a local folder, from its ``config.json``).
+MODEL_WIDTHS: dict[str, int] = {
+    **{f"google/flan-t5-{size}": width for size, width in
+       (("small", 512), ("base", 768), ("large", 1024), ("xl", 2048), ("xxl", 4096))},
+    **{f"google/t5-v1_1-{size}": width for size, width in
+       (("small", 512), ("base", 768), ("large", 1024), ("xl", 2048), ("xxl", 4096))},
+    **{name: width for size, width in
+       (("small", 512), ("base", 768), ("large", 1024), ("3b", 1024), ("11b", 1024))
+       for name in (f"t5-{size}", f"google-t5/t5-{size}")},
+}
+
+
+class T5NotInstalledError(UserError):
+    """The ``t5`` plug-in is asked for without ``transformers``."""
+
+
+@dataclass
+class T5TextConfig:
+    """Options of the ``t5`` text encoder.
+
+    ``weights``: ``"pretrained"`` (``checkpoint`` from the Hugging Face hub), a local folder
+    saved with ``save_pretrained``, or ``"none"`` (random init of the size below).
+    ``checkpoint``: the hub name ``pretrained`` downloads. ``max_tokens``: the most tokens of one
+    text, ``</s>`` included (a longer text is truncated). ``trainable``: train the encoder with
+    the model instead of keeping it frozen. The size of a random init (read only with
+    ``weights: none``): ``d_model`` (token width), ``layers``, ``heads`` (must divide
+    ``d_model``), ``d_ff`` (the gated-GELU feed-forward width, as in T5 v1.1 and Flan-T5) and
+    ``vocab_size`` (embedding rows; ``None``: exactly the offline tokenizer's pieces).
+    """
+
+    weights: str = PRETRAINED
+    checkpoint: str = DEFAULT_CHECKPOINT
+    max_tokens: int = bounded(128, low=2)
+    trainable: bool = False
+    d_model: int = bounded(64, low=1)
+    layers: int = bounded(2, low=1)
+    heads: int = bounded(4, low=1)
+    d_ff: int = bounded(128, low=1)
+    vocab_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+        if self.d_model % self.heads:
+            raise FieldError("heads", f"must divide d_model {self.d_model}, got {self.heads}")
+        if self.vocab_size is not None and self.vocab_size < len(RANDOM_PIECES):
+            raise FieldError("vocab_size", f"must be at least {len(RANDOM_PIECES)} (the pieces of "
+                                           f"the offline tokenizer), got {self.vocab_size}")
+
+
+def transformers_module() -> Any:
+    """``transformers``, or a :class:`T5NotInstalledError` saying how to install it."""
+    try:
+        import transformers
+    except ImportError:
+        raise T5NotInstalledError(
+            f"the t5 text encoder needs the transformers package, which is not installed; "
+            f"install it with: {INSTALL}") from None
+    return transformers
+
+
+def random_tokenizer(transformers: Any) -> Any:
+    """A T5 tokenizer over :data:`RANDOM_PIECES`, built offline: each word is the word start
+    then one piece per character (``<unk>`` for a character outside printable ASCII), and
+    every text ends with ``</s>``, as with T5's own tokenizer."""
+    pieces = [(piece, 0.0) for piece in RANDOM_PIECES[:3]]
+    pieces += [(piece, -1.0) for piece in RANDOM_PIECES[3:]]
+    return transformers.T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def random_model(config: T5TextConfig, transformers: Any) -> Any:
+    """A randomly initialised ``T5EncoderModel`` of the size ``config`` gives."""
+    return transformers.T5EncoderModel(transformers.T5Config(
+        vocab_size=config.vocab_size or len(RANDOM_PIECES), d_model=config.d_model,
+        d_kv=config.d_model // config.heads, d_ff=config.d_ff, num_layers=config.layers,
+        num_heads=config.heads, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+        use_cache=False))
+
+
+def _reason(exc: BaseException) -> str:
+    """``Type: first line of the message`` of a loading failure."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def trained_parts(config: T5TextConfig, transformers: Any) -> tuple[Any, Any]:
+    """(encoder, tokenizer) of a local folder or, for ``pretrained``, of ``checkpoint`` from
+    the hub; a :class:`WeightsError` when they cannot be read."""
+    pretrained = config.weights.strip().lower() == PRETRAINED
+    source = config.checkpoint if pretrained else str(Path(config.weights).expanduser())
+    if not pretrained and not Path(source).is_dir():
+        raise WeightsError(
+            f"the T5 weights {config.weights} are not a folder; give a folder saved with "
+            f"save_pretrained (config.json, the weights and the tokenizer's files), or "
+            f"'pretrained' to download {config.checkpoint}")
+    try:
+        model = transformers.T5EncoderModel.from_pretrained(source, local_files_only=not pretrained)
+    except (OSError, ValueError) as exc:
+        if pretrained:
+            raise WeightsError(
+                f"could not download the T5 checkpoint {source} from the Hugging Face hub "
+                f"({_reason(exc)}); download it on a machine with internet and give the folder "
+                "save_pretrained writes as the weights option") from None
+        raise WeightsError(f"could not read {source} as a T5 checkpoint ({_reason(exc)}); give a "
+                           "folder saved with save_pretrained that holds the model and its "
+                           "tokenizer") from None
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source,
+                                                               local_files_only=not pretrained)
+    except (OSError, ValueError, ImportError) as exc:
+        hint = ("; a tokenizer that is only a SentencePiece spiece.model (no tokenizer.json) "
+                "also needs: pip install sentencepiece"
+                if importlib.util.find_spec("sentencepiece") is None else "")
+        raise WeightsError(f"could not load the tokenizer of the T5 checkpoint {source} "
+                           f"({_reason(exc)}){hint}") from None
+    return model, tokenizer
+
+
+class T5TextEncoder(TextEncoder):
+    """T5's encoder stack behind the :class:`~v2a.interfaces.TextEncoder` contract: tokens
+    ``[b, t, d_model]`` (``t``: the longest text of the batch in tokens, ``</s>`` included, at
+    most ``max_tokens``; padding zero), pooled ``[b, d_model]`` = the mean of the real tokens.
+    Its ``state_dict`` is the ``transformers`` model's, under ``model.``."""
+
+    def __init__(self, config: T5TextConfig | None = None):
+        super().__init__()
+        config = config or T5TextConfig()
+        self.config = config
+        transformers = transformers_module()
+        if is_random(config.weights):
+            self.tokenizer = random_tokenizer(transformers)
+            self.model = random_model(config, transformers)
+        else:
+            self.model, self.tokenizer = trained_parts(config, transformers)
+        if len(self.tokenizer) > self.model.config.vocab_size:
+            raise WeightsError(
+                f"the T5 tokenizer has {len(self.tokenizer)} tokens but the model only "
+                f"{self.model.config.vocab_size} token embeddings; give a tokenizer made for it")
+        self.dim = self.pooled_dim = int(self.model.config.d_model)
+        self.max_tokens = config.max_tokens
+        self.trainable = config.trainable
+        self.requires_grad_(self.trainable)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> T5TextEncoder:
+        """Follows ``mode`` when ``trainable``; a frozen encoder stays in eval mode."""
+        return super().train(mode and self.trainable)
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Token ids ``[b, t]`` and the attention mask ``[b, t]`` (1 = a real token), padded
+        to the longest text and truncated at ``max_tokens``, on the CPU."""
+        batch = self.tokenizer(list(texts), padding=True, truncation=True,
+                               max_length=self.max_tokens, return_tensors="pt")
+        return batch["input_ids"], batch["attention_mask"]
+
+    def encode(self, texts: Sequence[str]) -> TextFeatures:
+        """``b`` texts → last hidden states ``[b, t, d_model]`` and their masked mean."""
+        ids, attention = self.tokenize(texts)
+        device = self.model.get_input_embeddings().weight.device
+        ids, attention = ids.to(device), attention.to(device)
+        hidden = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
+        mask = attention.bool()
+        tokens = hidden.masked_fill(~mask.unsqueeze(-1), 0.0)
+        counts = mask.sum(dim=1, keepdim=True).to(tokens.dtype)  # >= 1: </s> is always there
+        return TextFeatures.from_tensors(tokens=tokens, mask=mask, pooled=tokens.sum(1) / counts)
+
+
+def t5_text_properties(config: T5TextConfig) -> dict:
+    """The encoder's attributes known without building it: ``max_tokens``, and the width
+    (``dim`` = ``pooled_dim``) of a random init, of a checkpoint in :data:`MODEL_WIDTHS`, or
+    of a local folder whose ``config.json`` gives ``d_model``."""
+    known: dict = {"max_tokens": config.max_tokens}
+    width = None
+    if is_random(config.weights):
+        width = config.d_model
+    elif config.weights.strip().lower() == PRETRAINED:
+        width = MODEL_WIDTHS.get(config.checkpoint)
+    else:
+        try:
+            width = json.loads((Path(config.weights).expanduser() / "config.json").read_text(
+                encoding="utf-8")).get("d_model")
+        except (OSError, ValueError, AttributeError):
+            width = None  # the build says what is wrong with the folder
+    if isinstance(width, int) and width > 0:
+        known.update(dim=width, pooled_dim=width)
+    return known
+
+
+@hookimpl
+def v2a_register_components(register):
+    register(ComponentSpec(
+        kind="text_encoder", name="t5", build=T5TextEncoder, config=T5TextConfig,
+        properties=t5_text_properties, requires=("transformers",), install=INSTALL,
+        description="T5 / Flan-T5 encoder (transformers; google/flan-t5-large): frozen hidden "
+                    "state per token, pooled mean; needs v2a[t5]",
+    ))
