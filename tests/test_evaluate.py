@@ -378,10 +378,11 @@ def test_every_catalogue_metric_says_what_it_needs_and_why_it_is_skipped(registr
 
     assert {"fad", "fdd", "fdm", "fd_mfcc", "fd_vggish", "fd_panns", "fd_passt", "kl_panns",
             "kl_passt", "is_panns", "is_passt", "ns", "onset_f1", "onset_acc", "onset_ap", "ss",
-            "desync", "ib_score", "clap", "wav2clip", "sync"} == set(CATALOGUE)
+            "desync", "ib_score", "clap", "wav2clip", "text_class_acc", "class_shares",
+            "sync"} == set(CATALOGUE)
     assert all(set(names) <= set(CATALOGUE) for names in PROTOCOLS.values())
-    for metric in CATALOGUE.values():
-        assert metric.better in ("lower", "higher") and metric.label
+    for metric in CATALOGUE.values():  # class_shares describes the set: neither direction
+        assert metric.better in ("lower", "higher", "neither") and metric.label
     # the test registry has mel but no PaSST, VGGish or Synchformer
     assert skip_reason(CATALOGUE["fd_passt"], registry=registry, given={REFERENCE}) == \
         "FD PaSST skipped: no audio_encoder plug-in named 'passt' is installed"
@@ -648,7 +649,8 @@ def test_without_reference_the_whole_catalogue_is_listed_and_the_sync_score_runs
     # every other metric of the catalogue is listed as skipped, each with its reason
     from v2a.evaluate.catalogue import CATALOGUE
 
-    assert set(results["skipped"]) == set(CATALOGUE) - {"sync"}
+    # (but for the synthetic classes' metrics, which run only when --metrics names them)
+    assert set(results["skipped"]) == set(CATALOGUE) - {"sync", "text_class_acc", "class_shares"}
     assert results["skipped"]["fdm"] == ("FD mel (FDM) skipped: it compares with reference audio "
                                          "and no --reference was given")
     assert "| sync score | " in stdout

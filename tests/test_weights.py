@@ -192,3 +192,19 @@ def test_state_dict_of_unwraps_the_model_entry_and_refuses_what_holds_no_tensors
         with pytest.raises(WeightsError, match=r"f\.pth does not hold a state dict of tensors "
                                                "where X belongs"):
             state_dict_of(bad, "f.pth", what="X")
+
+
+def test_weights_files_are_readable_as_the_umask_allows(tmp_path):
+    """safetensors writes through a private temporary (mode 0600); v2a's weights files, like
+    every other file it writes, get the permissions the umask gives (a run folder on a shared
+    disk must be readable by the group when the umask says so)."""
+    import os
+
+    from v2a.weights import save_state
+
+    old = os.umask(0o022)
+    try:
+        save_state({"a": torch.zeros(2)}, tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644

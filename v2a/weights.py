@@ -487,9 +487,17 @@ def write_safetensors(tensors: Mapping[str, Tensor], path: str | Path,
     """``safetensors.torch.save_file``, except that a failure of the file system (no space, no
     permission, a read-only folder) is the :class:`OSError` it is, with its ``errno``, not a
     ``SafetensorError`` whose message holds it. It writes ``path`` itself: give it a temporary
-    of :mod:`v2a.files` (:func:`save_state` does, to write a file atomically)."""
+    of :mod:`v2a.files` (:func:`save_state` does, to write a file atomically). The file keeps
+    the permissions ``path`` had (the umask's, for a temporary of :mod:`v2a.files`), which
+    safetensors, writing through a private temporary of its own, would narrow to the owner."""
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = None
     try:
         save_file(dict(tensors), str(path), metadata=metadata)
+        if mode is not None:
+            os.chmod(path, mode)
     except Exception as exc:
         match = re.search(r"I/O error: .*\(os error (\d+)\)", str(exc))
         if match is None:

@@ -12,6 +12,8 @@ Each job has its module:
 * :mod:`v2a.evaluate.frames` — the audio encoders of the Fréchet distances and each side's frame
   statistics;
 * :mod:`v2a.evaluate.benchmark` — the synthetic benchmark against ``v2a synth``'s events;
+  :mod:`v2a.evaluate.text_classes` — its classes without timing (against the clips' texts,
+  and each class's share);
 * :mod:`v2a.evaluate.sync` — the recipe reranker's sync score against the videos;
 * :mod:`v2a.evaluate.classify` — KL and IS of an AudioClassifier's probabilities;
   :mod:`v2a.evaluate.against_reference` — NS and onset accuracy / AP against the reference;

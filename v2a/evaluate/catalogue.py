@@ -18,7 +18,7 @@ from v2a.registry import Registry
 
 REFERENCE, VIDEOS, EVENTS, RECIPE = "reference", "videos", "events", "recipe"
 TEXT = "text"  # a text per clip: --captions, or the classes of ground-truth events
-LOWER, HIGHER = "lower", "higher"
+LOWER, HIGHER, NEITHER = "lower", "higher", "neither"  # NEITHER: a description, not a score
 
 FRECHET = "frechet"  # a Fréchet distance between the frames of an audio encoder
 ONSETS = "onsets"  # onset scores against ground-truth events (the synthetic benchmark)
@@ -29,6 +29,7 @@ OFFSETS = "offsets"  # a SyncClassifier's predicted audio-video offsets (DeSync,
 SEMANTIC = "semantic"  # an audio-video embedding cosine (ImageBind, Wav2CLIP)
 TEXT_AUDIO = "text_audio"  # an audio-text embedding cosine (the CLAP score)
 SYNC = "sync"  # the recipe reranker's score
+EVENT_CLASSES = "event_classes"  # the synthetic classes of detected onsets, no timing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +45,7 @@ class Metric:
     name: str
     label: str
     family: str
-    better: str  # LOWER or HIGHER
+    better: str  # LOWER, HIGHER or NEITHER
     unit: str
     needs: frozenset[str] = field(default_factory=frozenset)
     plugin: tuple[str, str] | None = None
@@ -109,6 +110,11 @@ _METRICS = (
            needs=frozenset({VIDEOS}), plugin=("audio_encoder", "wav2clip"),
            video_plugin=("visual_encoder", "clip"),
            source="Wu et al. 2022 (Wav2CLIP)"),
+    Metric(name="text_class_acc", label="class accuracy against the text", family=EVENT_CLASSES,
+           better=HIGHER, unit="", needs=frozenset({TEXT}),
+           source="v2a synthetic benchmark (text-only generation)"),
+    Metric(name="class_shares", label="class shares", family=EVENT_CLASSES, better=NEITHER,
+           unit="", source="v2a synthetic benchmark"),
     Metric(name="sync", label="sync score", family=SYNC, better=HIGHER, unit="",
            needs=frozenset({VIDEOS, RECIPE}),
            source="the recipe's reranker (a contrastive sync model, MaskVAT)"),

@@ -20,7 +20,7 @@ from v2a.evaluate.benchmark import (
     wrong_videos,
 )
 from v2a.evaluate.against_reference import novelty_of, onset_transfer_of
-from v2a.evaluate.catalogue import NOVELTY, ONSETS, ONSETS_VS_REFERENCE, SYNC
+from v2a.evaluate.catalogue import EVENT_CLASSES, NOVELTY, ONSETS, ONSETS_VS_REFERENCE, SYNC
 from v2a.evaluate.classify import ClassScorer, build_class_scorers
 from v2a.evaluate.frames import FrameFeatures, add_frames, build_features, encoder_choice
 from v2a.evaluate.models import model_choice, untrained_reason, visual_model_choice
@@ -33,6 +33,7 @@ from v2a.evaluate.selection import Selection, inputs_given, select
 from v2a.evaluate.semantic import SemanticScorer, build_semantic_scorers
 from v2a.evaluate.store import FeatureStore
 from v2a.evaluate.sync import SyncScorer, build_sync_scorer
+from v2a.evaluate.text_classes import TEXT_CLASS_ACC, EventClassScorer
 from v2a.evaluate.text_score import ClipTexts, TextScorer, build_text_scorers, clip_texts
 from v2a.interfaces import AudioCodec
 from v2a.log import warn
@@ -65,6 +66,7 @@ class Evaluation:
     semantic: dict[str, SemanticScorer] = field(default_factory=dict)  # metric → its scorer
     text: dict[str, TextScorer] = field(default_factory=dict)  # metric → its CLAP-score scorer
     texts: ClipTexts | None = None  # each clip's text, for the audio-text metrics
+    event_classes: EventClassScorer | None = None  # text_class_acc and class_shares
     no_text: list[str] = field(default_factory=list)
     no_video: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
@@ -105,7 +107,9 @@ class Evaluation:
     def score_without_events(self, audio: PairAudio, clip: dict[str, Any]) -> None:
         """Into ``clip``: the scores of one pair that need no ground truth (class probabilities
         go into their scorers, NS, onset transfer, the sync score, the offsets and the
-        semantic cosines, the audio-text cosines)."""
+        semantic cosines, the audio-text cosines, the classes of the detected onsets)."""
+        if self.event_classes is not None:
+            clip["event_classes"] = self.event_classes.score(audio)
         for scorer in self.classes.values():
             scorer.add(audio, self.store, self.device)
         if self.text:
@@ -154,6 +158,8 @@ class Evaluation:
         if self.no_text and self.texts is not None:
             notes.append(f"{len(self.no_text)} clips have no text (from {self.texts.source}) "
                          "and are left out of the CLAP score")
+        if self.event_classes is not None and (note := self.event_classes.note()) is not None:
+            notes.append(note)
         notes += [note for f in self.features if (note := f.bias_note()) is not None]
         results = {
             "protocol": self.options.protocol,
@@ -169,7 +175,8 @@ class Evaluation:
         }
         metrics = metric_entries(self.selection, results, self.features, self.sync,
                                  classes=self.classes, offsets=self.offsets,
-                                 semantic=self.semantic, text=self.text)
+                                 semantic=self.semantic, text=self.text,
+                                 event_classes=self.event_classes)
         skipped = {**self.selection.skipped, **unscored(self.selection, metrics)}
         layout = ([{"name": m.name, "label": m.label, "better": m.better, "unit": m.unit}
                    for m in self.selection.asked] if self.selection.explicit else None)
@@ -253,7 +260,12 @@ def prepare(options: Options) -> Evaluation:
                                       selection.skipped, options)
     text = build_text_scorers(selection.running, recipe, registry, device, selection.skipped,
                               options, texts.source)
+    event_classes = None
+    if selection.runs(EVENT_CLASSES):
+        reads_text = TEXT_CLASS_ACC in {m.name for m in selection.running}
+        event_classes = EventClassScorer(texts=texts if reads_text else None)
     return Evaluation(classes=classes, offsets=offsets, semantic=semantic, text=text, texts=texts,
+        event_classes=event_classes,
         options=options, device=device, pairs=pairs, only_generated=only_generated,
         only_reference=only_reference, truth=truth, wrong=wrong_videos(pairs, truth),
         features=features, sync=sync,

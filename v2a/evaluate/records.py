@@ -20,6 +20,7 @@ from v2a.evaluate.against_reference import (
 )
 from v2a.evaluate.catalogue import (
     CLASSES,
+    EVENT_CLASSES,
     FRECHET,
     NOVELTY,
     OFFSETS,
@@ -37,6 +38,7 @@ from v2a.evaluate.provenance import NO_WEIGHTS
 from v2a.evaluate.selection import Selection
 from v2a.evaluate.semantic import SemanticScorer
 from v2a.evaluate.sync import SyncScorer
+from v2a.evaluate.text_classes import EventClassScorer, event_class_entry
 from v2a.evaluate.text_score import TextScorer
 
 #: The onset detector is v2a's own arithmetic (:mod:`v2a.metrics.onsets`), no trained model.
@@ -113,7 +115,8 @@ def side_entry(metric: Metric, results: dict[str, Any], sync: SyncScorer | None
 def metric_entries(selection: Selection, results: dict[str, Any], features: list[FrameFeatures],
                    sync: SyncScorer | None, *, classes: dict[str, ClassScorer],
                    offsets: dict[str, OffsetScorer], semantic: dict[str, SemanticScorer] | None = None,
-                   text: dict[str, TextScorer] | None = None) -> dict[str, dict[str, Any]]:
+                   text: dict[str, TextScorer] | None = None,
+                   event_classes: EventClassScorer | None = None) -> dict[str, dict[str, Any]]:
     """The entries of the metrics that ran and gave a value, in the selection's order."""
     by_encoder = {f.name: f for f in features}
     entries = {}
@@ -125,6 +128,9 @@ def metric_entries(selection: Selection, results: dict[str, Any], features: list
             found = model_free_entry(metric, results["clips"])
         elif metric.family in (CLASSES, OFFSETS, SEMANTIC, TEXT_AUDIO):
             found = model_entry(metric, classes, offsets, semantic or {}, results["clips"], text)
+        elif metric.family == EVENT_CLASSES:
+            values = event_class_entry(metric, results["clips"], event_classes)
+            found = entry(metric, **values) if values is not None else None
         else:
             found = side_entry(metric, results, sync)
         if found is not None:

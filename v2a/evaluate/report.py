@@ -18,9 +18,13 @@ COLUMNS = (("generated", "generated"), ("generated_wrong_video", "generated, wro
            ("reference", "reference"), ("reference_via_codec", "reference via codec"))
 
 
-def number(value: float | None, digits: int = 4) -> str:
+def number(value: float | dict[str, float] | None, digits: int = 4) -> str:
+    """A value as the table prints it; a dict of values (``class_shares``) as
+    ``red_disc 0.31, green_square 0.12, ...``."""
     if value is None:
         return ""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {number(item, 2)}" for key, item in value.items())
     if isinstance(value, float) and math.isnan(value):
         return "n/a"
     return f"{value:.{digits}g}"

@@ -3,8 +3,11 @@ or the default, and which it lists as skipped, with why.
 
 The default, with a reference, is what ``v2a evaluate`` has always computed: the Fréchet
 distances of ``--encoders``, the onset scores when there are ground-truth events and the sync
-score with a recipe. Without a reference it is the whole catalogue: every metric that needs no
-reference runs when its plug-in and inputs are there, and the others are listed as skipped.
+score with a recipe. Without a reference it is the whole catalogue but for the synthetic
+classes' ``text_class_acc`` and ``class_shares`` (which mean nothing for audio outside
+``v2a synth``'s classes, so they run only when ``--metrics`` names them): every metric that
+needs no reference runs when its plug-in and inputs are there, and the others are listed as
+skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TypeVar
 from v2a.evaluate.catalogue import (
     CATALOGUE,
     CLASSES,
+    EVENT_CLASSES,
     EVENTS,
     FRECHET,
     NOVELTY,
@@ -40,7 +44,7 @@ from v2a.registry import Registry
 
 #: The families the engine computes today; a metric of another family is skipped, saying so.
 COMPUTED = {FRECHET, ONSETS, SYNC, CLASSES, NOVELTY, ONSETS_VS_REFERENCE, OFFSETS, SEMANTIC,
-            TEXT_AUDIO}
+            TEXT_AUDIO, EVENT_CLASSES}
 
 
 @dataclass(kw_only=True)
@@ -74,7 +78,7 @@ def asked_metrics(options: Options, registry: Registry) -> tuple[list[Metric], b
     if options.protocol is not None:
         return protocol_metrics(options.protocol, registry), True
     if options.reference is None:
-        return list(CATALOGUE.values()), True
+        return [m for m in CATALOGUE.values() if m.family != EVENT_CLASSES], True
     asked = [frechet_metric(name) for name in options.encoders]
     return asked + [CATALOGUE["onset_f1"], CATALOGUE["sync"]], False
 
