@@ -22,11 +22,11 @@ from v2a.evaluate.catalogue import OFFSETS, Metric
 from v2a.evaluate.models import model_choice
 from v2a.evaluate.selection import build_scorers
 from v2a.evaluate.options import EvaluationError, Options
-from v2a.evaluate.pairing import PairAudio
+from v2a.evaluate.pairing import PairAudio, common_seconds
 from v2a.evaluate.provenance import model_record
 from v2a.features import encode_video
 from v2a.interfaces import Reranker, SyncClassifier, VisualEncoder
-from v2a.media import MediaError, probe
+from v2a.media import MediaError
 from v2a.metrics.desync import WINDOW, desync, offset_of, segments
 from v2a.recipe import Recipe, build_frozen
 from v2a.registry import Registry
@@ -49,12 +49,7 @@ class OffsetScorer:
     def clip_offsets(self, audio: PairAudio, video: Path) -> dict[str, list[float]]:
         """Each side's offset (seconds) on each segment of the clip."""
         gen, ref = audio.get(self.sample_rate)
-        try:
-            info = probe(video)
-        except MediaError as exc:
-            raise EvaluationError(str(exc)) from None
-        seconds = gen.shape[1] / self.sample_rate
-        duration = min(seconds, info.video_duration or info.duration or seconds)
+        duration = common_seconds(video, gen.shape[1], self.sample_rate)
         found: dict[str, list[float]] = {"generated": []}
         if ref is not None:
             found["reference"] = []

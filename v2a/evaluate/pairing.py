@@ -119,3 +119,14 @@ class PairAudio:
             n = min(gen.shape[1], ref.shape[1])
             self._decoded[key] = (gen[:, :n], ref[:, :n])
         return self._decoded[key]
+
+
+def common_seconds(video: Path, samples: int, sample_rate: int) -> float:
+    """The seconds both an audio side (``samples`` at ``sample_rate``) and ``video`` last; a
+    video that cannot be probed is an :class:`EvaluationError` of one sentence."""
+    try:
+        info = probe(video)
+    except MediaError as exc:
+        raise EvaluationError(str(exc)) from None
+    seconds = samples / sample_rate
+    return min(seconds, info.video_duration or info.duration or seconds)

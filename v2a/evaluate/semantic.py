@@ -31,12 +31,12 @@ from v2a.evaluate.frames import encoder_choice, frames_of
 from v2a.evaluate.models import visual_model_choice
 from v2a.evaluate.selection import build_scorers
 from v2a.evaluate.options import EvaluationError, Options
-from v2a.evaluate.pairing import PairAudio
+from v2a.evaluate.pairing import PairAudio, common_seconds
 from v2a.evaluate.provenance import model_key, model_record
 from v2a.evaluate.store import FeatureStore
 from v2a.features import encode_video
 from v2a.interfaces import AudioEncoder, VisualEncoder
-from v2a.media import MediaError, probe
+from v2a.media import MediaError
 from v2a.recipe import Recipe, build_frozen
 from v2a.registry import Registry
 
@@ -101,12 +101,7 @@ class SemanticScorer:
         """Each side's cosine with the clip's video, over the seconds both the audio and the
         video last."""
         gen, ref = audio.get(self.sample_rate)
-        try:
-            info = probe(video)
-        except MediaError as exc:
-            raise EvaluationError(str(exc)) from None
-        seconds = gen.shape[1] / self.sample_rate
-        duration = min(seconds, info.video_duration or info.duration or seconds)
+        duration = common_seconds(video, gen.shape[1], self.sample_rate)
         try:
             stream = encode_video({"video": self.video_model}, video, duration,
                                   device=self.device)["video"]
