@@ -17,7 +17,7 @@ def test_recipes_reference_lists_every_field(section):
     text = (ROOT / "docs" / "recipes.md").read_text()
     part = re.split(r"\n#+ ", text.split(f"### `{section}`", 1)[1], maxsplit=1)[0]
     documented = set(re.findall(r"^\| `(\w+)` \|", part, flags=re.M))
-    fields = {name for name, _, _ in dataclass_doc(SECTIONS[section])}
+    fields = {row.name for row in dataclass_doc(SECTIONS[section])}
     assert documented == fields
 
 

@@ -535,7 +535,8 @@ def test_recipe_list_shows_every_shipped_recipe_and_marks_the_base_ones(capsys):
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-SHIPPED_RECIPES = [p for p in RECIPES.rglob("*.yaml") if "components" not in p.relative_to(RECIPES).parts]
+SHIPPED_RECIPES = [p for p in RECIPES.rglob("*.yaml") if "components" not in p.relative_to(RECIPES).parts
+                   and not (p.parent != RECIPES and (p.parent / "recipe.yaml").is_file())]  # model folders
 
 
 # --- recipes from strangers: size and depth limits ----------------------------------------------

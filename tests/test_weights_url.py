@@ -222,8 +222,7 @@ def test_two_downloads_of_one_url_at_once_leave_one_sound_file(server, download_
     ("w.pt sha256:abc", "is not 64 hexadecimal digits"),
     (f"w.pt sha256:{SHA256[:-1]}g", "is not 64 hexadecimal digits"),
     ("s3://bucket/w.pt", "is a URL with the scheme s3://, which v2a does not fetch; give a "
-                         "local path or a file://, http://, https:// URL"),
-    ("hf://owner/repo/w.pt", "the scheme hf://"),
+                         "local path or a file://, http://, https://, hf:// URL"),
     ("file://elsewhere/w.pt", "a file:// URL on another host (elsewhere)"),
 ])
 def test_a_malformed_weights_value_is_refused(value, refusal):

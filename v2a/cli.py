@@ -3,8 +3,9 @@
 The sub-commands live in :mod:`v2a.commands`, one module each; this module only assembles
 the parser and runs the chosen command. Errors a user can cause are
 :class:`~v2a.errors.UserError`\\ s: they print one sentence and exit non-zero (2 for a bad
-recipe or command line); ``--verbose`` adds the traceback. Other exceptions are bugs and keep
-their traceback.
+recipe or command line, 1 otherwise); ``--verbose`` adds the traceback. Other exceptions are
+bugs and keep their traceback. The exit codes are :data:`EXIT_CODES` (``v2a --help`` prints
+them); bare ``v2a`` lists the commands and exits 2.
 """
 
 from __future__ import annotations
@@ -35,19 +36,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="recipe commands: let ${oc.env:NAME} in the recipe read environment variables",
     )
     parser = argparse.ArgumentParser(
-        prog="v2a", parents=[common],
+        prog="v2a", parents=[common], epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Video-to-audio generation: plug-ins, recipes, training and generation.",
     )
     parser.add_argument("--version", action="version", version=f"v2a {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_command(sub, common)
     return parser
 
 
+EXIT_CODES = """exit codes:
+  0    it worked
+  1    a run-time error (a missing file, a failed download, a model that does not load)
+  2    a usage or recipe error (a bad option, argument or recipe; a plug-in that cannot be used)
+  130  interrupted (Ctrl-C)
+
+`v2a COMMAND --help` describes a command."""
+
+
+def command_list(parser: argparse.ArgumentParser) -> str:
+    """The commands of ``parser``, one line each with its help, in :data:`COMMANDS` order."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    listed = sub._choices_actions  # one per command, holding the help text it was added with
+    width = max(len(action.dest) for action in listed)
+    return "\n".join(f"  {action.dest.ljust(width)}  {action.help or ''}".rstrip()
+                     for action in listed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command is None:  # bare `v2a`: what it can do, as a usage error
+        print(f"{parser.format_usage()}\ncommands:\n{command_list(parser)}\n\n"
+              f"`v2a --help` says more, and the exit codes.", file=sys.stderr)
+        return 2
     # argparse stops filling `key=value ...` at the first option: collect the ones after it
     overrides = [a for a in extra if is_override(a)]
     if extra and (len(overrides) < len(extra) or not hasattr(args, "overrides")):

@@ -82,6 +82,15 @@ class ComponentSpec:
             holding its own ``state_dict()``, loaded strictly (a trained fuser or generator, a
             fitted codec). ``v2a recipe check`` then compares the file's tensor shapes with a
             model built on the meta device from the recipe's options.
+        pretrained_files: ``pretrained_files(config) -> list[PretrainedFile]``
+            (:class:`v2a.pretrained.PretrainedFile`): the published files building the component
+            from ``config`` would download through its libraries (``weights: pretrained``, or
+            the plug-in's other download options); ``[]`` when that config downloads nothing
+            (``weights: none``, a local file). Building the list uses no network (it may import
+            the plug-in's library); it may raise the :class:`v2a.errors.UserError` building would
+            (``pretrained`` for a model no library downloads). ``v2a download`` fetches the
+            files ahead of time and ``v2a download --check`` finds them offline. ``None``:
+            nothing declared (the command then says the library downloads on first use).
     """
 
     kind: str
@@ -93,6 +102,7 @@ class ComponentSpec:
     description: str = ""
     properties: Callable[[Any], Mapping[str, Any]] | None = None
     state_dict_weights: bool = False
+    pretrained_files: Callable[[Any], list[Any]] | None = None
 
     def missing_requirements(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]

@@ -5,8 +5,10 @@ A component with pre-trained weights takes a ``weights`` option in its recipe:
 * ``none``: random initialisation (tests, and anyone training from scratch);
 * ``pretrained``: the library's own download-and-cache (DAC, open_clip, torchvision), which
   needs internet the first time;
-* a file: a local path, a ``file://`` URL, or an ``http://``/``https://`` URL that is downloaded
-  once into v2a's cache (:mod:`v2a.downloads`), optionally followed, after a space, by
+* a file: a local path, a ``file://`` URL, an ``http://``/``https://`` URL that is downloaded
+  once into v2a's cache (:mod:`v2a.downloads`), or ``hf://OWNER/REPO/PATH[@REVISION]``, a file
+  on the Hugging Face Hub fetched into its cache (:mod:`v2a.hub`; an unpinned revision is
+  warned about, naming the commit it resolved to); each optionally followed, after a space, by
   ``sha256:<64 hex digits>``, the SHA-256 the file's content must have (checked before anything
   is loaded; a URL without one is downloaded with a warning naming the SHA-256 it has).
   :func:`resolve_file` turns such a value into a local file, through one table of schemes.
@@ -35,7 +37,7 @@ import struct
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -47,6 +49,7 @@ from torch import Tensor
 from v2a.downloads import cached_download, download, file_digest, is_sha256
 from v2a.errors import UserError
 from v2a.files import atomic_output
+from v2a.hub import cached_hub_file, parse_hub_ref, verified_hub_file
 
 NONE = "none"
 PRETRAINED = "pretrained"
@@ -90,6 +93,15 @@ class WeightsSource:
         """Whether the file is on this machine (a path or a ``file://`` URL): nothing to fetch."""
         return _SCHEMES[self.scheme].fetch is None
 
+    @property
+    def file_name(self) -> str:
+        """The name of the file (the last part of its path, whatever the scheme)."""
+        if self.scheme == "hf":
+            return PurePosixPath(parse_hub_ref(self.location, need_path=True).path).name
+        if self.scheme == LOCAL_PATH:
+            return Path(self.location).name
+        return PurePosixPath(urlsplit(self.location).path).name
+
     def local_path(self) -> Path:
         """The path of a local file (:attr:`is_local`), ``~`` expanded."""
         if self.scheme == "file":
@@ -103,11 +115,15 @@ class _Scheme:
     """How a kind of location becomes a local file: ``find`` gives the file when it is already
     here (no network) or None; ``fetch`` downloads it (None for local files: nothing to fetch);
     ``checks_pin`` says whether ``find`` and ``fetch`` only ever give a file of the pinned
-    SHA-256 (else :func:`resolve_file` checks it)."""
+    SHA-256 (else :func:`resolve_file` checks it); ``found_is_current`` whether a file ``find``
+    gives is the one ``fetch`` would give (else :func:`resolve_file` always calls ``fetch``,
+    which uses what is here when it can tell that it is current: an ``hf://`` branch may have
+    moved since it was cached)."""
 
     find: Callable[[WeightsSource], Path | None]
     fetch: Callable[[WeightsSource, str], Path] | None
     checks_pin: bool
+    found_is_current: bool = True
 
 
 def _existing(source: WeightsSource) -> Path | None:
@@ -123,17 +139,27 @@ def _download(source: WeightsSource, what: str) -> Path:
     return download(source.location, sha256=source.sha256, what=what)
 
 
+def _cached_hub_file(source: WeightsSource) -> Path | None:
+    return cached_hub_file(parse_hub_ref(source.location, need_path=True), sha256=source.sha256)
+
+
+def _hub_file(source: WeightsSource, what: str) -> Path:
+    return verified_hub_file(parse_hub_ref(source.location, need_path=True),
+                             sha256=source.sha256, what=what)
+
+
 _LOCAL = _Scheme(find=_existing, fetch=None, checks_pin=False)
 _WEB = _Scheme(find=_cached_download, fetch=_download, checks_pin=True)
-#: every kind of location a weights value may name (an ``hf://`` scheme would be one more entry)
-_SCHEMES = {LOCAL_PATH: _LOCAL, "file": _LOCAL, "http": _WEB, "https": _WEB}
+_HUB = _Scheme(find=_cached_hub_file, fetch=_hub_file, checks_pin=True, found_is_current=False)
+#: every kind of location a weights value may name
+_SCHEMES = {LOCAL_PATH: _LOCAL, "file": _LOCAL, "http": _WEB, "https": _WEB, "hf": _HUB}
 
 
 def parse_weights(value: str) -> WeightsSource:
     """The file a ``weights`` value names: ``LOCATION`` or ``LOCATION sha256:<64 hex digits>``,
-    where LOCATION is a path or a URL of a scheme v2a fetches (``http``, ``https``, ``file``).
-    A malformed SHA-256, an unknown scheme or a ``file://`` URL of another host is a
-    :class:`WeightsError`."""
+    where LOCATION is a path or a URL of a scheme v2a fetches (``http``, ``https``, ``file``,
+    ``hf``). A malformed SHA-256, an unknown scheme or a ``file://`` URL of another host is a
+    :class:`WeightsError`; a malformed ``hf://`` value a :class:`v2a.hub.HubRefError`."""
     location, sha256 = value.strip(), None
     pinned = _PINNED.fullmatch(location)
     if pinned:
@@ -152,6 +178,8 @@ def parse_weights(value: str) -> WeightsSource:
     if name == "file" and urlsplit(location).netloc not in ("", "localhost"):
         raise WeightsError(f"the weights value {value!r} is a file:// URL on another host "
                            f"({urlsplit(location).netloc}); give a path on this machine")
+    if name == "hf":
+        location = str(parse_hub_ref(location, need_path=True))  # malformed: a HubRefError
     return WeightsSource(location=location, sha256=sha256, scheme=name)
 
 
@@ -159,12 +187,14 @@ def resolve_file(value: str, *, what: str, file: str | None = None, page: str | 
                  hint: str = "") -> Path:
     """The local file a ``weights`` value names (:func:`parse_weights`), for ``what`` (a model,
     as messages name it): a local file as it is, a URL from the download cache or downloaded
-    into it; its content checked against the pinned SHA-256 before it is returned. A missing
+    into it, an ``hf://`` file through huggingface_hub (:func:`v2a.hub.hub_file`, which
+    records the commit); its content checked against the pinned SHA-256 before it is returned
+    (a file of other content is refused, never returned). A missing
     local file is a :class:`WeightsError` saying to download ``file`` from ``page`` (when
     given), followed by ``hint``."""
     source = parse_weights(value)
     scheme = _SCHEMES[source.scheme]
-    path = scheme.find(source)
+    path = scheme.find(source) if scheme.found_is_current else None
     if path is None and scheme.fetch is not None:
         path = scheme.fetch(source, f"the weights file of {what}")
     if path is None:

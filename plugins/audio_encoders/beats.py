@@ -43,9 +43,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +53,10 @@ from torch import Tensor, nn
 
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import nothing_to_download
 from v2a.schema import SchemaError, validate
 from v2a.weights import WeightsError, downloaded_file, is_random, load_checkpoint
+from v2a_plugins.audio_encoders.beats_config import ARCHITECTURE, BeatsConfig
 
 # -- constants of the reference preprocessing ----------------------------------------------------
 
@@ -70,50 +71,6 @@ HOP = round(SAMPLE_RATE * FRAME_SHIFT_MS / 1000)  # 160 samples
 
 DOWNLOAD_PAGE = "https://github.com/microsoft/unilm/tree/master/beats"
 
-
-# -- options -------------------------------------------------------------------------------------
-
-
-@dataclass
-class BeatsConfig:
-    """Options of the ``beats`` audio encoder; defaults are the released iter3 / iter3+ models."""
-
-    weights: str = "none"  # "none" | path to an official checkpoint or a state dict of this model
-
-    # architecture (a checkpoint's cfg overrides these; the names are the reference's cfg keys)
-    input_patch_size: int = 16  # square patches of the filterbank (frames x mel bins)
-    embed_dim: int = 512  # patch embedding width
-    conv_bias: bool = False  # bias in the patch embedding convolution
-    encoder_layers: int = 12
-    encoder_embed_dim: int = 768  # transformer width = feature dim
-    encoder_ffn_embed_dim: int = 3072
-    encoder_attention_heads: int = 12
-    activation_fn: Literal["gelu", "relu"] = "gelu"
-    layer_norm_first: bool = False  # pre-LN; the released models are post-LN
-    deep_norm: bool = True  # DeepNet residual scaling (2 * layers) ** 0.25 (post-LN only)
-    conv_pos: int = 128  # kernel of the convolutional positional embedding
-    conv_pos_groups: int = 16
-    relative_position_embedding: bool = True  # T5-style bucketed bias, shared by all layers
-    num_buckets: int = 320
-    max_distance: int = 800
-    gru_rel_pos: bool = True  # gate the relative position bias by the query (as in WavLM)
-
-    # regularisation, training only (never read from a checkpoint)
-    dropout: float = 0.0
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
-    dropout_input: float = 0.0
-    encoder_layerdrop: float = 0.0  # probability of skipping a layer in training
-    layer_wise_gradient_decay_ratio: float = 0.6  # gradient scale per layer (backward only)
-
-
-REGULARISATION = (
-    "dropout", "attention_dropout", "activation_dropout", "dropout_input", "encoder_layerdrop",
-    "layer_wise_gradient_decay_ratio",
-)
-ARCHITECTURE = tuple(
-    f.name for f in dataclasses.fields(BeatsConfig) if f.name not in REGULARISATION + ("weights",)
-)
 
 #: What the reference's ``BEATsConfig`` assumes for an architecture key a checkpoint's cfg lacks
 #: (``input_patch_size`` has no usable default there, so a cfg must give it).
@@ -578,11 +535,17 @@ def beats_properties(config: BeatsConfig) -> dict:
     return props
 
 
+def beats_pretrained_files(config: BeatsConfig) -> list:
+    """Nothing to download (see ``ComponentSpec.pretrained_files``): no library publishes
+    these weights; ``weights: pretrained`` is refused as building refuses it."""
+    return nothing_to_download(config.weights, lambda _: resolve_weights(config))
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="beats", build=BeatsEncoder, config=BeatsConfig,
-        properties=beats_properties,
+        properties=beats_properties, pretrained_files=beats_pretrained_files,
         requires=("torchaudio",), install="pip install 'v2a[beats]'",
         description="BEATs transformer (Microsoft 2022): 768-d features at 6.25 Hz; local checkpoint",
     ))

@@ -49,6 +49,7 @@ from torch import Tensor
 
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import PretrainedFile, hub_model_folder
 from v2a.schema import FieldError
 from v2a.weights import PRETRAINED, WeightsError, is_random
 
@@ -83,14 +84,24 @@ class LaionClapConfig:
     """
 
     weights: str = "none"
+    """none (random, of the size below), pretrained (checkpoint, downloaded by transformers) or a
+    folder saved with save_pretrained"""
     checkpoint: str = DEFAULT_CHECKPOINT
+    """the Hugging Face hub name that weights: pretrained downloads"""
     audio_width: int = 96
+    """random init: HTSAT's patch embedding width, doubled at each stage"""
     audio_depths: tuple[int, ...] = (2, 2, 6, 2)
+    """random init: Swin blocks per HTSAT stage"""
     audio_heads: tuple[int, ...] = (4, 8, 16, 32)
+    """random init: attention heads per HTSAT stage (one per entry of audio_depths)"""
     text_width: int = 768
+    """random init: width of the RoBERTa text tower"""
     text_layers: int = 12
+    """random init: layers of the RoBERTa text tower"""
     text_heads: int = 12
+    """random init: attention heads of the text tower (must divide text_width)"""
     dim: int = 512
+    """random init: width of the shared audio-text space"""
 
     def __post_init__(self) -> None:
         if len(self.audio_depths) != len(self.audio_heads) or not self.audio_depths:
@@ -257,11 +268,24 @@ def clap_properties(config: LaionClapConfig) -> dict:
     return {**known, "dim": config.dim} if is_random(config.weights) else known
 
 
+def clap_pretrained_files(config: LaionClapConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``): the
+    ``checkpoint`` repository, as ``transformers``' ``from_pretrained`` fetches it into the Hub
+    cache (the model, tokenizer and feature extractor files)."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    return [hub_model_folder(what=f"CLAP checkpoint {config.checkpoint}",
+                             repo_id=config.checkpoint,
+                             load=lambda: trained_parts(config, transformers_module()),
+                             licence="unknown here (see the checkpoint's model card)")]
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="clap", build=LaionClap, config=LaionClapConfig,
         properties=clap_properties, requires=("transformers",), install=INSTALL,
+        pretrained_files=clap_pretrained_files,
         description="LAION-CLAP (Wu 2023, transformers' port): 512-d audio and text embeddings "
                     "at 48 kHz; needs v2a[clap]",
     ))

@@ -14,6 +14,7 @@ from v2a.registry import component_option, default_registry
 @dataclass
 class CodecLatentsConfig:
     codec: dict = component_option("codec", "spectral_rvq")
+    """the codec whose continuous latents are the features ({plugin: NAME, ...options}); frozen"""
 
 
 def codec_latents_properties(config: CodecLatentsConfig) -> dict:

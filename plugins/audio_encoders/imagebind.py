@@ -54,6 +54,7 @@ from v2a.errors import UserError
 from v2a.schema import FieldError
 from v2a.weights import is_random, load_into
 from v2a_plugins.visual_encoders.imagebind import (
+    imagebind_pretrained_files,
     EMBED_DIM,
     Preprocessor,
     Stem,
@@ -82,16 +83,26 @@ class ImageBindAudioConfig:
     window after padding or cutting. The rest shapes the tower (smaller sizes for tests).
     """
 
-    weights: str = "none"  # "none" | path to imagebind_huge.pth (or this tower's state dict)
+    weights: str = "none"
+    """none (random) or the path of imagebind_huge.pth (or this tower's state dict)"""
     clips: int = 3
+    """windows embedded per item, spread over it and averaged"""
     clip_seconds: float = 2.0
+    """seconds of audio in each window"""
     mel_frames: int = 204
+    """filterbank frames of a window after padding or cutting"""
     patch_size: int = 16
+    """side of the square filterbank patches"""
     patch_stride: int = 10
+    """stride of the patches along both axes"""
     width: int = 768
+    """transformer width"""
     depth: int = 12
+    """transformer blocks"""
     heads: int = 12
+    """attention heads (must divide width)"""
     embed_dim: int = EMBED_DIM
+    """width of the joint ImageBind embedding the tower projects to"""
 
     def __post_init__(self) -> None:
         if not self.clip_seconds > 0:
@@ -235,6 +246,7 @@ def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="imagebind", build=ImageBindAudioEncoder,
         config=ImageBindAudioConfig, properties=audio_properties,
+        pretrained_files=imagebind_pretrained_files,
         requires=("torchaudio",), install="pip install 'v2a[beats]'",
         description="ImageBind-Huge audio tower (Girdhar 2023): 1024-d unit clip embedding at "
                     "16 kHz, for IB-score; local checkpoint, non-commercial licence",

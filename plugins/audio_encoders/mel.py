@@ -26,12 +26,19 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_ma
 @dataclass
 class MelConfig:
     sample_rate: int = 16000
+    """Hz the audio is resampled to before the spectrogram"""
     n_fft: int = 1024
+    """STFT size in samples"""
     hop_length: int = 256
+    """samples between frames: features come at sample_rate / hop_length per second"""
     n_mels: int = 64
+    """mel filters, which is the feature width"""
     f_min: float = 0.0
-    f_max: float | None = None  # None: sample_rate / 2
-    floor: float = 1e-5  # added before the log
+    """lowest frequency of the filterbank in Hz"""
+    f_max: float | None = None
+    """highest frequency of the filterbank in Hz; null: sample_rate / 2"""
+    floor: float = 1e-5
+    """added to the mel energies before the log"""
 
 
 def mel_properties(config: MelConfig) -> dict:

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import nothing_to_download
 from v2a.schema import FieldError
 from v2a.weights import (
     downloaded_file, is_random, load_checkpoint, load_into, state_dict_of,
@@ -77,9 +78,12 @@ DOWNLOAD_PAGE = "https://zenodo.org/record/3987831"
 class PannsConfig:
     """Options of the ``panns_cnn14`` audio encoder; the defaults are the released model."""
 
-    weights: str = "none"  # "none" | path to Cnn14_mAP=0.431.pth or a state dict in its layout
-    channels: tuple[int, ...] = RELEASED_CHANNELS  # widths of the six conv blocks; last = dim
-    classes: int = AUDIOSET_CLASSES  # outputs of fc_audioset
+    weights: str = "none"
+    """none (random) or the path of Cnn14_mAP=0.431.pth or a state dict in its layout"""
+    channels: tuple[int, ...] = RELEASED_CHANNELS
+    """widths of the six convolution blocks; the last is the feature width"""
+    classes: int = AUDIOSET_CLASSES
+    """outputs of the AudioSet classifier layer"""
 
     def __post_init__(self) -> None:
         if len(self.channels) != 6 or min(self.channels) < 1:
@@ -315,11 +319,18 @@ def panns_properties(config: PannsConfig) -> dict:
     return {"sample_rate": SAMPLE_RATE, "dim": config.channels[-1]}
 
 
+def panns_pretrained_files(config: PannsConfig) -> list:
+    """Nothing to download (see ``ComponentSpec.pretrained_files``): no library publishes
+    these weights; ``weights: pretrained`` is refused as building refuses it."""
+    return nothing_to_download(config.weights, lambda weights: downloaded_file(
+        weights, model="PANNs CNN14", file=CHECKPOINT, page=DOWNLOAD_PAGE))
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="panns_cnn14", build=PannsCnn14, config=PannsConfig,
-        properties=panns_properties,
+        properties=panns_properties, pretrained_files=panns_pretrained_files,
         description="PANNs CNN14 (Kong 2020): 2048-d clip embedding + 527 AudioSet "
                     "probabilities at 32 kHz; local checkpoint",
     ))

@@ -66,6 +66,7 @@ from torch import Tensor, nn
 
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import PretrainedFile, torch_hub_file
 from v2a.schema import FieldError
 from v2a.weights import (
     PRETRAINED, WeightsError, check_finite, downloaded_file, is_random, load_checkpoint, load_into,
@@ -119,11 +120,16 @@ DOWNLOAD_PAGE = "https://github.com/kkoutini/PaSST/releases/tag/v0.0.1-audioset"
 class PasstConfig:
     """Options of the ``passt`` audio encoder; the defaults are the released PaSST-S."""
 
-    weights: str = "none"  # "none" | "pretrained" (downloads RELEASE_URL) | path to the file
-    depth: int = DEPTH  # transformer blocks
-    dim: int = DIM  # token width = feature width
-    heads: int = HEADS  # attention heads (dim must divide by it)
-    mels: int = N_MELS  # mel filters (at least one patch: 16)
+    weights: str = "none"
+    """none (random), pretrained (downloads the released PaSST-S) or the path of the file"""
+    depth: int = DEPTH
+    """transformer blocks"""
+    dim: int = DIM
+    """token width, which is the feature width"""
+    heads: int = HEADS
+    """attention heads (must divide dim)"""
+    mels: int = N_MELS
+    """mel filters (at least one patch: 16)"""
 
     def __post_init__(self) -> None:
         if self.depth < 1:
@@ -399,11 +405,22 @@ def passt_properties(config: PasstConfig) -> dict:
     return {"sample_rate": SAMPLE_RATE, "dim": config.dim}
 
 
+def passt_pretrained_files(config: PasstConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``): the
+    released file, into torch.hub's checkpoint folder; no checksum is published (its name
+    carries none)."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    return [torch_hub_file(what="PaSST-S AudioSet weights (passt-s-f128-p16-s10-ap.476-swa)",
+                           url=RELEASE_URL, check_hash=False,
+                           licence="unknown here (see github.com/kkoutini/PaSST)")]
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="passt", build=Passt, config=PasstConfig,
-        properties=passt_properties,
+        properties=passt_properties, pretrained_files=passt_pretrained_files,
         description="PaSST-S (Koutini 2022, passt_s_swa_p16_128_ap476): 768-d clip features + "
                     "527 AudioSet probabilities at 32 kHz; weights none | pretrained | path",
     ))

@@ -64,6 +64,7 @@ from torch import Tensor, nn
 
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import PretrainedFile, torch_hub_file
 from v2a.weights import PRETRAINED, WeightsError, check_finite, is_random, load_checkpoint, load_into, local_file
 
 # -- constants of the reference (vggish_params) ---------------------------------------------------
@@ -90,6 +91,14 @@ RATE = SAMPLE_RATE / EXAMPLE_HOP_SAMPLES  # 1 / 0.96 Hz
 START = EXAMPLE_SAMPLES / 2 / SAMPLE_RATE  # 0.4875 s
 
 DOWNLOAD_PAGE = "https://github.com/harritaylor/torchvggish/releases"
+#: What ``torchvggish.vggish()`` downloads through torch.hub (its ``model_urls``): the network,
+#: and the PCA its ``postprocess`` applies. Each name carries its SHA-256 prefix.
+TORCHVGGISH_URLS = {
+    "vggish": "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
+              "vggish-10086976.pth",
+    "pca": "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
+           "vggish_pca_params-970ea276.pth",
+}
 
 
 # -- options --------------------------------------------------------------------------------------
@@ -99,11 +108,16 @@ DOWNLOAD_PAGE = "https://github.com/harritaylor/torchvggish/releases"
 class VggishConfig:
     """Options of the ``vggish`` audio encoder; the defaults are the released model as FAD uses it."""
 
-    weights: str = "none"  # "none" | "pretrained" (needs torchvggish) | path to a state dict
-    postprocess: bool = False  # PCA whitening and 8-bit quantisation (released AudioSet embeddings)
-    pca_weights: str = ""  # the PCA file, when postprocess is on and weights holds no pproc.*
-    embedding_relu: bool = False  # torchvggish's ReLU after the 128-d layer (FAD drops it)
-    width_divisor: int = 1  # tests: convolution and hidden widths divided by this (not the 128)
+    weights: str = "none"
+    """none (random), pretrained (needs torchvggish) or the path of a state dict"""
+    postprocess: bool = False
+    """apply PCA whitening and 8-bit quantisation, as the released AudioSet embeddings do"""
+    pca_weights: str = ""
+    """the PCA file used with postprocess when weights holds no pproc.* tensors"""
+    embedding_relu: bool = False
+    """keep torchvggish's ReLU after the 128-d layer (FAD drops it)"""
+    width_divisor: int = 1
+    """for tests: divide the convolution and hidden widths (not the 128) by this"""
 
 
 def vggish_properties(config: VggishConfig) -> dict:
@@ -353,11 +367,28 @@ class VggishEncoder(AudioEncoder):
         return FeatureSequence(values=values, rate=self.rate, start=START)
 
 
+def vggish_pretrained_files(config: VggishConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``):
+    torchvggish's release files, into torch.hub's checkpoint folder where torchvggish looks for
+    them (fetched with torch.hub's own download, so torchvggish need not be installed to
+    prefetch them); the PCA too with ``postprocess``."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    licence = "unknown here (torchvggish ships no licence; ported from tensorflow/models)"
+    files = [torch_hub_file(what="VGGish weights (torchvggish v0.1)",
+                            url=TORCHVGGISH_URLS["vggish"], check_hash=True, licence=licence)]
+    if config.postprocess:
+        files.append(torch_hub_file(what="VGGish PCA parameters (torchvggish v0.1)",
+                                    url=TORCHVGGISH_URLS["pca"], check_hash=True,
+                                    licence=licence))
+    return files
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="vggish", build=VggishEncoder, config=VggishConfig,
-        properties=vggish_properties,
+        properties=vggish_properties, pretrained_files=vggish_pretrained_files,
         description="VGGish (Hershey et al. 2017): 128-d embeddings per 0.96 s, the FAD features",
     ))
 

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import PretrainedFile, torch_hub_file
 from v2a.schema import FieldError
 from v2a.weights import (
     PRETRAINED, WeightsError, check_finite, is_random, load_checkpoint, load_into, local_file,
@@ -87,8 +88,12 @@ class Wav2ClipConfig:
     """
 
     weights: str = "none"
+    """none (random), pretrained (the GitHub release, through torch.hub) or a local file in the
+    released layout"""
     widths: tuple[int, ...] = RELEASED_WIDTHS
+    """channels of the four ResNet stages; the last is the ResNet's output"""
     dim: int = CLIP_DIM
+    """width of the projection (CLIP's embedding width)"""
 
     def __post_init__(self) -> None:
         if len(self.widths) != 4 or min(self.widths) < 1:
@@ -274,10 +279,21 @@ def wav2clip_properties(config: Wav2ClipConfig) -> dict:
     return {"sample_rate": SAMPLE_RATE, "dim": config.dim}
 
 
+def wav2clip_pretrained_files(config: Wav2ClipConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``): the
+    GitHub release's ``Wav2CLIP.pt``, into torch.hub's checkpoint folder; no checksum is
+    published."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    return [torch_hub_file(what="Wav2CLIP weights (release v0.1.0-alpha)", url=RELEASE_URL,
+                           check_hash=False,
+                           licence="MIT (lyrebird-wav2clip's LICENSE.md)")]
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="audio_encoder", name="wav2clip", build=Wav2Clip, config=Wav2ClipConfig,
-        properties=wav2clip_properties,
+        properties=wav2clip_properties, pretrained_files=wav2clip_pretrained_files,
         description="Wav2CLIP (Wu 2022): 512-d clip embedding in CLIP's image space at 16 kHz",
     ))

@@ -41,6 +41,7 @@ from einops import rearrange
 from torch import Tensor
 
 from v2a import AudioCodec, ComponentSpec, FeatureSequence, hookimpl
+from v2a.pretrained import PretrainedFile
 from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file, parse_weights
 
 # -- the published models -------------------------------------------------------------------------
@@ -73,14 +74,23 @@ class DACConfig:
     """
 
     model: Literal["44khz", "24khz", "16khz"] = "44khz"
+    """the published model: 44.1, 24 or 16 kHz, with its strides"""
     n_codebooks: int | None = None
+    """RVQ levels used, the coarsest first; null: all the model has (9, 32 or 12)"""
     weights: str = PRETRAINED
+    """pretrained (downloaded by the dac library), none (random) or the path of a checkpoint"""
     encoder_dim: int | None = None
+    """random init: encoder width; null: the published value"""
     decoder_dim: int | None = None
+    """random init: decoder width; null: the published value"""
     latent_dim: int | None = None
+    """random init: latent width; null: the published value"""
     codebook_size: int | None = None
+    """random init: entries per codebook; null: the published value"""
     codebook_dim: int | None = None
+    """random init: width of the codebook lookups; null: the published value"""
     chunk_seconds: float | None = 30.0
+    """encode audio longer than this in windows of this many seconds; null: always in one pass"""
 
     def __post_init__(self) -> None:
         for name in ("n_codebooks", *ARCHITECTURE):
@@ -260,7 +270,7 @@ def dac_properties(config: DACConfig) -> dict[str, Any]:
     weights = config.weights.strip().lower()
     if is_random(weights) or weights == PRETRAINED:
         return {**props, **architecture, "n_codebooks": int(kwargs["n_codebooks"])}
-    file_name = Path(parse_weights(config.weights).location).name  # a path or a URL
+    file_name = parse_weights(config.weights).file_name  # a path, a URL or an hf:// value
     if file_name.endswith(".safetensors"):  # as load_checkpoint tells the formats
         props.update(architecture)
     else:  # the checkpoint's metadata decides; the options that are set must agree with it
@@ -366,10 +376,39 @@ class DACCodec(AudioCodec):
         return self.model.quantizer.quantizers[0].codebook.weight.dtype
 
 
+#: The bit rate of the published models ``dac.utils.download(model_type=...)`` fetches.
+PUBLISHED_BITRATE = "8kbps"
+
+
+def dac_pretrained_files(config: DACConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``): the
+    release file of ``config.model`` at the library's latest tag, found where
+    ``dac.utils.download`` keeps it (``~/.cache/descript/dac/weights_<model>_8kbps_<tag>.pth``).
+    The release publishes no checksum; the library's download shows no progress bar."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    utils = _import_dac().utils
+    tag = utils.__MODEL_LATEST_TAGS__[(config.model, PUBLISHED_BITRATE)]
+    url = utils.__MODEL_URLS__[(config.model, tag, PUBLISHED_BITRATE)]
+
+    def find() -> Path | None:
+        path = (Path.home() / ".cache" / "descript" / "dac"
+                / f"weights_{config.model}_{PUBLISHED_BITRATE}_{tag}.pth")
+        return path if path.is_file() else None
+
+    def fetch() -> Path:
+        return _weights_file(config)
+
+    return [PretrainedFile(what=f"DAC {config.model} codec weights (release {tag})", source=url,
+                           size=None, sha256=None, licence="MIT (descript-audio-codec)",
+                           find=find, fetch=fetch)]
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="codec", name="dac", build=DACCodec, config=DACConfig, requires=("dac",),
         install="pip install 'v2a[dac]'", properties=dac_properties,
+        pretrained_files=dac_pretrained_files,
         description="Descript Audio Codec (44.1/24/16 kHz, RVQ 1024-entry codebooks); MaskVAT's codec",
     ))

@@ -45,6 +45,7 @@ from einops import rearrange
 from torch import Tensor
 
 from v2a import AudioCodec, ComponentSpec, FeatureSequence, hookimpl
+from v2a.pretrained import PretrainedFile, torch_hub_file
 from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file
 
 # -- the published models -----------------------------------------------------------------------
@@ -74,9 +75,13 @@ class EncodecConfig:
     """
 
     model: Literal["24khz", "48khz"] = "24khz"
+    """24khz (mono, 75 frames/s) or 48khz (stereo, 150 frames/s)"""
     bandwidth: float = 6.0
+    """kbps, which picks the number of codebooks (one the model offers)"""
     weights: str = PRETRAINED
+    """pretrained (downloaded by the encodec library), none (random) or the path of a file"""
     output_rms: float = 0.1
+    """RMS level decode gives the 48 kHz model's output; ignored at 24 kHz"""
 
     def __post_init__(self) -> None:
         valid = BANDWIDTHS[self.model]
@@ -238,10 +243,24 @@ class EncodecCodec(AudioCodec):
         return self.model.quantizer.vq.layers[0]._codebook.embed.dtype
 
 
+def encodec_pretrained_files(config: EncodecConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``): the
+    library's checkpoint of ``config.model``, from its URL into torch.hub's checkpoint folder,
+    checked by the SHA-256 prefix its file name carries (as the library's own load checks it)."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    from encodec.model import ROOT_URL
+
+    return [torch_hub_file(what=f"EnCodec {config.model} codec weights",
+                           url=ROOT_URL + CHECKPOINTS[config.model], check_hash=True,
+                           licence="CC BY-NC 4.0 (encodec 0.1.1's licence)")]
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="codec", name="encodec", build=EncodecCodec, config=EncodecConfig,
         requires=("encodec",), install="pip install 'v2a[encodec]'", properties=encodec_properties,
+        pretrained_files=encodec_pretrained_files,
         description="Meta EnCodec (24 kHz mono / 48 kHz stereo, 1.5-24 kbps)",
     ))

@@ -85,6 +85,7 @@ from torch import Tensor
 
 from v2a import AudioCodec, ComponentSpec, FeatureSequence, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import nothing_to_download
 from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file
 
 # -- config ---------------------------------------------------------------------------------------
@@ -94,15 +95,24 @@ from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, lo
 class SpectralRVQConfig:
     """Options of ``codec: {plugin: spectral_rvq, ...}``."""
 
-    sample_rate: int = 16000  # Hz of encode's input and decode's output
-    n_fft: int = 1024  # STFT size: n_fft // 2 + 1 linear bins, sample_rate / n_fft Hz apart
-    hop_length: int = 256  # samples per code frame: frame_rate = sample_rate / hop_length
-    n_codebooks: int = 4  # RVQ levels
-    codebook_size: int = 256  # entries per level
-    compression: float = 0.3  # feature = magnitude ** compression
-    griffin_lim_iters: int = 32  # phase reconstruction iterations in decode
-    momentum: float = 0.99  # fast Griffin-Lim momentum (0: plain Griffin-Lim)
-    weights: str = "none"  # "none" (random codebooks) or a .safetensors file written after fit
+    sample_rate: int = 16000
+    """Hz of encode's input and decode's output"""
+    n_fft: int = 1024
+    """STFT size: n_fft // 2 + 1 linear bins, sample_rate / n_fft Hz apart"""
+    hop_length: int = 256
+    """samples per code frame: frame_rate = sample_rate / hop_length"""
+    n_codebooks: int = 4
+    """RVQ levels"""
+    codebook_size: int = 256
+    """entries per level"""
+    compression: float = 0.3
+    """feature = magnitude ** compression, in (0, 1]"""
+    griffin_lim_iters: int = 32
+    """phase reconstruction iterations in decode"""
+    momentum: float = 0.99
+    """fast Griffin-Lim momentum (0: plain Griffin-Lim)"""
+    weights: str = "none"
+    """none (random codebooks) or a .safetensors file written by v2a fit"""
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "hop_length", "n_codebooks", "codebook_size"):
@@ -241,11 +251,7 @@ class SpectralRVQCodec(AudioCodec):
 
     def _load(self, weights: str) -> None:
         if weights.lower() == PRETRAINED:
-            raise WeightsError(
-                "the spectral_rvq codec has no published weights; fit it on your own audio with "
-                "`v2a fit <recipe> <slot> <audio files>` and set weights to the .safetensors file "
-                "it writes, or to 'none' for random codebooks."
-            )
+            raise WeightsError(NOT_PUBLISHED)
         path = local_file(
             weights, what="the spectral_rvq codec",
             hint="Write one with `v2a fit <recipe> <slot> <audio files>`.",
@@ -478,10 +484,27 @@ def spectral_rvq_properties(config: SpectralRVQConfig) -> dict:
 # -- registration ---------------------------------------------------------------------------------
 
 
+#: The refusal of ``weights: pretrained``: the codebooks describe your audio, never published.
+NOT_PUBLISHED = ("the spectral_rvq codec has no published weights; fit it on your own audio with "
+                 "`v2a fit <recipe> <slot> <audio files>` and set weights to the .safetensors "
+                 "file it writes, or to 'none' for random codebooks.")
+
+
+def refuse_pretrained(weights: str) -> None:
+    raise WeightsError(NOT_PUBLISHED)
+
+
+def spectral_rvq_pretrained_files(config: SpectralRVQConfig) -> list:
+    """Nothing to download (see ``ComponentSpec.pretrained_files``): ``v2a fit`` makes the
+    weights; ``weights: pretrained`` is refused as building refuses it."""
+    return nothing_to_download(config.weights, refuse_pretrained)
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="codec", name="spectral_rvq", build=SpectralRVQCodec, config=SpectralRVQConfig,
         properties=spectral_rvq_properties, state_dict_weights=True,
+        pretrained_files=spectral_rvq_pretrained_files,
         description="STFT-magnitude RVQ codec fitted on your audio (k-means, Griffin-Lim); no download",
     ))

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from v2a import ComponentSpec, ConditionFuser, Conditioning, FeatureSequence, TextFeatures, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import trained_with_v2a
 from v2a.weights import load_trained
 
 #: Periods (seconds) of the sinusoidal time embedding, geometrically spaced between these two.
@@ -66,15 +67,25 @@ class MaskVATFuserConfig:
     """
 
     streams: dict[str, int] = field(default_factory=lambda: {"clip": 512, "s3d": 1024})
+    """the visual streams read (names of the recipe's visual_encoders) and their feature widths"""
     dim: int = 512
+    """width of the conditioning (the generator's condition_dim)"""
     aligned: bool = True
+    """produce the frame-aligned conditioning (AdaLN and Hybrid generators need it)"""
     context: bool = True
+    """produce the context sequence (Seq2Seq and Hybrid generators need it)"""
     context_layers: int = 2
+    """layers of the context encoder; 0 keeps the tagged projections as they are"""
     heads: int = 8
+    """attention heads of the context encoder (must divide dim)"""
     dropout: float = 0.0
-    text_dim: int | None = None  # width of the text encoder's tokens; None: no text
-    text_pooled_dim: int | None = None  # width of its pooled vector; set with text_dim
-    weights: str = "none"  # "none" (random) or a fuser.safetensors exported by `v2a train`
+    """dropout in the MLPs and the context encoder"""
+    text_dim: int | None = None
+    """width of the text encoder's tokens (its dim); null: no text"""
+    text_pooled_dim: int | None = None
+    """width of the text encoder's pooled vector (its pooled_dim); set with text_dim"""
+    weights: str = "none"
+    """none (random) or a fuser.safetensors exported by v2a train, loaded strictly"""
 
     def __post_init__(self) -> None:
         if not self.streams:
@@ -337,5 +348,6 @@ def v2a_register_components(register):
     register(ComponentSpec(
         kind="fuser", name="maskvat", build=MaskVATFuser, config=MaskVATFuserConfig,
         properties=fuser_properties, state_dict_weights=True,
+        pretrained_files=trained_with_v2a("the maskvat fuser"),
         description="MaskVAT fuser: stream MLPs, aligned sum at the codec rate, context encoder",
     ))

@@ -64,6 +64,7 @@ from torch import Tensor, nn
 
 from v2a import ComponentSpec, Conditioning, FeatureSequence, MaskedGenerator, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import trained_with_v2a
 from v2a.weights import load_trained
 
 Variant = Literal["adaln", "seq2seq", "hybrid"]
@@ -91,15 +92,25 @@ class MaskVATConfig:
     """
 
     n_codebooks: int = 9
+    """RVQ levels of the codec (its k)"""
     codebook_size: int = 1024
+    """entries per codebook of the codec"""
     condition_dim: int = 512
-    width: int = 1024  # assumed
-    layers: int = 24  # assumed
-    heads: int = 16  # assumed
+    """width of the fuser's sequences (its dim)"""
+    width: int = 1024
+    """transformer width (1024 assumed for the paper)"""
+    layers: int = 24
+    """transformer layers (24 assumed for the paper)"""
+    heads: int = 16
+    """attention heads (16 assumed); must divide width into an even head size"""
     ffn_mult: float = 4.0
+    """MLP hidden width over width"""
     dropout: float = 0.0
+    """dropout on attention weights, the MLP hidden layer and the residual branches"""
     max_frames: int = 4096
-    weights: str = "none"  # "none" (random) or a generator.safetensors exported by `v2a train`
+    """longest code sequence accepted (4096 frames: 47.6 s of DAC 44 kHz)"""
+    weights: str = "none"
+    """none (random) or a generator.safetensors exported by v2a train, loaded strictly"""
 
     def __post_init__(self) -> None:
         for name in ("n_codebooks", "codebook_size", "condition_dim", "width", "layers", "heads",
@@ -442,15 +453,18 @@ def v2a_register_components(register):
     register(ComponentSpec(
         kind="generator", name="maskvat_adaln", build=build_adaln, config=MaskVATConfig,
         properties=generator_properties("adaln"), state_dict_weights=True,
+        pretrained_files=trained_with_v2a("the maskvat_adaln generator"),
         description="MaskVAT-AdaLN: masked token transformer modulated per frame (AdaLN-Zero)",
     ))
     register(ComponentSpec(
         kind="generator", name="maskvat_seq2seq", build=build_seq2seq, config=MaskVATConfig,
         properties=generator_properties("seq2seq"), state_dict_weights=True,
+        pretrained_files=trained_with_v2a("the maskvat_seq2seq generator"),
         description="MaskVAT-Seq2Seq: masked token transformer cross-attending to the video",
     ))
     register(ComponentSpec(
         kind="generator", name="maskvat_hybrid", build=build_hybrid, config=MaskVATConfig,
         properties=generator_properties("hybrid"), state_dict_weights=True,
+        pretrained_files=trained_with_v2a("the maskvat_hybrid generator"),
         description="MaskVAT-Hybrid: AdaLN-Zero modulation and cross-attention",
     ))

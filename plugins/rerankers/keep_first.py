@@ -15,6 +15,7 @@ from v2a import ComponentSpec, FeatureSequence, Reranker, hookimpl
 @dataclass
 class KeepFirstConfig:
     sample_rate: int = 44100
+    """Hz of the candidates it is given (it reads none of them)"""
 
 
 class KeepFirst(Reranker):

@@ -67,6 +67,7 @@ from v2a import (
     hookimpl,
 )
 from v2a.errors import RecipeError, UserError
+from v2a.pretrained import nothing_to_download
 from v2a.registry import component_option, default_registry
 from v2a.tasks import TrainingError
 from v2a.weights import (
@@ -79,6 +80,9 @@ if TYPE_CHECKING:
 
 Distance = Literal["interpolated_euclidean", "dtw", "cosine_mean"]
 
+#: The refusal of ``weights: pretrained``: nothing of SCAV's is published.
+NOT_PUBLISHED = ("there is no published SCAV checkpoint to download; train one with "
+                 "`v2a train recipes/scav.yaml` and set the reranker's weights to its path.")
 #: Periods (seconds) of the sinusoidal time embedding: from a tenth of a second (finer than a
 #: CLIP frame at 8 fps) to 100 s (longer than any clip), geometrically spaced.
 MIN_PERIOD = 0.1
@@ -95,14 +99,22 @@ MIN_TEMPERATURE = 0.01
 class ScavConfig:
     """Options of the ``scav`` reranker."""
 
-    audio_encoder: dict = component_option("audio_encoder", "beats")  # frozen; its own weights
-    video_stream: str = "clip"  # the visual stream (recipe visual_encoders name) it reads
-    video_dim: int = 512  # that stream's width (CLIP ViT-B/32: 512)
-    dim: int = 256  # width of the common embedding space
-    layers: int = 2  # transformer blocks of each projector
+    audio_encoder: dict = component_option("audio_encoder", "beats")
+    """the frozen audio encoder that embeds the candidates, with its own weights"""
+    video_stream: str = "clip"
+    """the visual stream it reads (a name of the recipe's visual_encoders)"""
+    video_dim: int = 512
+    """that stream's width (CLIP ViT-B/32: 512)"""
+    dim: int = 256
+    """width of the common embedding space"""
+    layers: int = 2
+    """transformer blocks of each projector"""
     heads: int = 4
+    """attention heads of each projector"""
     distance: Distance = "interpolated_euclidean"
-    weights: str = "none"  # "none" | path to trained projectors (.safetensors from save_weights)
+    """how two embedding sequences are compared (see the plug-in's docs)"""
+    weights: str = "none"
+    """none (random) or the path of trained projectors (.safetensors)"""
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -365,10 +377,7 @@ class Scav(Reranker):
         """Load projectors written by :meth:`save_weights` (or a whole SCAV state dict, whose
         ``projectors.*`` entries are used and whose audio encoder entries are ignored)."""
         if str(weights).strip().lower() == PRETRAINED:
-            raise WeightsError(
-                "there is no published SCAV checkpoint to download; train one with "
-                "`v2a train recipes/scav.yaml` and set the reranker's weights to its path."
-            )
+            raise WeightsError(NOT_PUBLISHED)
         path = local_file(str(weights), what="the SCAV projectors",
                           hint="Train them with `v2a train recipes/scav.yaml`.")
         state = load_checkpoint(path)
@@ -514,10 +523,22 @@ def scav_properties(config: ScavConfig) -> dict:
     return props
 
 
+def refuse_pretrained(weights: str) -> None:
+    raise WeightsError(NOT_PUBLISHED)
+
+
+def scav_pretrained_files(config: ScavConfig) -> list:
+    """Nothing to download (see ``ComponentSpec.pretrained_files``): SCAV's projectors are
+    trained with v2a, never published; ``weights: pretrained`` is refused as building refuses
+    it. Its audio encoder is a component of its own and declares its own files."""
+    return nothing_to_download(config.weights, refuse_pretrained)
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="reranker", name="scav", build=Scav, config=ScavConfig, properties=scav_properties,
+        pretrained_files=scav_pretrained_files,
         description="SCAV (Tsiamas et al. 2024): sequence embeddings, interpolated Euclidean",
     ))
 

@@ -71,6 +71,7 @@ from torch import Tensor, nn
 
 from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import nothing_to_download
 from v2a.sequences import first_frame_time
 from v2a.weights import WeightsError, downloaded_file, is_random, load_checkpoint, load_into
 from v2a_plugins.rerankers.offset_scoring import OffsetReranker
@@ -131,9 +132,13 @@ class SparseSyncVisualConfig:
     """
 
     weights: str = "none"
+    """none (random) or the path of a SparseSync (or S3D) checkpoint"""
     fps: float = FPS
+    """frame rate of the input"""
     resize: int = RESIZE
+    """the frames' shortest side is resized to this before cropping"""
     crop: int = 224
+    """side of the centre crop; the grid is crop / 32 on a side"""
 
     def __post_init__(self) -> None:
         if not self.fps > 0 or self.crop < 32 or self.resize < self.crop:
@@ -384,14 +389,23 @@ class SparseSyncConfig:
     """
 
     weights: str = "none"
+    """none (random) or the path of an official SparseSync checkpoint"""
     video_stream: str = "sparsesync"
+    """the stream it reads, made by a sparsesync visual encoder"""
     grid: int = 7
+    """visual grid cells on a side (7 for 224 px crops)"""
     window_seconds: float = WINDOW_SECONDS
+    """seconds of audio per window (5.0: 16 visual steps)"""
     width: int = AUDIO_DIM
+    """width of the visual bridge's output and of the selectors (512, ResNet-18's)"""
     depth: int = 3
+    """layers of the selectors"""
     heads: int = 8
+    """attention heads of the selectors (must divide width)"""
     selectors: int = 16
+    """learned selector queries"""
     score: Score = "expected"
+    """score a candidate by the expected offset or by the most likely one"""
 
     def __post_init__(self) -> None:
         if self.width != AUDIO_DIM:
@@ -504,16 +518,25 @@ def sync_properties(config: SparseSyncConfig) -> dict:
             "video_streams": {config.video_stream: config.grid * config.grid * S3D_DIM}}
 
 
+def sparsesync_pretrained_files(config) -> list:
+    """Nothing to download (see ``ComponentSpec.pretrained_files``): no library publishes
+    these weights; ``weights: pretrained`` is refused as building refuses it.
+    (The visual encoder and the reranker read the same file.)"""
+    return nothing_to_download(config.weights,
+                               lambda weights: sparsesync_file(weights, "SparseSync"))
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="visual_encoder", name="sparsesync", build=SparseSyncVisualEncoder,
         config=SparseSyncVisualConfig, requires=("torchvision",), install="pip install 'v2a[s3d]'",
-        properties=visual_properties,
+        properties=visual_properties, pretrained_files=sparsesync_pretrained_files,
         description="SparseSync's S3D feature maps (7 x 7 x 1024 per step), fps / 8 per second",
     ))
     register(ComponentSpec(
         kind="reranker", name="sparsesync", build=SparseSync, config=SparseSyncConfig,
         requires=("torchvision",), install="pip install 'v2a[s3d]'", properties=sync_properties,
+        pretrained_files=sparsesync_pretrained_files,
         description="SparseSync (Iashin et al. 2022): 21 offset classes, score -|offset|",
     ))

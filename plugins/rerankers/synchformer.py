@@ -63,6 +63,7 @@ from v2a_plugins.audio_encoders.mel import mel_filterbank
 from v2a_plugins.rerankers.offset_scoring import OffsetReranker
 from v2a_plugins.rerankers.offset_scoring import window_starts as offset_windows
 from v2a_plugins.visual_encoders.synchformer import (
+    synchformer_pretrained_files,
     SEGMENT_FRAMES,
     SEGMENT_STEP,
     TOKENS_PER_SEGMENT,
@@ -104,17 +105,29 @@ class SynchformerSyncConfig:
     """
 
     weights: str = "none"
+    """none (random) or the path of an official Synchformer checkpoint"""
     video_stream: str = "synchformer"
+    """the stream it reads, made by a synchformer visual encoder"""
     video_width: int = 768
+    """that encoder's width (the stream is 8 * video_width wide)"""
     segments: int = 14
+    """segments per window (14: 4.8 s)"""
     mel_bins: int = 128
+    """mel bins of the audio spectrogram transformer's input"""
     audio_width: int = 768
+    """width of the audio spectrogram transformer"""
     audio_depth: int = 12
+    """blocks of the audio spectrogram transformer"""
     audio_heads: int = 12
+    """attention heads of the audio spectrogram transformer"""
     sync_width: int = 768
+    """width of the synchronisation module"""
     sync_depth: int = 3
+    """blocks of the synchronisation module"""
     sync_heads: int = 8
+    """attention heads of the synchronisation module"""
     score: Score = "expected"
+    """score a candidate by the expected offset or by the most likely one"""
 
     def __post_init__(self) -> None:
         if self.segments < 1 or self.mel_bins < PATCH:
@@ -360,6 +373,6 @@ def synchformer_sync_properties(config: SynchformerSyncConfig) -> dict:
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="reranker", name="synchformer", build=Synchformer, config=SynchformerSyncConfig,
-        properties=synchformer_sync_properties,
+        properties=synchformer_sync_properties, pretrained_files=synchformer_pretrained_files,
         description="Synchformer (Iashin et al. 2024): 21 offset classes, score -|offset|",
     ))

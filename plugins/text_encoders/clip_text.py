@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from v2a import ComponentSpec, TextEncoder, TextFeatures, hookimpl
 from v2a.errors import UserError, suggestion
+from v2a.pretrained import PretrainedFile
 from v2a.schema import FieldError
 from v2a.weights import (
     PRETRAINED,
@@ -49,7 +50,7 @@ from v2a.weights import (
     load_into,
     local_file,
 )
-from v2a_plugins.visual_encoders.clip import _quiet_random_init, pretrained_model
+from v2a_plugins.visual_encoders.clip import _quiet_random_init, open_clip_files, pretrained_model
 
 #: A minimal vision tower for models whose vision tower is discarded at once (open_clip builds
 #: both towers).
@@ -74,15 +75,25 @@ class ClipTextConfig:
     """
 
     model: str = "ViT-B-32"
+    """an open_clip model name (open_clip.list_models())"""
     pretrained: str = "openai"
+    """the open_clip pretrained tag that weights: pretrained downloads"""
     weights: str = PRETRAINED
+    """pretrained (downloaded by open_clip), none (random) or the path of a file"""
     normalize: bool = False
+    """L2-normalise the pooled vector"""
     quick_gelu: bool | None = None
+    """use QuickGELU; null: what the pretrained tag was trained with"""
     width: int | None = None
+    """text tower width for random or local weights; null: the named model's"""
     layers: int | None = None
+    """text tower layers; null: the named model's"""
     heads: int | None = None
+    """text tower attention heads (must divide width); null: the named model's"""
     embed_dim: int | None = None
+    """width of the pooled embedding; null: the named model's"""
     context_length: int | None = None
+    """most tokens of a text; null: the named model's"""
 
     def __post_init__(self) -> None:
         for name in (*_TEXT_FIELDS, "embed_dim"):
@@ -275,11 +286,19 @@ class ClipTextEncoder(TextEncoder):
         return TextFeatures.from_tensors(tokens=tokens, mask=mask, pooled=pooled)
 
 
+def clip_text_pretrained_files(config: ClipTextConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``): the
+    same open_clip file as the ``clip`` visual encoder's for this model and tag."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    return open_clip_files(config.model, config.pretrained, part="text tower")
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="text_encoder", name="clip_text", build=ClipTextEncoder, config=ClipTextConfig,
         requires=("open_clip", "torchvision"), install="pip install 'v2a[clip]'",
-        properties=clip_text_properties,
+        properties=clip_text_properties, pretrained_files=clip_text_pretrained_files,
         description="CLIP text tower (open_clip; ViT-B-32): hidden state per token, pooled EOT",
     ))

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from v2a import ComponentSpec, TextEncoder, TextFeatures, hookimpl
+from v2a.pretrained import trained_with_v2a
 from v2a.schema import FieldError, bounded, check_bounds
 from v2a.weights import NONE, load_trained
 
@@ -59,9 +60,13 @@ class LearnedWordsConfig:
     """
 
     vocabulary: list[str] = field(default_factory=list)
+    """the known words, one word each (compared case-insensitively); others are <unk>"""
     dim: int = bounded(64, low=1)
+    """token and pooled width"""
     max_tokens: int = bounded(32, low=1)
+    """words of a text that count; the rest are dropped"""
     weights: str = NONE
+    """none (random) or a .safetensors file of the encoder's state dict"""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -128,5 +133,6 @@ def v2a_register_components(register):
     register(ComponentSpec(
         kind="text_encoder", name="learned_words", build=LearnedWordsEncoder,
         config=LearnedWordsConfig, properties=learned_words_properties, state_dict_weights=True,
+        pretrained_files=trained_with_v2a("the learned_words text encoder"),
         description="learned word + position embeddings over a fixed vocabulary (no weights)",
     ))

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from v2a import ComponentSpec, TextEncoder, TextFeatures, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import PretrainedFile, hub_model_folder
 from v2a.schema import FieldError, bounded, check_bounds
 from v2a.weights import PRETRAINED, WeightsError, is_random
 
@@ -92,14 +93,24 @@ class T5TextConfig:
     """
 
     weights: str = PRETRAINED
+    """pretrained (checkpoint from the Hugging Face hub), a folder saved with save_pretrained, or
+    none (random, of the size below)"""
     checkpoint: str = DEFAULT_CHECKPOINT
+    """the Hugging Face hub name that weights: pretrained downloads"""
     max_tokens: int = bounded(128, low=2)
+    """most tokens of one text, </s> included; longer texts are truncated"""
     trainable: bool = False
+    """train the encoder with the model instead of keeping it frozen"""
     d_model: int = bounded(64, low=1)
+    """random init: token width"""
     layers: int = bounded(2, low=1)
+    """random init: encoder layers"""
     heads: int = bounded(4, low=1)
+    """random init: attention heads (must divide d_model)"""
     d_ff: int = bounded(128, low=1)
+    """random init: gated-GELU feed-forward width"""
     vocab_size: int | None = None
+    """random init: embedding rows; null: exactly the offline tokenizer's pieces"""
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -247,11 +258,26 @@ def t5_text_properties(config: T5TextConfig) -> dict:
     return known
 
 
+def t5_pretrained_files(config: T5TextConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``): the
+    ``checkpoint`` repository, as ``transformers``' ``from_pretrained`` fetches it into the Hub
+    cache (the encoder's config and weights, the tokenizer's files)."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    licence = ("Apache-2.0 (its model card)" if config.checkpoint == DEFAULT_CHECKPOINT
+               else "unknown here (see the checkpoint's model card)")
+    return [hub_model_folder(what=f"T5 checkpoint {config.checkpoint}",
+                             repo_id=config.checkpoint,
+                             load=lambda: trained_parts(config, transformers_module()),
+                             licence=licence)]
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="text_encoder", name="t5", build=T5TextEncoder, config=T5TextConfig,
         properties=t5_text_properties, requires=("transformers",), install=INSTALL,
+        pretrained_files=t5_pretrained_files,
         description="T5 / Flan-T5 encoder (transformers; google/flan-t5-large): frozen hidden "
                     "state per token, pooled mean; needs v2a[t5]",
     ))

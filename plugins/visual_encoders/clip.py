@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,7 @@ from torch import Tensor
 
 from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
 from v2a.errors import UserError, suggestion
+from v2a.pretrained import PretrainedFile, hub_file
 from v2a.sequences import first_frame_time
 from v2a.weights import (
     PRETRAINED,
@@ -76,18 +79,31 @@ class ClipConfig:
     """
 
     model: str = "ViT-B-32"
+    """an open_clip model name (open_clip.list_models())"""
     pretrained: str = "openai"
+    """the open_clip pretrained tag that weights: pretrained downloads"""
     weights: str = PRETRAINED
+    """pretrained (downloaded by open_clip), none (random) or the path of a file"""
     fps: float = 8.0
+    """frames (and features) per second (8 assumed)"""
     batch_frames: int = 64
+    """frames per forward pass"""
     normalize: bool = False
+    """L2-normalise each embedding"""
     quick_gelu: bool | None = None
+    """use QuickGELU; null: what the pretrained tag was trained with"""
     image_size: int | None = None
+    """vision tower input size for random or local weights; null: the named model's"""
     patch_size: int | None = None
+    """vision tower patch size; null: the named model's"""
     width: int | None = None
+    """vision tower width; null: the named model's"""
     layers: int | None = None
+    """vision tower layers; null: the named model's"""
     heads: int | None = None
+    """vision tower attention heads (needs width, must divide it); null: the named model's"""
     embed_dim: int | None = None
+    """width of the embedding; null: the named model's"""
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -314,7 +330,7 @@ def v2a_register_components(register):
     register(ComponentSpec(
         kind="visual_encoder", name="clip", build=ClipEncoder, config=ClipConfig,
         requires=("open_clip", "torchvision"), install="pip install 'v2a[clip]'",
-        properties=clip_properties,
+        properties=clip_properties, pretrained_files=clip_pretrained_files,
         description="CLIP image embedding per frame (open_clip; ViT-B-32 at 8 fps)",
     ))
 
@@ -323,17 +339,83 @@ def pretrained_model(open_clip, model: str, pretrained: str, tag, kwargs: dict):
     """open_clip's ``model`` with its published ``pretrained`` weights (``tag``: open_clip's
     pretrained config, None when it has no such tag), downloaded first so that a missing tag or
     a failed download is one sentence rather than a traceback."""
+    download_pretrained(open_clip, model, pretrained, tag)
+    return open_clip.create_model(model, pretrained=pretrained, **kwargs)
+
+
+def _check_tag(open_clip, model: str, pretrained: str, tag) -> None:
     if not tag:
         raise UserError(
             f"open_clip has no pretrained tag {pretrained!r} for {model}; "
             f"{suggestion(pretrained, open_clip.list_pretrained_tags_by_model(model), 'tags')}"
         )
+
+
+def download_pretrained(open_clip, model: str, pretrained: str, tag) -> Path:
+    """open_clip's own download of the ``pretrained`` weights of ``model`` into its cache (the
+    Hub's, or ``~/.cache/clip`` for a URL); the file. A failure is one sentence."""
+    _check_tag(open_clip, model, pretrained, tag)
     try:
-        open_clip.download_pretrained(tag)
+        return Path(open_clip.download_pretrained(tag))
     except Exception as exc:
         raise WeightsError(
             f"could not download the open_clip weights {model}/{pretrained} "
             f"({type(exc).__name__}: {exc}); connect to the internet once (open_clip caches "
             "them), or give a downloaded checkpoint's path as the weights option"
         ) from None
-    return open_clip.create_model(model, pretrained=pretrained, **kwargs)
+
+
+#: The file open_clip takes from a Hub repository its tag names without a file, and the
+#: safetensors twin it looks for first.
+_HUB_WEIGHTS, _HUB_SAFE_WEIGHTS = "open_clip_pytorch_model.bin", "open_clip_model.safetensors"
+
+
+def open_clip_files(model: str, pretrained: str, *, part: str) -> list[PretrainedFile]:
+    """The file open_clip downloads for ``model``/``pretrained`` (``part``: which tower uses
+    it, for the description), where open_clip's ``download_pretrained`` would take it from: the
+    Hub repository of the tag when huggingface_hub is installed (a ``.safetensors`` twin
+    first), else its URL, cached in ``~/.cache/clip`` and checked by the SHA-256 (or prefix)
+    open_clip reads from the URL."""
+    import open_clip
+    from open_clip.pretrained import has_hf_hub
+
+    tag = open_clip.get_pretrained_cfg(model, pretrained)
+    _check_tag(open_clip, model, pretrained, tag)
+    what = f"open_clip {model}/{pretrained} weights ({part})"
+    licence = ("MIT (OpenAI's CLIP repository)" if pretrained == "openai"
+               else "unknown here (see the tag's model card)")
+
+    def fetch() -> Path:
+        return download_pretrained(open_clip, model, pretrained, tag)
+
+    hub = tag.get("hf_hub", "")
+    if hub and has_hf_hub():
+        repo_id, name = os.path.split(hub)  # "org/model/" names no file: open_clip's default
+        name = name or _HUB_WEIGHTS
+        stem, suffix = os.path.splitext(name)
+        twins = ([_HUB_SAFE_WEIGHTS] if name == _HUB_WEIGHTS
+                 else [stem + ".safetensors"] if suffix in (".bin", ".pth") else [])
+        return [hub_file(what=what, repo_id=repo_id, filenames=[*twins, name], licence=licence,
+                         fetch=fetch)]
+    url = tag["url"]
+    name = os.path.basename(url)
+    if "openaipublic" in url:
+        checksum = url.split("/")[-2]
+    elif "mlfoundations" in url:
+        checksum = os.path.splitext(name)[0].split("-")[-1]
+    else:
+        checksum = None
+
+    def find() -> Path | None:
+        path = Path("~/.cache/clip").expanduser() / name
+        return path if path.is_file() else None
+
+    return [PretrainedFile(what=what, source=url, size=None, sha256=checksum or None,
+                           licence=licence, find=find, fetch=fetch)]
+
+
+def clip_pretrained_files(config: ClipConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``)."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    return open_clip_files(config.model, config.pretrained, part="image tower")

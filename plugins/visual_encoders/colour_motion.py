@@ -62,10 +62,14 @@ from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
 class ColourMotionConfig:
     """Options of ``visual: {plugin: colour_motion, ...}``."""
 
-    fps: float = 25.0  # frames per second it wants (and features per second it returns)
-    grid: int = 8  # cells per side
-    size: int = 64  # frames are resized to size × size; a multiple of grid
-    orientations: int = 4  # gradient orientation bins per cell (0: no shape features)
+    fps: float = 25.0
+    """frames per second it reads, and features per second it returns"""
+    grid: int = 8
+    """cells per side"""
+    size: int = 64
+    """frames are resized to size x size; a multiple of grid"""
+    orientations: int = 4
+    """gradient orientation bins per cell (0: no shape features)"""
 
     def __post_init__(self) -> None:
         if not (self.fps > 0 and math.isfinite(self.fps)):

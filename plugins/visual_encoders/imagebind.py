@@ -65,6 +65,7 @@ from torch import Tensor, nn
 
 from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import nothing_to_download
 from v2a.schema import FieldError
 from v2a.weights import WeightsError, downloaded_file, is_random, load_checkpoint, load_into
 from v2a_plugins.visual_encoders.synchformer import Mlp  # fc1, exact GELU, fc2 (ViT's)
@@ -226,17 +227,28 @@ class ImageBindVisionConfig:
     images per forward pass. The rest shapes the tower (smaller sizes for tests).
     """
 
-    weights: str = "none"  # "none" | path to imagebind_huge.pth (or this tower's state dict)
+    weights: str = "none"
+    """none (random) or the path of imagebind_huge.pth (or this tower's state dict)"""
     fps: float = 0.5
+    """frames (and steps) per second, 0.5 as av-benchmark samples"""
     crops: int = 1
+    """crops per frame, averaged: 1 (centre) or 3 (left, centre, right)"""
     frame_pairs: bool = False
+    """embed consecutive frames as two-frame clips (av-benchmark) instead of each frame repeated"""
     batch_frames: int = 16
+    """images per forward pass"""
     image_size: int = 224
+    """side of the square input images"""
     patch_size: int = 14
+    """side of the square patches (must divide image_size)"""
     width: int = 1280
+    """transformer width"""
     depth: int = 32
+    """transformer blocks"""
     heads: int = 16
+    """attention heads (must divide width)"""
     embed_dim: int = EMBED_DIM
+    """width of the joint ImageBind embedding the tower projects to"""
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -375,11 +387,20 @@ def vision_properties(config: ImageBindVisionConfig) -> dict:
             "frame_size": size}
 
 
+def imagebind_pretrained_files(config) -> list:
+    """Nothing to download (see ``ComponentSpec.pretrained_files``): no library publishes
+    these weights; ``weights: pretrained`` is refused as building refuses it.
+    (Both towers, audio and vision, read the same file.)"""
+    return nothing_to_download(config.weights, lambda weights: downloaded_file(
+        weights, model="ImageBind-Huge", file=CHECKPOINT_TEXT, page=CHECKPOINT_URL))
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="visual_encoder", name="imagebind", build=ImageBindVisionEncoder,
         config=ImageBindVisionConfig, properties=vision_properties,
+        pretrained_files=imagebind_pretrained_files,
         description="ImageBind-Huge vision tower (Girdhar 2023): 1024-d unit embedding per "
                     "frame, for IB-score; local checkpoint, non-commercial licence",
     ))

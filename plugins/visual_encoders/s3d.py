@@ -55,6 +55,7 @@ from einops import rearrange, reduce
 from torch import Tensor
 
 from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
+from v2a.pretrained import PretrainedFile, torch_hub_file
 from v2a.sequences import first_frame_time
 from v2a.weights import (
     PRETRAINED,
@@ -88,9 +89,13 @@ class S3DConfig:
     """
 
     weights: str = PRETRAINED
+    """pretrained (torchvision's Kinetics-400), none (random) or the path of a file"""
     fps: float = 25.0
+    """input frame rate (25 assumed); features come at fps / 8"""
     crop: int = 224
+    """side of the square frames it reads (224 assumed)"""
     normalise: Literal["kinetics", "imagenet", "none"] = "kinetics"
+    """the input statistics the weights expect"""
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -281,10 +286,29 @@ class S3DEncoder(VisualEncoder):
         return FeatureSequence(values=values, rate=self.rate, start=start)
 
 
+def s3d_pretrained_files(config: S3DConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``):
+    torchvision's ``S3D_Weights.KINETICS400_V1``, kept in torch.hub's checkpoint folder and
+    checked by the SHA-256 prefix in its file name; its size is torchvision's own record
+    (``meta["_file_size"]``, in MB to three decimals)."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    from torchvision.models.video import S3D_Weights
+
+    weights = S3D_Weights.KINETICS400_V1
+    megabytes = weights.meta.get("_file_size")
+    return [torch_hub_file(
+        what="S3D Kinetics-400 weights (torchvision)", url=weights.url, check_hash=True,
+        source=f"torchvision S3D_Weights.KINETICS400_V1 ({weights.url})",
+        size=round(megabytes * 1e6) if megabytes else None,
+        licence="BSD-3-Clause (torchvision; its weights may carry the training data's terms)")]
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="visual_encoder", name="s3d", build=S3DEncoder, config=S3DConfig,
         requires=("torchvision",), install="pip install 'v2a[s3d]'", properties=s3d_properties,
+        pretrained_files=s3d_pretrained_files,
         description="S3D features before pooling (torchvision, Kinetics-400), fps / 8 per second",
     ))

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from v2a import ComponentSpec, FeatureSequence, VisualEncoder, hookimpl
 from v2a.errors import UserError
+from v2a.pretrained import nothing_to_download
 from v2a.sequences import first_frame_time
 from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, load_into, local_file
 from v2a_plugins.visual_encoders.s3d import resize_and_crop
@@ -84,13 +85,21 @@ class SynchformerVisualConfig:
     """
 
     weights: str = "none"
+    """none (random) or the path of an official Synchformer checkpoint"""
     fps: float = 25.0
+    """frame rate of the input"""
     image_size: int = 224
+    """side of the square frames"""
     patch_size: int = 16
+    """side of the square patches (must divide image_size)"""
     width: int = 768
+    """ViT width"""
     depth: int = 12
+    """ViT blocks"""
     heads: int = 12
+    """ViT attention heads (must divide width)"""
     mlp_ratio: int = 4
+    """MLP hidden width over width"""
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -347,10 +356,19 @@ class SynchformerVisualEncoder(VisualEncoder):
         return FeatureSequence(values=values, rate=self.rate, start=start)
 
 
+def synchformer_pretrained_files(config) -> list:
+    """Nothing to download (see ``ComponentSpec.pretrained_files``): no library publishes
+    these weights; ``weights: pretrained`` is refused as building refuses it.
+    (The visual tower and the reranker read the same file.)"""
+    return nothing_to_download(config.weights,
+                               lambda weights: synchformer_file(weights, "Synchformer"))
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
         kind="visual_encoder", name="synchformer", build=SynchformerVisualEncoder,
         config=SynchformerVisualConfig, properties=synchformer_visual_properties,
+        pretrained_files=synchformer_pretrained_files,
         description="Synchformer's Motionformer tower: 8 vectors per 0.64 s segment, fps / 8",
     ))

@@ -11,16 +11,21 @@ what the user reads. Engines never import commands; :mod:`v2a.cli` assembles the
 from __future__ import annotations
 
 from v2a.commands import (
+    demo,
     doctor,
+    download,
     evaluate,
+    export,
     extract,
     fit,
     generate,
     manifest,
     plugins,
+    push,
     recipe,
     synth,
     train,
 )
 
-COMMANDS = (plugins, recipe, fit, manifest, extract, train, synth, generate, evaluate, doctor)
+COMMANDS = (plugins, recipe, fit, manifest, extract, train, synth, generate, evaluate, export,
+            push, demo, download, doctor)

@@ -6,9 +6,15 @@ import argparse
 import json
 
 from v2a.errors import UserError
-from v2a.log import warn
-from v2a.recipe import dataclass_doc
+from v2a.log import note, warn
+from v2a.recipe import OptionDoc, dataclass_doc
 from v2a.registry import TRAINING_TASK, Registry, default_registry
+
+
+class UsageError(UserError):
+    """A command line that names too little (exit code 2, as argparse's own usage errors)."""
+
+    exit_code = 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 def show_options(registry: Registry, kind: str | None, name: str | None) -> int:
     if not (kind and name):
-        raise UserError("give both a kind and a name, e.g. `v2a plugins reranker none`")
+        raise UsageError("give both a kind and a name, e.g. `v2a plugins reranker none`")
     if kind == TRAINING_TASK:
         return show_training_task(registry, name)
     entry = registry.get(kind, name)
@@ -44,11 +50,26 @@ def show_options(registry: Registry, kind: str | None, name: str | None) -> int:
         print("no options")
         return 0
     rows = dataclass_doc(entry.spec.config)
-    widths = [max(len(r[i]) for r in rows) for i in range(2)]
-    print("options:")
-    for key, type_, default in rows:
-        print(f"  {key.ljust(widths[0])}  {type_.ljust(widths[1])}  default {default}")
+    print("\n".join(option_lines(rows)))
+    undocumented = [row.name for row in rows if not row.help]
+    if undocumented:
+        note(f"{kind} {name!r} documents no help for {', '.join(undocumented)} (an option's help "
+             f"is the docstring under its field: docs/writing-a-plugin.md)")
     return 0
+
+
+def option_lines(rows: list[OptionDoc]) -> list[str]:
+    """What ``v2a plugins KIND NAME`` prints of a config's options: name, type and default on a
+    line, the help (when there is one) indented below."""
+    name_width = max(len(row.name) for row in rows)
+    type_width = max(len(row.type) for row in rows)
+    lines = ["options (types and defaults as a recipe writes them):"]
+    for row in rows:
+        lines.append(f"  {row.name.ljust(name_width)}  {row.type.ljust(type_width)}  "
+                     f"default {row.default}")
+        if row.help:
+            lines.append(f"      {row.help}")
+    return lines
 
 
 def show_training_task(registry: Registry, name: str) -> int:

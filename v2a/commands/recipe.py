@@ -1,4 +1,5 @@
-"""``v2a recipe show|check|list``: print a resolved recipe, validate one, list the built-in ones."""
+"""``v2a recipe show|check|list|cp``: print a resolved recipe (or what it changes against the
+one it extends), validate one, list the built-in ones, copy one out to edit."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import argparse
 from v2a.commands.common import add_recipe_arguments
 from v2a.errors import UserError
 from v2a.log import note
-from v2a.recipe import catalogue, load_recipe, recipe_options
+from v2a.recipe import Recipe, catalogue, display, load_recipe, recipe_options, yaml_value
+from v2a.recipe.copies import ABSENT, changes_against_parent, composed, copy_recipe
 from v2a.registry import default_registry
 from v2a.tasks import task_spec
 from v2a.weights import cached_file, parse_weights
@@ -16,9 +18,50 @@ from v2a.weights import cached_file, parse_weights
 def show(args: argparse.Namespace) -> int:
     options = recipe_options(args)
     recipe = load_recipe(args.recipe, args.overrides, **options)
+    if args.diff:
+        return show_changes(recipe, options)
     given = [*args.overrides, *(["--random-weights"] if options["random_weights"] else [])]
     print(f"# {recipe.source}" + (f" with {' '.join(given)}" if given else ""))
     print(recipe.to_yaml(), end="")
+    return 0
+
+
+def show_changes(recipe: Recipe, options: dict) -> int:
+    """``v2a recipe show --diff R``: each key R changes against what it extends."""
+    found = changes_against_parent(recipe, default_registry(),
+                                   random_weights=options["random_weights"],
+                                   allow_env=bool(options["allow_env"]))
+    if found is None:
+        print(f"{recipe.source} extends no recipe: there is nothing to compare it with")
+        return 0
+    given = f" with {' '.join(recipe.overrides)}" if recipe.overrides else ""
+    count = len(found.changes)
+    print(f"# {recipe.source}{given} against what it extends ({', '.join(found.bases)}): "
+          f"{count} key{'' if count == 1 else 's'} changed; parent -> recipe")
+    if found.unresolved:
+        print(f"# compared as written, defaults not filled in: the parent alone does not "
+              f"validate ({found.unresolved})")
+    for key, old, new in found.changes:
+        print(f"{key}: {shown_value(old)} -> {shown_value(new)}")
+    return 0
+
+
+def shown_value(value: object) -> str:
+    return "absent" if value is ABSENT else yaml_value(value)
+
+
+def copy(args: argparse.Namespace) -> int:
+    """``v2a recipe cp NAME [DEST] [--force]``."""
+    copied = copy_recipe(args.name, args.dest, force=args.force)
+    source = copied.files[0][0]
+    print(f"copied {args.name} ({display(source)}) to {display(copied.recipe)}")
+    for original, file in copied.files[1:]:
+        print(f"  with {display(file)} (from {display(original)}), which it pulls in")
+    for value, absolute in copied.weights:
+        print(f"  weights {value} -> {absolute} (the original's file, not copied)")
+    if composed(copied.recipe) != composed(source):  # a bug in the rewriting, not the user's
+        raise RuntimeError(f"the copy {copied.recipe} does not compose to what {source} does")
+    print(f"edit it, then: v2a recipe check {display(copied.recipe)}")
     return 0
 
 
@@ -58,8 +101,8 @@ def list_recipes(args: argparse.Namespace) -> int:
 
 
 def add_command(sub, common: argparse.ArgumentParser) -> None:
-    """Register ``v2a recipe show|check|list`` on the CLI's sub-parsers."""
-    recipe = sub.add_parser("recipe", parents=[common], help="show, check or list recipes")
+    """Register ``v2a recipe show|check|list|cp`` on the CLI's sub-parsers."""
+    recipe = sub.add_parser("recipe", parents=[common], help="show, check, list or copy recipes")
     rsub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
     for name, func, text in (
         ("show", show, "print the resolved recipe with every default filled in"),
@@ -68,5 +111,16 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
         p = rsub.add_parser(name, parents=[common], help=text, description=text)
         add_recipe_arguments(p)
         p.set_defaults(func=func)
+        if name == "show":
+            p.add_argument("--diff", action="store_true",
+                           help="print only the keys the recipe changes against what it extends")
     p = rsub.add_parser("list", parents=[common], help="list the built-in recipes")
     p.set_defaults(func=list_recipes)
+    text = ("copy a recipe and the files it pulls in (extends, component YAMLs) to edit; "
+            "relative weights keep pointing at the shipped files")
+    p = rsub.add_parser("cp", parents=[common], help=text.partition(";")[0], description=text)
+    p.add_argument("name", metavar="NAME", help="a built-in recipe (see `v2a recipe list`) or a file")
+    p.add_argument("dest", metavar="DEST", nargs="?",
+                   help="the copy's file name, or a folder (default: NAME's file name, here)")
+    p.add_argument("--force", action="store_true", help="overwrite files that exist")
+    p.set_defaults(func=copy)

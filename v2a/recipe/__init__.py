@@ -83,6 +83,7 @@ from v2a.recipe.files import (
     MAX_BYTES,
     MAX_DEPTH,
     MAX_VALUES,
+    MODEL_RECIPE,
     CatalogueEntry,
     YAMLLimitError,
     builtin_recipe_names,
@@ -95,9 +96,10 @@ from v2a.recipe.files import (
     recipes_extending,
     shipped_recipes,
 )
-from v2a.recipe.load import load_recipe, recipe_options, require_runnable
+from v2a.recipe.load import load_recipe, recipe_file, recipe_options, require_runnable
 from v2a.recipe.saved import ABSENT, flat_keys, read_saved_recipe, recipe_differences
-from v2a.recipe.validation import dataclass_doc, validate_component, validate_recipe
+from v2a.recipe.reference import OptionDoc, dataclass_doc, field_docs, type_name, yaml_value
+from v2a.recipe.validation import validate_component, validate_recipe
 
 __all__ = [
     "ABSENT",
@@ -106,6 +108,7 @@ __all__ = [
     "MAX_BYTES",
     "MAX_DEPTH",
     "MAX_VALUES",
+    "MODEL_RECIPE",
     "MODEL_SLOTS",
     "MULTI_SLOTS",
     "SECTIONS",
@@ -116,6 +119,7 @@ __all__ = [
     "Composer",
     "DataConfig",
     "Inconsistency",
+    "OptionDoc",
     "Precision",
     "Recipe",
     "RecipeDumper",
@@ -129,6 +133,7 @@ __all__ = [
     "check_consistency",
     "dataclass_doc",
     "display",
+    "field_docs",
     "flat_keys",
     "inconsistencies",
     "is_override",
@@ -139,14 +144,17 @@ __all__ = [
     "read_saved_recipe",
     "read_yaml",
     "recipe_differences",
+    "recipe_file",
     "recipe_options",
     "recipes_extending",
     "require_runnable",
     "shipped_recipes",
     "slot_kind",
+    "type_name",
     "untrained",
     "untrained_recipe",
     "validate_component",
     "validate_recipe",
     "weights_fit",
+    "yaml_value",
 ]

@@ -30,6 +30,8 @@ MAX_VALUES = 10_000
 MAX_DEPTH = 32
 #: Setting this environment variable to 1 allows ``${oc.env:...}`` (as ``--allow-env`` does).
 ALLOW_ENV_VARIABLE = "V2A_RECIPE_ALLOW_ENV"
+#: The recipe of a model folder (what ``v2a export`` writes beside the weights).
+MODEL_RECIPE = "recipe.yaml"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,12 +134,14 @@ def builtin_recipes_dir() -> Path:
 def shipped_recipes() -> dict[str, Path]:
     """The shipped recipes by name: the path below :func:`builtin_recipes_dir` without
     ``.yaml`` (``tiny``, ``small/maskvat_hybrid_small``); ``components/`` holds component
-    files, not recipes."""
+    files, and a model folder (one holding a :data:`MODEL_RECIPE`, such as ``tiny/``) the
+    recipe of its model, not recipes of the catalogue."""
     root = builtin_recipes_dir()
     found = {}
     for path in sorted(root.rglob("*.yaml")):
         parts = path.relative_to(root).with_suffix("").parts
-        if "components" not in parts:
+        model_folder = path.parent != root and (path.parent / MODEL_RECIPE).is_file()
+        if "components" not in parts and not model_folder:
             found["/".join(parts)] = path
     return found
 

@@ -1,5 +1,7 @@
 """The way in: :func:`load_recipe` reads, composes, overrides, resolves and validates a recipe
-(:mod:`~v2a.recipe.compose`, then :mod:`~v2a.recipe.validation`), building nothing; the
+(:mod:`~v2a.recipe.compose`, then :mod:`~v2a.recipe.validation`), building nothing, from a
+recipe file, a shipped recipe's name or a model folder (local, or on the Hub:
+:func:`recipe_file`); the
 command line's flags for it (:func:`recipe_options`); and the refusal of a base recipe where a
 command runs a model (:func:`require_runnable`)."""
 
@@ -11,9 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from v2a.errors import RecipeError
+from v2a.hub import hub_snapshot, is_hub_value, parse_hub_ref
 from v2a.recipe.compose import Composer
 from v2a.recipe.config import MODEL_SLOTS, Recipe
-from v2a.recipe.files import ALLOW_ENV_VARIABLE, display, locate, recipes_extending
+from v2a.recipe.files import (
+    ALLOW_ENV_VARIABLE,
+    MODEL_RECIPE,
+    display,
+    locate,
+    recipes_extending,
+)
 from v2a.recipe.validation import validate_recipe
 from v2a.registry import Registry, default_registry
 
@@ -34,19 +43,48 @@ def load_recipe(
     it, while loading the weights reports a misfit in one sentence anyway).
     """
     registry = registry or default_registry()
-    path = locate(ref)
+    path, source, default_name = recipe_file(ref)
     composer = Composer()
-    composer.sources[""] = display(path)
+    composer.sources[""] = source
     composer.add_file(path)
     for text in overrides:
         composer.add_override(text)
     if allow_env is None:
         allow_env = os.environ.get(ALLOW_ENV_VARIABLE, "").strip().lower() in ("1", "true", "yes")
     return validate_recipe(
-        composer, registry, source=display(path), default_name=path.stem, path=path,
+        composer, registry, source=source, default_name=default_name, path=path,
         overrides=tuple(overrides), random_weights=random_weights, allow_env=allow_env,
         check_weights=check_weights,
     )
+
+
+def recipe_file(ref: str | Path) -> tuple[Path, str, str]:
+    """The recipe file ``ref`` names, how messages name it and the recipe's default name: a
+    model folder's ``recipe.yaml`` (``hf://OWNER/NAME[@REVISION]``, the Hub repository
+    downloaded whole into the Hugging Face cache with :func:`v2a.hub.hub_snapshot`; or a local
+    folder holding one, as ``v2a export`` writes), so that its ``./`` weights are the files
+    beside it; else a recipe file or a shipped recipe's name (:func:`locate`)."""
+    text = str(ref)
+    if is_hub_value(text):
+        hub_ref = parse_hub_ref(text, need_path=False)
+        folder, _ = hub_snapshot(hub_ref, what=f"the model {text}")
+        path = folder / MODEL_RECIPE
+        if not path.is_file():
+            raise RecipeError(f"{text} has no {MODEL_RECIPE}, so it is not a v2a model folder; "
+                              f"give the repository that v2a push uploaded an export to")
+        return path, f"{text} ({MODEL_RECIPE})", hub_ref.repo_id.rpartition("/")[2]
+    folder = Path(text)
+    if (folder / MODEL_RECIPE).is_file():
+        path = folder / MODEL_RECIPE
+        return path, display(path), folder.resolve().name
+    try:
+        path = locate(ref)
+    except RecipeError:
+        if folder.is_dir():  # (a folder of another kind that shares a recipe's name is not one)
+            raise RecipeError(f"the folder {text} has no {MODEL_RECIPE}; give a recipe file, or "
+                              f"a model folder that v2a export wrote") from None
+        raise
+    return path, display(path), path.stem
 
 
 def recipe_options(args: Any) -> dict[str, Any]:

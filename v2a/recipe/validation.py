@@ -44,7 +44,7 @@ from v2a.recipe.config import (
 from v2a.recipe.consistency import check_consistency
 from v2a.recipe.files import ALLOW_ENV_VARIABLE, MAX_BYTES, MAX_VALUES, YAMLLimitError, load_yaml
 from v2a.registry import COMPONENT_FIELD, ComponentSpec, Registry
-from v2a.schema import SchemaError, describe, fields_of, to_data, validate
+from v2a.schema import SchemaError, fields_of, to_data, validate
 from v2a.weights import NONE
 
 
@@ -365,16 +365,3 @@ def validate_component(value: Any, slot: str, kind: str, registry: Registry,
     return ComponentChoice(kind=kind, plugin=plugin, options=options, config=config, nested=nested,
                            properties=declared_properties(kind, plugin, config, registry))
 
-
-def dataclass_doc(schema: type) -> list[tuple[str, str, str]]:
-    """``(field, type, default)`` rows of a schema, for the recipes reference."""
-    rows = []
-    for name, (tp, f) in fields_of(schema).items():
-        if f.default is not dataclasses.MISSING:
-            default = repr(f.default)
-        elif f.default_factory is not dataclasses.MISSING:
-            default = repr(f.default_factory())
-        else:
-            default = "(required)"
-        rows.append((name, describe(tp), default))
-    return rows

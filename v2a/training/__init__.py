@@ -62,7 +62,8 @@ At the end of a run the weights to use (EMA when on) are exported beside the che
 file per trained slot under the name the task's spec declares, in ``training.export_dtype``
 (checkpoints stay as trained): ``fuser.safetensors`` and ``generator.safetensors`` for the
 generator task (:func:`~v2a.tasks.exported_weights` finds them for a
-slot). ``<out>/recipe.yaml`` holds the resolved recipe,
+slot). ``<out>/recipe.yaml`` holds the resolved recipe, ``<out>/hub.json`` the commits its
+``hf://`` weights resolved to (:func:`v2a.hub.record_commits`; kept by a resumed run),
 ``<out>/tensorboard/`` the logs, ``<out>/skipped.tsv`` the clips left out.
 """
 

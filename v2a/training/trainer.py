@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from v2a.distributed import Distributed, setup_distributed
 from v2a.files import write_text_atomic
+from v2a.hub import COMMITS_RECORD, record_commits, recording_commits
 from v2a.items import collate
 from v2a.log import note
 from v2a.recipe import Recipe
@@ -373,7 +374,8 @@ class Trainer:
         """Prepare the run folder, build the model, restore the last checkpoint when resuming and
         save the resolved recipe: ``(steps done, clips consumed, the result so far)``."""
         self._prepare_out_dir()
-        self._build()
+        with recording_commits() as commits:  # the hf:// weights' commits, for hub.json
+            self._build()
         start, consumed = 0, 0
         checkpoint = latest_checkpoint(self.out) if self.resume else None
         if checkpoint is not None:
@@ -386,6 +388,8 @@ class Trainer:
             with self._writing("recipe.yaml", self.out):
                 write_text_atomic(self.out / "recipe.yaml", f"# resolved recipe of this run "
                                   f"({self.recipe.source})\n" + self.recipe.to_yaml())
+            with self._writing(COMMITS_RECORD, self.out):
+                record_commits(self.out, commits)
         return start, consumed, TrainResult(out_dir=self.out, step=start, checkpoint=checkpoint)
 
     def _open_writer(self, start: int):

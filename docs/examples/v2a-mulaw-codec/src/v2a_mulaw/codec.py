@@ -51,8 +51,10 @@ def expand(y: Tensor, mu: float) -> Tensor:
 class MulawConfig:
     """The options a recipe may set: ``codec: {plugin: mulaw, sample_rate: 16000, bits: 8}``."""
 
-    sample_rate: int = 16000  # Hz, of encode's input and decode's output
-    bits: int = 8  # bits per code: 2**bits codes, μ = 2**bits - 1
+    sample_rate: int = 16000
+    """Hz of encode's input and decode's output"""
+    bits: int = 8
+    """bits per code: 2**bits codes, μ = 2**bits - 1"""
 
     def __post_init__(self) -> None:
         # v2a checks the types; ranges are ours. A ValueError here is reported against the
