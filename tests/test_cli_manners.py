@@ -15,7 +15,8 @@ from v2a_plugins.rerankers.keep_first import KeepFirst
 from tests.test_registry import plugin_module
 from v2a import ComponentSpec
 from v2a.cli import EXIT_CODES, build_parser, main
-from v2a.recipe import dataclass_doc, field_docs, locate, type_name, yaml_value
+from v2a.recipe import dataclass_doc, field_docs, locate, yaml_value
+from v2a.schema import describe
 from v2a.recipe.copies import _rewrite, composed, copy_recipe
 from v2a.registry import default_registry
 
@@ -161,8 +162,8 @@ def test_the_plugin_guide_shows_what_v2a_plugins_prints_for_the_example_plugin(m
     assert shown == option_lines(dataclass_doc(module.MulawConfig))
 
 
-def test_type_name_and_yaml_value_basics():
-    assert type_name(int | None) == "int | null" and type_name(Literal["a", "b"]) == "a | b"
+def test_describe_and_yaml_value_basics():
+    assert describe(int | None) == "int | null" and describe(Literal["a", "b"]) == "a | b"
     assert yaml_value(None) == "null" and yaml_value(False) == "false" and yaml_value("") == "''"
 
 
@@ -346,3 +347,15 @@ def test_show_diff_when_the_parent_alone_does_not_validate(capsys):
     assert code == 0
     assert "compared as written, defaults not filled in" in out
     assert "fuser.streams.clip: 512 -> 32" in out.splitlines()
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """``v2a plugins | head -1``: the pipe closes under the writer; v2a stops quietly, exit 0."""
+    import subprocess
+
+    command = f"{sys.executable} -m v2a plugins codec dac | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.startswith("codec 'dac'") and done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 0

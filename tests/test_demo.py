@@ -27,11 +27,11 @@ from v2a.demo import (
     host_warning,
     is_loopback,
     load_gradio,
-    parse_steps_text,
 )
 from v2a.demo.spectrogram import AXIS_HEIGHT, ONSET_COLOUR
 from v2a.errors import UserError
 from v2a.generate import VideoToAudio
+from v2a.generate.errors import GenerationError, parse_steps
 from v2a.media import load_audio, write_audio
 from v2a.output_stage import OutputStage, apply_output_stage
 from v2a.recipe import load_recipe
@@ -98,7 +98,7 @@ def test_a_longer_video_than_the_limit_is_refused_before_any_model_is_built(tmp_
 @pytest.mark.parametrize("request_options, message", [
     (dict(video=None), "no video was uploaded; upload one, then press Generate"),
     (dict(recipe="elsewhere.yaml"), "'elsewhere.yaml' is not one of the demo's recipes"),
-    (dict(steps="12,four"), "steps take positive integers separated by commas"),
+    (dict(steps="12,four"), "steps takes positive integers separated by commas"),
     (dict(regenerate="1-2"), "shapes.mp4 has no sound of its own to keep around the stretch"),
     (dict(candidates=0), "--candidates must be at least 1"),
 ])
@@ -145,10 +145,10 @@ def test_the_page_shows_each_recipes_sampling_and_text_fields(engine):
 
 
 def test_steps_text():
-    assert parse_steps_text(" ") is None
-    assert parse_steps_text("12, 4,2") == [12, 4, 2]
-    with pytest.raises(DemoError, match="positive integers"):
-        parse_steps_text("0")
+    assert parse_steps(" ", name="steps") is None
+    assert parse_steps("12, 4,2", name="steps") == [12, 4, 2]
+    with pytest.raises(GenerationError, match="steps takes positive integers, not '0'"):
+        parse_steps("0", name="steps")
 
 
 def test_old_result_folders_are_removed(tmp_path):

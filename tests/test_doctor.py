@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 import pytest
@@ -18,6 +19,7 @@ from v2a import ComponentSpec
 from v2a.cli import main
 from v2a.commands.doctor import MEDIA_CODECS, cpu_facts, extras_facts, satisfies
 from v2a.downloads import cache_path
+from v2a.pretrained import PretrainedFile
 
 
 def run(capsys, *argv):
@@ -204,6 +206,46 @@ def test_pretrained_weights_are_left_to_the_library(capsys, weighted):
     assert "library downloads it on first use" in section(out, "recipe r.yaml")["reranker"]
     assert out.rstrip().splitlines()[-1].startswith(
         "r.yaml is ready to run offline once the pretrained weights of reranker are in")
+
+
+@pytest.fixture
+def declared(use_registry, write, tmp_path):
+    """A reranker whose plug-in declares what ``pretrained`` fetches: one file, looked for at
+    ``tmp_path / "library-cache" / "w.bin"`` (a library's cache); ``recipe()``: a recipe using it."""
+    cached = tmp_path / "library-cache" / "w.bin"
+
+    def files(config: WeightedConfig) -> list[PretrainedFile]:
+        def fetch() -> Path:
+            raise AssertionError("doctor never downloads")
+        return [PretrainedFile(what="the declared weights", source="https://example.org/w.bin",
+                               size=None, sha256=None, licence="MIT",
+                               find=lambda: cached if cached.is_file() else None, fetch=fetch)]
+
+    use_registry.register_module(plugin_module("declared", ComponentSpec(
+        kind="reranker", name="declared", build=keep_first, config=WeightedConfig,
+        pretrained_files=files)))
+
+    def recipe() -> str:
+        return str(write("r.yaml", "reranker: {plugin: declared, weights: pretrained}\n"))
+    return recipe, cached
+
+
+def test_declared_pretrained_weights_are_looked_up_in_the_library_cache(capsys, declared):
+    recipe, cached = declared
+    code, out, _ = run(capsys, recipe())
+    assert code == 1
+    assert section(out, "recipe r.yaml")["reranker"] == (
+        "declared, weights pretrained: not in its library's cache yet: the declared weights "
+        "(`v2a download RECIPE` fetches it)")
+    assert out.rstrip().splitlines()[-1].startswith(
+        "r.yaml cannot run here offline: reranker.weights (pretrained) is not in its library's")
+    cached.parent.mkdir()
+    cached.write_bytes(b"weights")
+    code, out, _ = run(capsys, recipe())
+    assert code == 0
+    assert section(out, "recipe r.yaml")["reranker"] == (
+        "declared, weights pretrained: in its library's cache")
+    assert out.rstrip().splitlines()[-1] == "r.yaml is ready to run offline."
 
 
 def test_random_weights_flag_makes_a_recipe_ready(capsys, weighted):

@@ -11,6 +11,7 @@ them); bare ``v2a`` lists the commands and exits 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("v2a: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `v2a plugins | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 0
     except Exception as exc:  # noqa: BLE001 (translated at the boundary, or re-raised)
         message = user_facing_message(exc)
         if message is None:

@@ -136,24 +136,33 @@ def fields_of(schema: type) -> dict[str, tuple[Any, dataclasses.Field]]:
 
 
 def describe(tp: Any) -> str:
-    """A short human name for a type annotation (``int``, ``list of float``, ``one of a, b``)."""
+    """A type annotation in the vocabulary recipes are written in, the one error messages,
+    ``v2a plugins`` and the docs use: ``int | null``, ``list[float]``, ``mapping[str, int]``,
+    ``44khz | 24khz`` (the values a choice allows, as YAML writes them)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
-        return "anything"
+        return "any"
     if tp is type(None):
         return "null"
     if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
+        return " | ".join(_yaml_scalar(a) for a in args)
     if origin in (Union, types.UnionType):
-        return " or ".join(describe(a) for a in args)
+        return " | ".join(describe(a) for a in args)
     if origin in (list, tuple) or tp in (list, tuple):
-        inner = [a for a in args if a is not Ellipsis]
-        return "a list" + (f" of {describe(inner[0])}" if len(set(inner)) == 1 else "")
-    if origin in (dict, Mapping) or tp is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
+        inner = {describe(a) for a in args if a is not Ellipsis}
+        return f"list[{inner.pop()}]" if len(inner) == 1 else "list"
+    if origin in (dict, Mapping) or tp in (dict, Mapping) or dataclasses.is_dataclass(tp):
+        return f"mapping[{describe(args[0])}, {describe(args[1])}]" if len(args) == 2 else "mapping"
     return getattr(tp, "__name__", str(tp))
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A choice's value as a recipe writes it (``null``, ``true``, ``44khz``, ``0.5``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _typename(value: Any) -> str:

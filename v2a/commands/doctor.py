@@ -10,10 +10,12 @@ weights and whether they are on this machine:
 
 * ``none``: random initialisation, nothing to fetch;
 * a local path: present (with its size) or missing;
-* an ``http(s)://`` address: downloaded already into v2a's cache, or to be downloaded on first
-  use (:mod:`v2a.downloads`), which needs internet;
-* ``pretrained``: the plug-in's own library downloads and caches it on first use; v2a cannot
-  tell whether that cache already holds it, so this is said but not counted as missing.
+* an ``http(s)://`` or ``hf://`` address: downloaded already into its cache, or to be
+  downloaded on first use (:mod:`v2a.downloads`, :mod:`v2a.hub`), which needs internet;
+* ``pretrained``: the plug-in's own library downloads and caches it on first use. Where the
+  plug-in declares the files (``ComponentSpec.pretrained_files``) they are looked up in that
+  library's cache, and a missing one counts as missing (``v2a download RECIPE`` fetches it);
+  otherwise v2a cannot tell, and this is said but not counted as missing.
 
 The exit status is 0 when everything needed is there, 1 otherwise; the last line says which, in
 one sentence. Needed: the codecs :data:`MEDIA_CODECS` marks (the encoders of v2a's outputs, the
@@ -32,17 +34,19 @@ import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import av
 import torch
 
 from v2a import __version__
+from v2a.commands.common import RECIPE_HELP
+from v2a.downloads import cache_folder
+from v2a.errors import RecipeError, UserError
 from v2a.interfaces import KINDS
-from v2a.errors import RecipeError
 from v2a.recipe import Recipe, is_override, load_recipe, recipe_options
 from v2a.registry import TRAINING_TASK, Registry, default_registry
-from v2a.downloads import cache_folder
 from v2a.weights import PRETRAINED, WeightsError, cached_file, is_random, parse_weights
 
 #: Where the docs say how to install the torch build that fits the machine.
@@ -289,16 +293,15 @@ def weights_options(config: Any) -> list[tuple[str, str]]:
             and isinstance(getattr(config, f.name), str) and getattr(config, f.name).strip()]
 
 
-def weights_fact(value: str) -> dict[str, Any]:
+def weights_fact(value: str, declared: Callable[[], list] | None = None) -> dict[str, Any]:
     """Where the weights ``value`` comes from (``source``: none, pretrained, path, or a URL's
     scheme) and whether it is here (``state``: ready, missing, download or library), without
-    any network (:func:`v2a.weights.cached_file`)."""
+    any network (:func:`v2a.weights.cached_file`). ``declared``: the files ``pretrained``
+    fetches, as the plug-in declares them (``ComponentSpec.pretrained_files``), when it does."""
     if is_random(value):
         return {"source": "none", "state": "ready", "detail": "random initialisation"}
     if value.strip().lower() == PRETRAINED:
-        return {"source": "pretrained", "state": "library",
-                "detail": "the plug-in's library downloads it on first use (v2a cannot see "
-                          "that library's cache)"}
+        return pretrained_fact(declared)
     try:
         source = parse_weights(value)
     except WeightsError as exc:
@@ -319,12 +322,36 @@ def weights_fact(value: str) -> dict[str, Any]:
             "detail": "is a folder, not a file" if path.is_dir() else "does not exist"}
 
 
+def pretrained_fact(declared: Callable[[], list] | None) -> dict[str, Any]:
+    """``weights: pretrained``: looked up, offline, in the library's own cache where the plug-in
+    declares its files (:class:`v2a.pretrained.PretrainedFile`), else left to the library."""
+    fact = {"source": "pretrained", "state": "library",
+            "detail": "the plug-in's library downloads it on first use (its plug-in does not say "
+                      "where that library keeps it)"}
+    if declared is None:
+        return fact
+    try:
+        files = declared()
+    except UserError as exc:  # pretrained refused: nobody publishes these weights
+        return {**fact, "state": "missing", "source": "invalid", "detail": str(exc).rstrip(".")}
+    missing = [f.what for f in files if f.find() is None]
+    if not missing:
+        return {**fact, "state": "ready", "detail": "in its library's cache"}
+    return {**fact, "state": "download",
+            "detail": f"not in its library's cache yet: {', '.join(missing)} (`v2a download "
+                      "RECIPE` fetches it)"}
+
+
 def recipe_facts(recipe: Recipe, registry: Registry) -> dict[str, Any]:
     """Every component of ``recipe`` (nested ones included): its plug-in, whether its optional
     libraries are installed, and its weights options (see :func:`weights_fact`)."""
     components = []
     for slot, choice in recipe.all_components():
-        weights = [{"option": option, "value": value, **weights_fact(value)}
+        spec = registry.get(choice.kind, choice.plugin).spec
+        declared = (None if spec.pretrained_files is None
+                    else lambda spec=spec, choice=choice: spec.pretrained_files(choice.config))
+        weights = [{"option": option, "value": value,
+                    **weights_fact(value, declared if option == "weights" else None)}
                    for option, value in weights_options(choice.config)]
         components.append({"slot": slot, "plugin": choice.plugin,
                            "status": registry.get(choice.kind, choice.plugin).status,
@@ -348,6 +375,8 @@ def problems_of(report: dict[str, Any]) -> list[str]:
                 found.append(f"{slot}.{w['option']}: {w['detail']}")
             elif w["state"] == "missing":
                 found.append(f"{slot}.{w['option']} names {w['value']}, which {w['detail']}")
+            elif w["state"] == "download" and w["source"] == "pretrained":
+                found.append(f"{slot}.{w['option']} (pretrained) is {w['detail']}")
             elif w["state"] == "download":
                 found.append(f"{slot}.{w['option']} is downloaded from {w['value']} on first use")
     return found
@@ -518,7 +547,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("doctor", parents=[common], help="check the installation (and a recipe)",
                        description=text + "; exits 1 when something needed is missing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("recipe", nargs="?", help="a recipe file, or the name of a built-in recipe")
+    p.add_argument("recipe", nargs="?", help=RECIPE_HELP)
     p.add_argument("overrides", nargs="*", metavar="key=value|~key",
                    help="recipe overrides (~key removes a key)")
     p.set_defaults(func=run)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from v2a.commands.common import RECIPE_HELP
 from v2a.cache import DEFAULT_SHARD_SIZE, DTYPES, PEER_TIMEOUT, cache_status, extract
 from v2a.distributed import setup_distributed
 from v2a.errors import RecipeError, UserError
@@ -63,7 +64,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
         "an extraction is, also while it runs.",
     )
     p.add_argument("recipe", nargs="?",
-                   help="a recipe file, or the name of a built-in recipe (not with --status)")
+                   help=RECIPE_HELP + " (not with --status)")
     p.add_argument("overrides", nargs="*", metavar="key=value|~key",
                    help="recipe overrides, e.g. data.manifest=clips.csv data.cache=cache/ "
                    "(~key removes a key)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from v2a.commands.common import RECIPE_HELP
 from v2a.errors import UserError
 from v2a.interfaces import Fittable
 from v2a.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio, media_files
@@ -49,7 +50,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
         description="Fit the component in SLOT of RECIPE to audio or video files (or folders) "
         "and save its weights as safetensors.",
     )
-    p.add_argument("recipe", help="a recipe file, or the name of a built-in recipe")
+    p.add_argument("recipe", help=RECIPE_HELP)
     p.add_argument("slot", help="the component slot, e.g. codec")
     p.add_argument("inputs", nargs="+", metavar="FILE|FOLDER|key=value",
                    help="media files or folders to fit on, and recipe overrides")

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from v2a.commands.common import RECIPE_HELP
 from v2a.generate.editing import (
     DEFAULT_CROSSFADE,
     check_edit_options,
     check_stretches,
     parse_stretches,
 )
-from v2a.generate.errors import GenerationError
+from v2a.generate.errors import GenerationError, parse_steps
 from v2a.generate.inputs import Source, expand_inputs
 from v2a.generate.jobs import (
     Job,
@@ -33,19 +34,6 @@ from v2a.media import MediaError, probe
 from v2a.output_stage import OutputStage, apply_output_stage
 from v2a.recipe import Recipe, is_override, load_recipe, recipe_options, require_runnable
 from v2a.resources import check_resources, estimate
-
-
-def parse_steps(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        steps = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise GenerationError(f"--steps takes integers separated by commas (e.g. 16,8,4), "
-                              f"not {text!r}") from None
-    if min(steps) < 1:
-        raise GenerationError(f"--steps must be positive, got {text}")
-    return steps
 
 
 def edit_arguments(args: argparse.Namespace) -> dict:
@@ -247,7 +235,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
         "of the text alone: v2a generate --recipe R --prompt TEXT --duration 5 -o out.wav "
         "(docs/prompts.md).",
     )
-    p.add_argument("--recipe", required=True, help="a recipe file, or the name of a built-in recipe")
+    p.add_argument("--recipe", required=True, help=RECIPE_HELP)
     p.add_argument("--checkpoint", metavar="RUN",
                    help="a training run folder (fuser.safetensors, generator.safetensors); "
                    "without it the model is randomly initialised")

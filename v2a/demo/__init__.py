@@ -18,7 +18,6 @@ from v2a.demo.engine import (
     DemoRequest,
     DemoResult,
     PageDefaults,
-    parse_steps_text,
     runnable_recipes,
 )
 from v2a.demo.page import (
@@ -34,6 +33,6 @@ from v2a.demo.spectrogram import draw_spectrogram
 __all__ = [
     "DEFAULT_MAX_SECONDS", "GRADIO_MISSING", "DemoEngine", "DemoError", "DemoOptionError",
     "DemoRequest", "DemoResult", "PageDefaults", "build_page", "draw_spectrogram",
-    "host_warning", "is_loopback", "load_gradio", "parse_steps_text", "runnable_recipes",
+    "host_warning", "is_loopback", "load_gradio", "runnable_recipes",
     "serve",
 ]

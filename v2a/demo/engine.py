@@ -29,6 +29,7 @@ from v2a.generate import (
     write_outputs,
 )
 from v2a.generate.editing import DEFAULT_CROSSFADE, check_stretches, parse_stretches
+from v2a.generate.errors import parse_steps
 from v2a.media import MediaError, MediaInfo, probe
 from v2a.metrics.onsets import detect_onsets
 from v2a.output_stage import OutputStage, apply_output_stage
@@ -105,22 +106,6 @@ class PageDefaults:
 def runnable_recipes() -> list[str]:
     """The shipped recipes that can run (not ``base: true``), by catalogue name."""
     return [entry.name for entry in catalogue() if not entry.base]
-
-
-def parse_steps_text(text: str) -> list[int] | None:
-    """``"12,4,2"`` as ``[12, 4, 2]``; empty text: None (the recipe's steps). Refused in one
-    sentence unless positive integers separated by commas."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        steps = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise DemoError(f"steps take positive integers separated by commas (e.g. 12,4,2), not "
-                        f"{text!r}") from None
-    if min(steps) < 1:
-        raise DemoError(f"steps must be positive integers, not {text!r}")
-    return steps
 
 
 class DemoEngine:
@@ -245,7 +230,7 @@ class DemoEngine:
                                 "to regenerate; clear the stretch, or upload a video with sound")
             stretches = check_stretches(parse_stretches(request.regenerate.strip()),
                                         info.duration)
-        steps = parse_steps_text(request.steps)
+        steps = parse_steps(request.steps, name="steps")
         self.remove_old_results()
         folder = self.workdir / f"result-{uuid.uuid4().hex[:12]}"
         source = Source(video=video, name=video.stem, prompt=prompt, negative_prompt=negative)

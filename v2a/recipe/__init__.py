@@ -98,7 +98,7 @@ from v2a.recipe.files import (
 )
 from v2a.recipe.load import load_recipe, recipe_file, recipe_options, require_runnable
 from v2a.recipe.saved import ABSENT, flat_keys, read_saved_recipe, recipe_differences
-from v2a.recipe.reference import OptionDoc, dataclass_doc, field_docs, type_name, yaml_value
+from v2a.recipe.reference import OptionDoc, dataclass_doc, field_docs, yaml_value
 from v2a.recipe.validation import validate_component, validate_recipe
 
 __all__ = [
@@ -150,7 +150,6 @@ __all__ = [
     "require_runnable",
     "shipped_recipes",
     "slot_kind",
-    "type_name",
     "untrained",
     "untrained_recipe",
     "validate_component",

@@ -24,15 +24,12 @@ import ast
 import dataclasses
 import inspect
 import textwrap
-import types
-import typing
-from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import yaml
 
 from v2a.registry import COMPONENT_FIELD
-from v2a.schema import fields_of, to_data
+from v2a.schema import describe, fields_of, to_data
 
 REQUIRED = "required"
 """What the default column says of an option that has none."""
@@ -73,25 +70,6 @@ def yaml_value(value: Any) -> str:
     return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
-def type_name(tp: Any) -> str:
-    """A type annotation in the recipe vocabulary (``int | null``, ``list[float]``)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return "any"
-    if tp is type(None):
-        return "null"
-    if origin is Literal:
-        return " | ".join(yaml_value(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " | ".join(type_name(a) for a in args)
-    if origin in (list, tuple) or tp in (list, tuple):
-        inner = {type_name(a) for a in args if a is not Ellipsis}
-        return f"list[{inner.pop()}]" if len(inner) == 1 else "list"
-    if origin in (dict, Mapping) or tp in (dict, Mapping) or dataclasses.is_dataclass(tp):
-        return f"mapping[{type_name(args[0])}, {type_name(args[1])}]" if len(args) == 2 else "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
 def field_docs(schema: type) -> dict[str, str]:
     """``{field: help}`` of a dataclass and its dataclass bases: each field's attribute
     docstring, its whitespace joined onto one line (a subclass's wins)."""
@@ -129,6 +107,6 @@ def dataclass_doc(schema: type) -> list[OptionDoc]:
         else:
             default = REQUIRED
         kind = f.metadata.get(COMPONENT_FIELD)
-        shown = f"{kind} component" if kind else type_name(tp)
+        shown = f"{kind} component" if kind else describe(tp)
         rows.append(OptionDoc(name=name, type=shown, default=default, help=docs.get(name)))
     return rows
