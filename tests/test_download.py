@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import v2a_plugins.audio_encoders.panns
 from v2a_plugins.codecs.dac import DACConfig, dac_pretrained_files
 from v2a_plugins.codecs.encodec import EncodecConfig, encodec_pretrained_files
 from v2a_plugins.rerankers.keep_first import KeepFirst, KeepFirstConfig
 from v2a_plugins.visual_encoders.clip import ClipConfig, clip_pretrained_files
-from v2a_plugins.visual_encoders.s3d import S3DConfig, s3d_pretrained_files
+from v2a_plugins.visual_encoders.s3d import S3DConfig, build_s3d, s3d_pretrained_files
 
 from tests.hub_standin import hub_standin_fixture, use_hub_environment  # noqa: F401 (hub_standin)
 from tests.test_registry import plugin_module
@@ -31,8 +32,9 @@ from v2a.cli import main
 from v2a.commands.download import LIBRARY_ONLY
 from v2a.errors import UserError
 from v2a.downloads import DownloadError
+from v2a.meta_device import build_on_meta
 from v2a.pretrained import PretrainedFile, checksum_matches, torch_hub_file
-from v2a.registry import Registry
+from v2a.registry import Registry, default_registry
 from v2a.weights import WeightsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,7 +299,7 @@ def test_pretrained_of_weights_nobody_publishes_is_refused_as_building_refuses_i
 def test_find_looks_in_torch_hub_s_checkpoint_folder(no_network, empty_caches):
     (s3d,) = s3d_pretrained_files(S3DConfig())
     assert s3d.sha256 == "d76dad2f"  # torchvision's file name s3d-d76dad2f.pth
-    assert s3d.size == 31_972_000  # torchvision's _file_size, 31.972 MB
+    assert s3d.size == round(31.972 * 2**20)  # torchvision's _file_size, 31.972 MiB
     placed = empty_caches / "torch" / "hub" / "checkpoints" / "s3d-d76dad2f.pth"
     placed.parent.mkdir(parents=True)
     placed.write_bytes(b"x")
@@ -412,3 +414,113 @@ def test_docs_weights_names_every_declaring_built_in():
     missing = {s.name for s in declaring_specs()} - named
     assert not missing, f"docs/weights.md has no row for {sorted(missing)}"
     assert "## Weights from the Hugging Face Hub" in text
+
+
+# -- the sizes docs/weights.md counts from the architectures ---------------------------------------
+
+#: A size the built-in table counts, in a size cell: ``≈ 307 MB (76.7 M fp32 values``, after the
+#: ``model`` it is for where a plug-in has several (```44khz` ≈ ...``), or ``at least ≈`` where
+#: only part of the file is counted.
+COUNTED_SIZE = re.compile(r"(?:`(?P<model>[\w.]+)` )?(?P<at_least>at least )?"
+                          r"≈ (?P<megabytes>[\d.]+) MB \((?P<millions>[\d.]+) M fp32 values")
+
+
+def stored_size(modules) -> tuple[int, int]:
+    """``(fp32 values, bytes)`` of the distinct tensors in the state dicts of ``modules``, each at
+    its dtype: what ``torch.save`` writes of them, before its own metadata. A tensor shared under
+    several names (BEATs' relative position table) counts once, as torch.save stores it once."""
+    distinct = {id(t): t for module in modules for t in module.state_dict(keep_vars=True).values()}
+    dtypes = {t.dtype for t in distinct.values()}
+    assert dtypes <= {torch.float32, torch.int64}, f"a dtype the table does not describe: {dtypes}"
+    fp32 = sum(t.numel() for t in distinct.values() if t.dtype == torch.float32)
+    return fp32, sum(t.numel() * t.element_size() for t in distinct.values())
+
+
+def built_at_random(kind: str, name: str, *, on_meta: bool = True, **options):
+    """The built-in ``kind``/``name`` at its defaults (its published architecture) with random
+    weights: on the meta device (no memory, no values), or for real where it cannot be."""
+    spec = default_registry().get(kind, name).spec
+    config = dataclasses.replace(spec.config(), weights="none", **options)
+    if not on_meta:
+        return spec.build(config)
+    built = build_on_meta(lambda: spec.build(config))
+    assert built is not None, f"{kind} {name} no longer builds on the meta device"
+    return built
+
+
+def torchvision_s3d():
+    """torchvision's whole S3D (classifier included, as its published file holds it)."""
+    return build_on_meta(lambda: build_s3d("none"))
+
+
+def whole_open_clip_model():
+    """open_clip's whole CLIP model (both towers), which the ``clip`` plug-in's ``pretrained``
+    builds before loading the file into it, with random weights (QuickGELU, which the ``openai``
+    tag adds, has no parameters). open_clip moves it between devices while building, so it is
+    built for real (~0.6 GB)."""
+    import open_clip
+
+    return open_clip.create_model(ClipConfig().model, pretrained=None)
+
+
+#: ``(row, model) -> the modules whose state dicts the file holds``, for every size the table
+#: counts: the whole published file, except where the table says "at least" (wav2clip: the
+#: audio side only; synchformer, sparsesync: what the two components load).
+COUNTED_FILES = {
+    ("dac", "44khz"): lambda: [built_at_random("codec", "dac", model="44khz").model],
+    ("dac", "24khz"): lambda: [built_at_random("codec", "dac", model="24khz").model],
+    ("dac", "16khz"): lambda: [built_at_random("codec", "dac", model="16khz").model],
+    ("encodec", "24khz"): lambda: [built_at_random("codec", "encodec", model="24khz").model],
+    ("encodec", "48khz"): lambda: [built_at_random("codec", "encodec", model="48khz").model],
+    ("s3d", None): lambda: [torchvision_s3d()],
+    ("passt", None): lambda: [built_at_random("audio_encoder", "passt")],
+    ("vggish", None): lambda: [built_at_random("audio_encoder", "vggish")],
+    ("wav2clip", None): lambda: [built_at_random("audio_encoder", "wav2clip")],
+    ("beats", None): lambda: [built_at_random("audio_encoder", "beats").beats],
+    ("synchformer", None): lambda: [built_at_random("visual_encoder", "synchformer"),
+                                    built_at_random("reranker", "synchformer")],
+    ("sparsesync", None): lambda: [built_at_random("visual_encoder", "sparsesync"),
+                                   built_at_random("reranker", "sparsesync")],
+    ("panns_cnn14", None): lambda: [built_at_random("audio_encoder", "panns_cnn14", on_meta=False)],
+    ("clip", None): lambda: [whole_open_clip_model()],
+}
+#: Where the plug-ins load only part of the published file, so the table says "at least".
+PART_OF_THE_FILE = {("wav2clip", None), ("synchformer", None), ("sparsesync", None)}
+#: Built for real (neither builds on the meta device): a few seconds and ~1 GB between them.
+BUILT_FOR_REAL = {("panns_cnn14", None), ("clip", None)}
+
+
+def counted_sizes() -> dict[tuple[str, str | None], re.Match]:
+    """Every counted size in the built-in table's size column, by ``(row, model)``."""
+    text = (ROOT / "docs" / "weights.md").read_text()
+    header = "| plug-in | kind | `weights` | where they come from | size | licence | checksum |"
+    table = text.split(header + "\n", 1)[1].split("\n\n", 1)[0]
+    found = {}
+    for line in table.splitlines()[1:]:  # after the separator row
+        cells = line.split("|")
+        row = re.findall(r"`([a-z0-9_]+)`", cells[1])[0]
+        for match in COUNTED_SIZE.finditer(cells[5]):  # the size column
+            assert (row, match["model"]) not in found, f"{row} {match['model']} counted twice"
+            found[(row, match["model"])] = match
+    return found
+
+
+def printed_precision(figure: str) -> int:
+    return len(figure.split(".")[1]) if "." in figure else 0
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=[pytest.mark.slow] if case in BUILT_FOR_REAL else [],
+                 id=f"{case[0]}-{case[1]}" if case[1] else case[0])
+    for case in COUNTED_FILES])
+def test_docs_weights_size_is_the_architecture_s_state_dict(case):
+    found = counted_sizes()
+    assert set(found) == set(COUNTED_FILES), "the table counts other sizes than are recounted here"
+    match = found[case]
+    fp32, stored = stored_size(COUNTED_FILES[case]())
+    # The table rounds to the digits it prints: the count in millions of values, the size in
+    # megabytes of 10**6 bytes; both are exact integers before rounding, so no tolerance.
+    millions, megabytes = match["millions"], match["megabytes"]
+    assert bool(match["at_least"]) == (case in PART_OF_THE_FILE)
+    assert f"{fp32 / 1e6:.{printed_precision(millions)}f}" == millions
+    assert f"{stored / 1e6:.{printed_precision(megabytes)}f}" == megabytes

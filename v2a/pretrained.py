@@ -44,7 +44,7 @@ class PretrainedFile:
         source: where it comes from: a URL, a Hub ``repo/file``, a library's name for it
             (``"torchvision S3D_Weights.KINETICS400_V1"``).
         size: its size in bytes as the publisher's listing gives it (to that listing's
-            precision: torchvision lists megabytes to three decimals), else None.
+            precision: torchvision lists MiB to three decimals), else None.
         sha256: the SHA-256 (lower-case hex) its content must have, or the leading digits of it
             that the publisher pins (8 to 64 hex digits, see :func:`checksum_matches`); None
             when none is published.

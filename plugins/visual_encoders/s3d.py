@@ -290,17 +290,17 @@ def s3d_pretrained_files(config: S3DConfig) -> list[PretrainedFile]:
     """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``):
     torchvision's ``S3D_Weights.KINETICS400_V1``, kept in torch.hub's checkpoint folder and
     checked by the SHA-256 prefix in its file name; its size is torchvision's own record
-    (``meta["_file_size"]``, in MB to three decimals)."""
+    (``meta["_file_size"]``, in MiB to three decimals: the state dict alone is 33.4 × 10⁶ bytes)."""
     if config.weights.strip().lower() != PRETRAINED:
         return []
     from torchvision.models.video import S3D_Weights
 
     weights = S3D_Weights.KINETICS400_V1
-    megabytes = weights.meta.get("_file_size")
+    mebibytes = weights.meta.get("_file_size")
     return [torch_hub_file(
         what="S3D Kinetics-400 weights (torchvision)", url=weights.url, check_hash=True,
         source=f"torchvision S3D_Weights.KINETICS400_V1 ({weights.url})",
-        size=round(megabytes * 1e6) if megabytes else None,
+        size=round(mebibytes * 2**20) if mebibytes else None,
         licence="BSD-3-Clause (torchvision; its weights may carry the training data's terms)")]
 
 
