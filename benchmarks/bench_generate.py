@@ -18,30 +18,42 @@ encoders themselves are not timed: both paths would run them once per video).
 Printed: wall time of both and their ratio, the peak resident memory (RSS, sampled every 5 ms
 by a thread with psutil; ``ru_maxrss`` as a fallback) above the process's memory before the
 run, and the achieved GFLOP/s of the generator's matrix products (counted analytically per
-``prepare``/``predict`` call, see :func:`predict_flops`) next to a plain 2048³ matmul in the same
-dtype on this machine.
+``prepare``/``predict`` call, see :func:`predict_flops`) as a share of a plain 2048³ matmul in
+bf16 and in fp32 timed in the same run; each precision eager and with ``compile=True`` (the
+compile time separately), the attention path the generator chose for each shape, the CPU model
+and the load average before and after.
 
     python benchmarks/bench_generate.py                      # B1, fp32 and bf16
     python benchmarks/bench_generate.py --precision bf16
     python benchmarks/bench_generate.py --quick              # tiny sizes (what the test runs)
+    python benchmarks/bench_generate.py --compile off --no-reference    # quicker repeats
+    python benchmarks/bench_generate.py --peer soundstorm    # and soundstorm-pytorch, same run
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import os
+import platform
 import resource
 import statistics
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from v2a_plugins.generators.maskvat import attention_choices
 
 from v2a.registry import default_registry
 from v2a.sampler import (
+    DTYPES,
     Decoding,
     Prompt,
     candidate_generator,
@@ -82,14 +94,16 @@ QUICK = Workload(width=32, layers=2, heads=2, n_codebooks=3, codebook_size=16, c
                  streams=(("clip", 24, 8.0), ("s3d", 40, 3.125)), matmul_size=256)
 
 
-def build(work: Workload, seed: int = 0):
-    """The Hybrid generator and the fuser (random init), and random streams for one video."""
+def build(work: Workload, seed: int = 0, *, attention: str = "auto"):
+    """The Hybrid generator (its ``attention`` option: auto, sdpa or explicit) and the fuser
+    (random init), and random streams for one video."""
     torch.manual_seed(seed)
     registry = default_registry()
     generator = registry.build_from("generator", {
         "plugin": "maskvat_hybrid", "width": work.width, "layers": work.layers,
         "heads": work.heads, "n_codebooks": work.n_codebooks,
         "codebook_size": work.codebook_size, "condition_dim": work.condition_dim,
+        "attention": attention,
     }).eval()
     fuser = registry.build_from("fuser", {
         "plugin": "maskvat", "streams": {name: dim for name, dim, _ in work.streams},
@@ -236,9 +250,65 @@ class PeakRSS:
         return self.peak - self.base
 
 
-def run(work: Workload, precisions: list[str], *, reference: bool = True, seed: int = 0) -> dict:
-    """Time the fast path at each precision and the reference loop once; return the figures."""
-    generator, fuser, streams = build(work, seed)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@contextlib.contextmanager
+def cold_compile_cache():
+    """Inductor's on-disk cache in an empty temporary folder inside the block (removed after):
+    the compile time measured is a first compile, not a reuse of an earlier run's kernels."""
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="v2a-bench-inductor-") as folder:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+
+
+def time_sample(generator, fuse: Callable[[], Conditioning], options: dict, precision: str, *,
+                compile: bool, flops: float) -> dict:
+    """One timed :func:`v2a.sampler.sample` of the workload, after a warm-up call (one step per
+    level: casts the bf16 copy, chooses the attention path and, with ``compile``, compiles; the
+    compile time is that first call minus a second, compiled, one)."""
+    warm_up = {**options, "steps": [1]}
+    start = time.perf_counter()
+    sample(generator, fuse(), **warm_up, precision=precision, compile=compile)
+    compile_seconds = None
+    if compile:
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        sample(generator, fuse(), **warm_up, precision=precision, compile=compile)
+        compile_seconds = first - (time.perf_counter() - start)
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            condition = fuse()  # once per video
+        codes = sample(generator, condition, **options, precision=precision, compile=compile)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "compile_seconds": compile_seconds, "peak_rss_gb": mem.peak / 1e9,
+            "rss_increase_gb": mem.increase / 1e9, "memory_measure": mem.how,
+            "gflops": flops / seconds / 1e9, "codes": codes}
+
+
+def run(work: Workload, precisions: list[str], *, reference: bool = True, seed: int = 0,
+        compile_modes: tuple[bool, ...] = (False,), attention: str = "auto") -> dict:
+    """Time the fast path at each precision, eager and/or compiled (``compile_modes``), and the
+    reference loop once; return the figures (``fast``: eager runs, ``compiled``: compiled)."""
+    load_before = os.getloadavg()
+    generator, fuser, streams = build(work, seed, attention=attention)
     l = work.num_frames
     fuse = lambda: fuser.fuse(streams, frame_rate=work.frame_rate, num_frames=l)  # noqa: E731
     with torch.no_grad():
@@ -250,24 +320,25 @@ def run(work: Workload, precisions: list[str], *, reference: bool = True, seed: 
     flops_fast = (prepare_flops(work, passes, context)
                   + total_steps * predict_flops(work, passes * work.candidates, context, levels=1))
     result = {"workload": work.__dict__ | {"num_frames": l}, "threads": torch.get_num_threads(),
-              "flops_fast": flops_fast, "fast": {}}
+              "flops_fast": flops_fast, "cpu": cpu_model(), "fast": {}, "compiled": {}}
 
-    for precision in precisions:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-        sample(generator, fuse(), **{**options, "steps": [1]}, precision=precision)  # warm-up
-        with PeakRSS() as mem:
-            start = time.perf_counter()
-            with torch.inference_mode():
-                condition = fuse()  # once per video
-            codes = sample(generator, condition, **options, precision=precision)
-            seconds = time.perf_counter() - start
-        rate = matmul_rate(dtype, work.matmul_size)
-        result["fast"][precision] = {
-            "seconds": seconds, "peak_rss_gb": mem.peak / 1e9, "rss_increase_gb": mem.increase / 1e9,
-            "memory_measure": mem.how, "gflops": flops_fast / seconds / 1e9,
-            "matmul_gflops": rate / 1e9, "share_of_matmul": flops_fast / seconds / rate,
-            "codes": codes,
-        }
+    for compiled in compile_modes:
+        # the compiled runs compile a copy in place: the reference loop stays eager
+        model = copy.deepcopy(generator) if compiled else generator
+        with cold_compile_cache() if compiled else contextlib.nullcontext():
+            for precision in precisions:
+                result["compiled" if compiled else "fast"][precision] = time_sample(
+                    model, fuse, options, precision, compile=compiled, flops=flops_fast)
+    rates = {p: matmul_rate(DTYPES[p], work.matmul_size) for p in ("fp32", "bf16")}
+    result["matmul_gflops"] = {p: rate / 1e9 for p, rate in rates.items()}
+    runs = [f for mode in ("fast", "compiled") for f in result[mode].items()]
+    for precision, figures in runs:
+        achieved = flops_fast / figures["seconds"]
+        figures["matmul_gflops"] = rates[precision] / 1e9
+        figures["share_of_matmul"] = achieved / rates[precision]  # the same dtype's matmul
+        figures["share_of_bf16_matmul"] = achieved / rates["bf16"]
+        figures["share_of_fp32_matmul"] = achieved / rates["fp32"]
+    result["attention"] = {"setting": attention, "chosen": attention_choices()}
 
     if reference:
         flops_ref = work.candidates * total_steps * passes * (
@@ -279,40 +350,71 @@ def run(work: Workload, precisions: list[str], *, reference: bool = True, seed: 
         result["reference"] = {"seconds": seconds, "peak_rss_gb": mem.peak / 1e9,
                                "rss_increase_gb": mem.increase / 1e9, "flops": flops_ref,
                                "gflops": flops_ref / seconds / 1e9, "codes": codes}
-        for figures in result["fast"].values():
+        for _, figures in runs:
             figures["speedup"] = seconds / figures["seconds"]
             figures["same_tokens"] = float((figures["codes"] == codes).float().mean())
+    result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     return result
 
 
 def report(result: dict) -> str:
-    work = result["workload"]
+    """The figures as text: the set-up, then a markdown table ready for docs/performance.md."""
+    work, rates = result["workload"], result["matmul_gflops"]
+    load = result["load_average"]
+    chosen = ", ".join(f"{bucket}: {path}" for bucket, path in result["attention"]["chosen"].items())
     lines = [
         f"B1-style workload: width {work['width']}, {work['layers']} layers, {work['heads']} heads, "
         f"{work['num_frames']} frames, K = {work['n_codebooks']} x {work['codebook_size']}, "
         f"B = {work['candidates']}, steps {list(work['steps'])}, cfg {work['cfg_scale']}; "
         f"{result['threads']} threads",
+        f"CPU: {result['cpu']}; load average (1, 5, 15 min) before "
+        f"{', '.join(f'{x:.2f}' for x in load['before'])}, after "
+        f"{', '.join(f'{x:.2f}' for x in load['after'])}",
+        f"in-run {work['matmul_size']}³ matmul: fp32 {rates['fp32']:.0f} GFLOP/s, "
+        f"bf16 {rates['bf16']:.0f} GFLOP/s",
+        f"attention ({result['attention']['setting']}): {chosen or 'no measurement (forced)'}",
         "",
-        f"| path | precision | time (s) | x reference | GFLOP/s | matmul GFLOP/s ({work['matmul_size']}³) | "
-        "share | peak RSS (GB) | RSS increase (GB) | tokens = reference |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| path | precision | compile | time (s) | x reference | GFLOP/s | share of bf16 matmul | "
+        "share of fp32 matmul | peak RSS (GB) | RSS increase (GB) | tokens = reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref = result.get("reference")
     if ref:
-        lines.append(f"| reference loop | fp32 | {ref['seconds']:.2f} | 1.00 | {ref['gflops']:.0f} | "
-                     f"| | {ref['peak_rss_gb']:.2f} | {ref['rss_increase_gb']:.2f} | |")
-    for precision, f in result["fast"].items():
-        speed = f"{f['speedup']:.2f}" if "speedup" in f else "-"
-        same = f"{100 * f['same_tokens']:.1f} %" if "same_tokens" in f else "-"
-        lines.append(
-            f"| sampler | {precision} | {f['seconds']:.2f} | {speed} | {f['gflops']:.0f} | "
-            f"{f['matmul_gflops']:.0f} | {100 * f['share_of_matmul']:.0f} % | "
-            f"{f['peak_rss_gb']:.2f} | {f['rss_increase_gb']:.2f} | {same} |"
-        )
+        lines.append(f"| reference loop | fp32 | no | {ref['seconds']:.2f} | 1.00 | "
+                     f"{ref['gflops']:.0f} | | | {ref['peak_rss_gb']:.2f} | "
+                     f"{ref['rss_increase_gb']:.2f} | |")
+    compile_times = []
+    for mode, compiled in (("fast", "no"), ("compiled", "yes")):
+        for precision, f in result[mode].items():
+            speed = f"{f['speedup']:.2f}" if "speedup" in f else "-"
+            same = f"{100 * f['same_tokens']:.1f} %" if "same_tokens" in f else "-"
+            lines.append(
+                f"| sampler | {precision} | {compiled} | {f['seconds']:.2f} | {speed} | "
+                f"{f['gflops']:.0f} | {100 * f['share_of_bf16_matmul']:.0f} % | "
+                f"{100 * f['share_of_fp32_matmul']:.0f} % | {f['peak_rss_gb']:.2f} | "
+                f"{f['rss_increase_gb']:.2f} | {same} |"
+            )
+            if f["compile_seconds"] is not None:
+                compile_times.append(f"{precision} {f['compile_seconds']:.1f} s")
     lines.append("")
-    lines.append(f"memory: {next(iter(result['fast'].values()))['memory_measure']}; targets: "
-                 ">= 3x the reference, >= 40 % of the matmul rate, peak memory < 3 GB")
+    if compile_times:
+        lines.append("compile time (first call minus a compiled one, empty inductor cache): "
+                     f"{', '.join(compile_times)}")
+    first = next(iter({**result["fast"], **result["compiled"]}.values()))
+    lines.append(f"memory: {first['memory_measure']}; targets: >= 3x the reference, bf16 >= 70 % "
+                 "of the bf16 matmul rate, peak memory < 3 GB")
     return "\n".join(lines)
+
+
+def load_peer(name: str):
+    """The module of ``benchmarks/peers/`` for ``--peer name``, its package imported; when the
+    package is not installed it prints how to install it and exits with status 2."""
+    root = str(Path(__file__).resolve().parent.parent)  # benchmarks.peers, run as a script too
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.peers import load_or_exit
+
+    return load_or_exit(name)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -322,14 +424,30 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-reference", action="store_true", help="skip the reference loop")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--compile", choices=["off", "on", "both"], default="both",
+                        help="run the sampler eager, compiled (sampling.compile) or both")
+    parser.add_argument("--attention", choices=["auto", "sdpa", "explicit"], default="auto",
+                        help="the generator's attention path (auto: measured per shape)")
+    parser.add_argument("--peer", choices=["soundstorm"],
+                        help="also time this peer model on the same token shape, in the same run "
+                             "(an optional install: benchmarks/peers/)")
     args = parser.parse_args(argv)
+    peer = load_peer(args.peer) if args.peer else None  # not installed: exits 2 before the run
     torch.set_num_threads(args.threads)
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
-    result = run(QUICK if args.quick else B1, precisions, reference=not args.no_reference)
+    work = QUICK if args.quick else B1
+    modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
+    result = run(work, precisions, reference=not args.no_reference, compile_modes=modes,
+                 attention=args.attention)
+    if peer is not None:
+        result["peer"] = peer.run(work, result)
     print(report(result))
+    if peer is not None:
+        print("\n" + peer.report(result["peer"]))
     if args.json:
-        plain = {**result, "fast": {p: {k: v for k, v in f.items() if k != "codes"}
-                                    for p, f in result["fast"].items()}}
+        plain = {**result, **{mode: {p: {k: v for k, v in f.items() if k != "codes"}
+                                     for p, f in result[mode].items()}
+                              for mode in ("fast", "compiled")}}
         if "reference" in result:
             plain["reference"] = {k: v for k, v in result["reference"].items() if k != "codes"}
         with open(args.json, "w") as f:

@@ -27,6 +27,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def threads_left_as_found():
+    """A test that changes torch's thread count must put it back: a later fork (a DataLoader
+    worker, a killed-run test) would inherit an OpenMP pool and may deadlock, and later results
+    would change with the thread count."""
+    yield
+    threads = torch.get_num_threads()
+    if threads != 1:
+        torch.set_num_threads(1)
+        pytest.fail(f"the test left torch on {threads} threads (the suite runs on 1)")
+
+
 @pytest.fixture
 def registry() -> Registry:
     """A fresh registry: the built-in plug-ins, the core's training task and

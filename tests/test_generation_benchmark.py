@@ -7,6 +7,7 @@ reference loop's tokens, and that the FLOP count behind its GFLOP/s figure is ri
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -24,12 +25,28 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-def test_quick_run_prints_the_figures(tmp_path, capsys, restore_threads):
+@pytest.fixture
+def dynamo_eager(monkeypatch):
+    """``nn.Module.compile`` with dynamo's ``eager`` backend (traced as for inductor, run by the
+    eager kernels): the compiled runs are exercised without paying inductor's compile time."""
+    compile_module = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, **options: compile_module(self, backend="eager", **options))
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_quick_run_prints_the_figures(tmp_path, capsys, restore_threads, dynamo_eager):
     bench = load_benchmark()
     out = tmp_path / "b1.json"
     result = bench.main(["--quick", "--threads", "1", "--json", str(out)])
     printed = capsys.readouterr().out
-    assert "reference loop" in printed and "| sampler | bf16 |" in printed
+    assert "reference loop" in printed and "| sampler | bf16 | no |" in printed
+    assert "| sampler | bf16 | yes |" in printed and "compile time" in printed
+    assert f"CPU: {bench.cpu_model()}; load average" in printed and "attention (auto): " in printed
+    # auto timed both paths for the self-attention shape of each precision
+    assert {"float32 h2 l22 s22 d16", "bfloat16 h2 l22 s22 d16"} <= set(result["attention"]["chosen"])
     work = bench.QUICK
     reference = result["reference"]["codes"]
     assert reference.shape == (work.candidates, work.n_codebooks, work.num_frames)
@@ -40,9 +57,14 @@ def test_quick_run_prints_the_figures(tmp_path, capsys, restore_threads):
         assert int(codes.min()) >= 0 and int(codes.max()) < work.codebook_size
         assert fast["speedup"] > 0 and fast["gflops"] > 0 and fast["matmul_gflops"] > 0
         assert 0.1 < fast["peak_rss_gb"] < 64
+        compiled = result["compiled"][precision]
+        assert compiled["compile_seconds"] is not None and fast["compile_seconds"] is None
+        assert 0 < compiled["share_of_bf16_matmul"] and 0 < compiled["share_of_fp32_matmul"]
     assert result["fast"]["fp32"]["same_tokens"] == 1.0  # same algorithm, same random streams
+    assert result["compiled"]["fp32"]["same_tokens"] == 1.0  # the eager backend: same kernels
     saved = json.loads(out.read_text())
     assert set(saved["fast"]) == {"fp32", "bf16"} and "codes" not in saved["reference"]
+    assert set(saved["compiled"]) == {"fp32", "bf16"} and "codes" not in saved["compiled"]["bf16"]
 
 
 def test_flop_count_matches_the_generator(restore_threads):
@@ -62,3 +84,12 @@ def test_flop_count_matches_the_generator(restore_threads):
         with FlopCounterMode(display=False) as counter:
             generator.predict(codes, torch.ones_like(codes, dtype=torch.bool), prepared)
         assert counter.get_total_flops() == bench.predict_flops(work, 3, context)
+
+
+def test_compile_time_is_measured_with_an_empty_inductor_cache(monkeypatch, tmp_path):
+    bench = load_benchmark()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    with bench.cold_compile_cache():
+        folder = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        assert folder != str(tmp_path) and os.listdir(folder) == []
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path) and not os.path.exists(folder)

@@ -6,24 +6,26 @@ The core defines the component interfaces (:mod:`v2a.interfaces`), the sequences
 (:mod:`v2a.tasks`) and the ``v2a`` command line. Concrete components live in plug-ins.
 """
 
+from typing import TYPE_CHECKING
+
+from v2a.lazy import home_of, lazy_exports
+
 from v2a.hookspecs import hookimpl
-from v2a.interfaces import (
-    AudioClassifier,
-    AudioCodec,
-    AudioEncoder,
-    Component,
-    ConditionFuser,
-    MaskedGenerator,
-    Reranker,
-    SyncClassifier,
-    TextEncoder,
-    VisualEncoder,
-)
-from v2a.registry import ComponentSpec, TrainingTaskSpec
-from v2a.sequences import Conditioning, FeatureSequence, TextFeatures
-from v2a.tasks import TrainingTask
 
 __version__ = "0.1.0"
+
+#: Each public name and the module it lives in. The names are imported on first use (PEP 562
+#: ``__getattr__``), so that ``import v2a`` costs no torch import: ``v2a --help``, a command's
+#: ``--help`` and ``v2a recipe list`` never need torch (docs/performance.md, "Start-up").
+_HOMES = {
+    "v2a.interfaces": ("AudioClassifier", "AudioCodec", "AudioEncoder", "Component",
+                       "ConditionFuser", "MaskedGenerator", "Reranker", "SyncClassifier",
+                       "TextEncoder", "VisualEncoder"),
+    "v2a.registry": ("ComponentSpec", "TrainingTaskSpec"),
+    "v2a.sequences": ("Conditioning", "FeatureSequence", "TextFeatures"),
+    "v2a.tasks": ("TrainingTask",),
+}
+_HOME_OF = home_of(_HOMES)
 
 __all__ = [
     "AudioClassifier",
@@ -44,3 +46,24 @@ __all__ = [
     "VisualEncoder",
     "hookimpl",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals(), __all__)
+
+
+if TYPE_CHECKING:  # the same names, for type checkers (tests/test_startup.py keeps them equal)
+    from v2a.interfaces import (
+        AudioClassifier,
+        AudioCodec,
+        AudioEncoder,
+        Component,
+        ConditionFuser,
+        MaskedGenerator,
+        Reranker,
+        SyncClassifier,
+        TextEncoder,
+        VisualEncoder,
+    )
+    from v2a.registry import ComponentSpec, TrainingTaskSpec
+    from v2a.sequences import Conditioning, FeatureSequence, TextFeatures
+    from v2a.tasks import TrainingTask

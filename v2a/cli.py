@@ -19,7 +19,6 @@ from v2a import __version__
 from v2a.commands import COMMANDS
 from v2a.errors import UserError, user_facing_message
 from v2a.log import show_on_stderr
-from v2a.recipe import is_override
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
               f"`v2a --help` says more, and the exit codes.", file=sys.stderr)
         return 2
     # argparse stops filling `key=value ...` at the first option: collect the ones after it
-    overrides = [a for a in extra if is_override(a)]
+    overrides = []
+    if extra:
+        from v2a.recipe import is_override  # deferred: torch (v2a.recipe.compose's config)
+        overrides = [a for a in extra if is_override(a)]
     if extra and (len(overrides) < len(extra) or not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if overrides:

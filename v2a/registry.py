@@ -510,7 +510,15 @@ def distribution_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
     if dist is None:
         return "?", "?"
-    return dist.metadata["Name"], dist.version
+    return _name_and_version(dist)
+
+
+@lru_cache(maxsize=64)
+def _name_and_version(dist: importlib.metadata.Distribution) -> tuple[str, str]:
+    """``dist``'s name and version, its metadata file parsed once (the entry points of one
+    distribution share its object; each metadata read parses the whole file)."""
+    metadata = dist.metadata
+    return metadata["Name"], metadata["Version"]
 
 
 def plugin_names(eps: Iterable[importlib.metadata.EntryPoint]) -> list[str]:

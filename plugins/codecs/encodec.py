@@ -28,6 +28,14 @@ with ``weights_only=True``; a path names a local state-dict file (``.th``/``.pt`
 codebooks at zero until k-means runs on a first training batch (every code would be 0), so
 ``"none"`` fills them as the library does without k-means (``uniform_init``).
 
+**Speed and precision**, as for DAC: once loaded, weight normalisation is folded into plain
+weights (:mod:`v2a_plugins.codecs.inference`; channels-last convolutions, which pay for DAC,
+measured no faster here: benchmarks/bench_codecs.py); ``precision: auto`` runs the encoder and the decoder each in bfloat16 only where a measurement
+on this machine finds it faster and accurate enough (:mod:`v2a_plugins.codecs.precision`): the
+LSTM decoder is slower in bf16 on some CPUs and faster on others. The quantiser runs in the
+codec's dtype (float32), which is also what ``decode`` returns. The default, ``float32``,
+is the library's arithmetic.
+
 The codec is frozen (no parameter requires grad) and starts in eval mode; encoding does not
 depend on the mode.
 """
@@ -47,6 +55,8 @@ from torch import Tensor
 from v2a import AudioCodec, ComponentSpec, FeatureSequence, hookimpl
 from v2a.pretrained import PretrainedFile, torch_hub_file
 from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file
+from v2a_plugins.codecs.inference import remove_weight_norms
+from v2a_plugins.codecs.precision import DTYPES, Precision, choose_precisions, machine_key
 
 # -- the published models -----------------------------------------------------------------------
 
@@ -71,7 +81,7 @@ class EncodecConfig:
     ``model``: ``24khz`` (mono, 75 frames/s) or ``48khz`` (stereo, 150 frames/s). ``bandwidth``
     in kbps picks the number of codebooks. ``weights``: ``"pretrained"``, ``"none"`` or a local
     file. ``output_rms``: the level ``decode`` gives the 48 kHz model's output (see the module
-    docstring); ignored for 24 kHz.
+    docstring); ignored for 24 kHz. ``precision``: see the module docstring.
     """
 
     model: Literal["24khz", "48khz"] = "24khz"
@@ -82,6 +92,8 @@ class EncodecConfig:
     """pretrained (downloaded by the encodec library), none (random) or the path of a file"""
     output_rms: float = 0.1
     """RMS level decode gives the 48 kHz model's output; ignored at 24 kHz"""
+    precision: Precision = "float32"
+    """encoder and decoder precision: float32, bfloat16, or auto (bfloat16 each where measured faster here)"""
 
     def __post_init__(self) -> None:
         valid = BANDWIDTHS[self.model]
@@ -162,6 +174,8 @@ def load_encodec(config: EncodecConfig):
         state, where = load_checkpoint(path), str(path)
     if isinstance(state, dict) and state and all(key.startswith("model.") for key in state):
         state = {key[len("model."):]: value for key, value in state.items()}  # saved from v2a
+    if isinstance(state, dict) and not any(str(key).endswith(".weight_g") for key in state):
+        remove_weight_norms(model)  # a state dict of a loaded EncodecCodec: weight norm folded
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -188,7 +202,8 @@ class EncodecCodec(AudioCodec):
         super().__init__()
         self.config = config
         self.model = load_encodec(config)
-        self.model.requires_grad_(False)  # a frozen tokenizer
+        remove_weight_norms(self.model)
+        self.model.requires_grad_(False)  # a frozen tokenizer (after the folded weights)
 
         self.sample_rate = int(self.model.sample_rate)
         self.channels = int(self.model.channels)
@@ -202,6 +217,31 @@ class EncodecCodec(AudioCodec):
         self.latent_dim = int(self.model.quantizer.dimension)
         self.normalize = config.model == "48khz"
         self.eval()
+        self.precisions = self._choose_precisions()
+        self.model.encoder.to(DTYPES[self.precisions["encode"]])
+        self.model.decoder.to(DTYPES[self.precisions["decode"]])
+
+    def _choose_precisions(self) -> dict[str, str]:
+        """``{"encode": ..., "decode": ...}``: the configured precision, or (``auto``) the one
+        measured on one second of noise (:func:`~v2a_plugins.codecs.precision.choose_precisions`)."""
+        if self.config.precision != "auto":
+            return {"encode": self.config.precision, "decode": self.config.precision}
+        gen = torch.Generator().manual_seed(0)
+        wav = 0.1 * torch.randn(1, self.channels, self.sample_rate, generator=gen)
+        with torch.inference_mode():
+            emb = self._embed(self.encode(wav))
+
+        def encoder(dtype: torch.dtype) -> Tensor:
+            with torch.inference_mode():
+                return self.model.encoder.to(dtype)(wav.to(dtype)).float()
+
+        def decoder(dtype: torch.dtype) -> Tensor:
+            with torch.inference_mode():
+                return self.model.decoder.to(dtype)(emb.to(dtype)).float()
+
+        options = {k: v for k, v in vars(self.config).items() if k not in ("precision", "output_rms")}
+        return choose_precisions({"encode": encoder, "decode": decoder},
+                                 key=machine_key({"codec": "encodec", **options}))
 
     def _channels(self, wav: Tensor) -> Tensor:
         """``[b, c, n]`` → ``[b, channels, n]``: mixed down to mono, or mono duplicated to stereo."""
@@ -212,11 +252,11 @@ class EncodecCodec(AudioCodec):
 
     def encode(self, wav: Tensor) -> Tensor:
         """``wav: [b, c, n]`` → codes ``[b, n_codebooks, ceil(n / 320)]`` int64."""
-        x = self._channels(wav).to(self._dtype())
+        x = self._channels(wav).to(_dtype_of(self.model.encoder))
         if self.normalize:  # the library's per-segment normalisation, once per clip
             rms = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
             x = x / (1e-8 + rms)
-        emb = self.model.encoder(x)  # [b, 128, l]
+        emb = self.model.encoder(x).to(self._dtype())  # [b, 128, l]
         codes = self.model.quantizer.encode(emb, self.model.frame_rate, self.bandwidth)  # [k, b, l]
         return rearrange(codes, "k b l -> b k l")
 
@@ -231,7 +271,8 @@ class EncodecCodec(AudioCodec):
     def decode_frames(self, codes: Tensor) -> Tensor:
         """codes ``[b, k, l]`` → ``wav: [b, channels, l * 320]`` (``decode`` fits it to the
         length asked for)."""
-        wav = self.model.decoder(self._embed(codes))  # [b, channels, l * 320]
+        emb = self._embed(codes)
+        wav = self.model.decoder(emb.to(_dtype_of(self.model.decoder))).to(emb.dtype)  # [b, channels, l * 320]
         return wav * self.config.output_rms if self.normalize else wav
 
     def latents(self, codes: Tensor) -> FeatureSequence:
@@ -241,6 +282,10 @@ class EncodecCodec(AudioCodec):
 
     def _dtype(self) -> torch.dtype:
         return self.model.quantizer.vq.layers[0]._codebook.embed.dtype
+
+
+def _dtype_of(module: torch.nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
 
 
 def encodec_pretrained_files(config: EncodecConfig) -> list[PretrainedFile]:

@@ -21,8 +21,13 @@ Design, in the order a frame meets it:
   a sinusoidal embedding of each frame's index added to the input: without an absolute position,
   fully masked frames are indistinguishable and cross-attention (Seq2Seq) could not tell which
   moment of the video a frame belongs to. ``max_frames`` bounds both precomputed tables.
-* **Blocks**: pre-norm self-attention (fused QKV, ``scaled_dot_product_attention``, no mask:
-  every frame sees every frame), then cross-attention (Seq2Seq, Hybrid), then an MLP.
+* **Blocks**: pre-norm self-attention (fused QKV, no mask: every frame sees every frame), then
+  cross-attention (Seq2Seq, Hybrid), then an MLP.
+* **Attention kernel** (``attention``): ``scaled_dot_product_attention`` or the same product
+  written out (``softmax(q kᵀ / √d) v``, see :func:`explicit_attention`). ``auto`` uses SDPA
+  off the CPU and in training (its dropout); for inference on a CPU it times both once per
+  process for each shape (:func:`choose_attention`) and keeps the faster: torch's CPU SDPA
+  kernel is slower than the written-out form in bfloat16 on some CPUs and faster on others.
 * **AdaLN-Zero** (AdaLN, Hybrid): the norms before attention and MLP have no affine parameters;
   per frame, a block's ``SiLU -> Linear(width, 6 * width)`` of the projected aligned conditioning
   gives shift, scale and gate of both branches, and the final norm gets shift and scale the same
@@ -54,8 +59,9 @@ only through ``predict``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +74,10 @@ from v2a.pretrained import trained_with_v2a
 from v2a.weights import load_trained
 
 Variant = Literal["adaln", "seq2seq", "hybrid"]
+
+#: The ``attention`` options; ``auto`` resolves to one of the other two (:func:`choose_attention`).
+AttentionSetting = Literal["auto", "sdpa", "explicit"]
+ATTENTION_SETTINGS: tuple[str, ...] = get_args(AttentionSetting)
 
 #: Which parts of a Conditioning each variant reads: (aligned, context).
 VARIANTS: dict[str, tuple[bool, bool]] = {
@@ -111,6 +121,8 @@ class MaskVATConfig:
     """longest code sequence accepted (4096 frames: 47.6 s of DAC 44 kHz)"""
     weights: str = "none"
     """none (random) or a generator.safetensors exported by v2a train, loaded strictly"""
+    attention: AttentionSetting = "auto"
+    """attention kernel: auto (the faster one, measured on a CPU), sdpa or explicit (written out)"""
 
     def __post_init__(self) -> None:
         for name in ("n_codebooks", "codebook_size", "condition_dim", "width", "layers", "heads",
@@ -126,6 +138,9 @@ class MaskVATConfig:
             raise ValueError(f"ffn_mult must be positive, got {self.ffn_mult}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.attention not in ATTENTION_SETTINGS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_SETTINGS)}, got "
+                             f"{self.attention!r}")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -170,6 +185,97 @@ def zero_(module: nn.Linear) -> nn.Linear:
     return module
 
 
+# -- attention kernels --------------------------------------------------------------------------
+
+#: The written-out form computes its scores in pieces of at most this many elements (64 Mi
+#: fp32), so that long sequences never hold the whole ``[b, h, l, s]`` score tensor.
+SCORE_ELEMENTS = 1 << 24
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """``softmax(q kᵀ / √d) v`` in ``q``'s dtype: ``q: [b, h, l, d]``, ``k, v: [b, h, s, d]``,
+    ``mask: [b, 1, 1, s]`` bool (True: attended; every row needs one) → ``[b, h, l, d]``.
+    The queries go in chunks of :data:`SCORE_ELEMENTS` scores (each query row is independent)."""
+    b, h, l, d = q.shape
+    s = k.shape[-2]
+    q = q * d**-0.5
+    keys = k.transpose(-2, -1)
+    hide = None if mask is None else ~mask
+    rows = max(1, SCORE_ELEMENTS // (b * h * s))
+    out = []
+    for start in range(0, l, rows):
+        scores = torch.matmul(q[:, :, start:start + rows], keys)
+        if hide is not None:
+            scores = scores.masked_fill_(hide, float("-inf"))
+        out.append(torch.matmul(scores.softmax(dim=-1), v))
+    return out[0] if len(out) == 1 else torch.cat(out, dim=2)
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+                   dropout: float = 0.0) -> Tensor:
+    """:func:`explicit_attention` through ``scaled_dot_product_attention`` (with ``dropout``
+    on the attention weights)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+#: ``choose_attention``'s measurements in this process: bucket → the faster path.
+_MEASURED: dict[tuple, str] = {}
+
+
+def choose_attention(setting: str, q: tuple[int, ...], keys: int, *, dtype: torch.dtype,
+                     device: torch.device, masked: bool) -> str:
+    """The path (``sdpa`` or ``explicit``) that attention of queries ``q = (b, h, l, d)`` over
+    ``keys`` keys runs for ``setting`` (one of :data:`ATTENTION_SETTINGS`).
+
+    ``auto``: SDPA off the CPU (its fused kernels); on a CPU the faster of the two, timed once
+    per process and bucket ``(dtype, h, l, keys, d, masked)`` on random tensors of that shape
+    (:func:`time_attention`) and kept (:func:`attention_choices`). Both paths compute the same
+    product, so the choice changes results only by rounding."""
+    if setting != "auto":
+        return setting
+    if device.type != "cpu":
+        return "sdpa"
+    b, h, l, d = q
+    bucket = (str(dtype).removeprefix("torch."), h, l, keys, d, masked)
+    if bucket not in _MEASURED:
+        sdpa, explicit = time_attention(q, keys, dtype=dtype, masked=masked)
+        # SDPA unless clearly slower: a near tie is not worth a result that depends on noise
+        _MEASURED[bucket] = "explicit" if explicit < 0.9 * sdpa else "sdpa"
+    return _MEASURED[bucket]
+
+
+def time_attention(q: tuple[int, ...], keys: int, *, dtype: torch.dtype, masked: bool,
+                   rounds: int = 3) -> tuple[float, float]:
+    """Seconds of one SDPA and one written-out attention on a CPU (the best of ``rounds``,
+    the two interleaved so that a busy spell slows both), after a warm-up call of each, on at
+    most 2 of the ``b`` rows (the time is linear in rows; 2 rows of h heads keep the threads
+    busy). The random inputs come from a private generator: torch's random stream is untouched."""
+    b, h, l, d = q
+    b = min(b, 2)
+    rng = torch.Generator().manual_seed(0)
+    qs = torch.randn(b, h, l, d, generator=rng).to(dtype)
+    ks, vs = (torch.randn(b, h, keys, d, generator=rng).to(dtype) for _ in range(2))
+    mask = None
+    if masked:  # the first key always valid, like the generator's null token
+        mask = (torch.rand(b, 1, 1, keys, generator=rng) < 0.7)
+        mask[..., 0] = True
+    best = {sdpa_attention: float("inf"), explicit_attention: float("inf")}
+    with torch.no_grad():
+        for repeat in range(rounds + 1):
+            for path in best:
+                start = time.perf_counter()
+                path(qs, ks, vs, mask)
+                if repeat:  # the first round warms up
+                    best[path] = min(best[path], time.perf_counter() - start)
+    return best[sdpa_attention], best[explicit_attention]
+
+
+def attention_choices() -> dict[str, str]:
+    """What ``auto`` chose in this process, by bucket (``"bfloat16 h8 l345 s345 d64"``)."""
+    return {f"{dt} h{h} l{l} s{s} d{d}{' masked' if m else ''}": path
+            for (dt, h, l, s, d, m), path in _MEASURED.items()}
+
+
 # -- blocks -------------------------------------------------------------------------------------
 
 
@@ -211,10 +317,13 @@ class Block(nn.Module):
         one = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0], dtype=mod.dtype, device=mod.device)
         return rearrange(mod + one[:, None], "b l six w -> b l (six w)")
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """``q: [b, h, l, d]``, ``k, v: [b, h, s, d]``, ``mask: [b, 1, 1, s]`` → ``[b, l, h * d]``."""
-        p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, path: str) -> Tensor:
+        """``q: [b, h, l, d]``, ``k, v: [b, h, s, d]``, ``mask: [b, 1, 1, s]`` → ``[b, l, h * d]``
+        through ``path`` (``sdpa``, the only one with dropout, or ``explicit``)."""
+        if path == "explicit":
+            out = explicit_attention(q, k, v, mask)
+        else:
+            out = sdpa_attention(q, k, v, mask, self.dropout if self.training else 0.0)
         return rearrange(out, "b h l d -> b l (h d)")
 
     def forward(
@@ -224,6 +333,7 @@ class Block(nn.Module):
         mod: Tensor | None,  # [b, l, 6, width]: shift, 1 + scale, gate (attn); same (mlp)
         kv: Tensor | None,  # [b, s, 2 * width]: cross-attention keys and values
         kv_mask: Tensor | None,  # [b, 1, 1, s] bool: valid keys
+        paths: tuple[str, str] = ("sdpa", "sdpa"),  # attention paths: self, cross
     ) -> Tensor:
         # self-attention
         h = self.attn_norm(x)
@@ -232,13 +342,13 @@ class Block(nn.Module):
         qkv = rearrange(self.qkv(h), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         cos, sin = (t.to(qkv.dtype) for t in rotary)
         q, k = rotate(qkv[:2], cos, sin)  # queries and keys in one go
-        h = self.attn_out(self.attend(q, k, qkv[2], None))
+        h = self.attn_out(self.attend(q, k, qkv[2], None, paths[0]))
         x = residual(x, self.branch_dropout(h), None if mod is None else mod[:, :, 2])
         # cross-attention
         if self.cross_q is not None:
             q = rearrange(self.cross_q(self.cross_norm(x)), "b l (h d) -> b h l d", h=self.heads)
             k, v = rearrange(kv, "b s (two h d) -> two b h s d", two=2, h=self.heads)
-            h = self.cross_out(self.attend(q, k.to(q.dtype), v.to(q.dtype), kv_mask))
+            h = self.cross_out(self.attend(q, k.to(q.dtype), v.to(q.dtype), kv_mask, paths[1]))
             x = x + self.branch_dropout(h)
         # MLP
         h = self.mlp_norm(x)
@@ -369,10 +479,11 @@ class MaskVATGenerator(MaskedGenerator):
         x = rearrange(x, "(b l) w -> b l w", b=b) + self.positions[:l].to(x.dtype)
 
         rotary = (self.rotary[0, :l], self.rotary[1, :l])
+        paths = self.attention_paths(b, l, None if kv is None else kv.shape[1], kv_mask, x.dtype)
         for i, block in enumerate(self.blocks):
             x = block(
                 x, rotary, None if mods is None else mods[i],
-                None if kv is None else kv[..., i * 2 * w:(i + 1) * 2 * w], kv_mask,
+                None if kv is None else kv[..., i * 2 * w:(i + 1) * 2 * w], kv_mask, paths,
             )
 
         hidden = self.final_norm(x)  # [b, l, w]
@@ -385,6 +496,21 @@ class MaskVATGenerator(MaskedGenerator):
             head = self.to_logits
             logits = F.linear(hidden, head.weight[rows], head.bias[rows]).unsqueeze(1)
         return (logits, hidden) if return_hidden else logits
+
+    def attention_paths(self, b: int, l: int, keys: int | None, kv_mask: Tensor | None,
+                        dtype: torch.dtype) -> tuple[str, str]:
+        """The attention paths (self, cross) of a ``predict`` on ``b`` rows of ``l`` frames
+        with ``keys`` context keys: the ``attention`` option resolved by
+        :func:`choose_attention`; always SDPA in training (dropout)."""
+        setting = "sdpa" if self.training else self.config.attention
+        device, heads = self.embed.weight.device, self.config.heads
+        if torch.is_autocast_enabled(device.type):  # the products run in autocast's dtype
+            dtype = torch.get_autocast_dtype(device.type)
+        shape = (b, heads, l, self.config.width // heads)
+        own = choose_attention(setting, shape, l, dtype=dtype, device=device, masked=False)
+        cross = "sdpa" if keys is None else choose_attention(
+            setting, shape, keys, dtype=dtype, device=device, masked=kv_mask is not None)
+        return own, cross
 
     def _modulations(self, prepared: Conditioning, b: int, l: int) -> tuple[Tensor, Tensor]:
         """Per-block ``[layers, b, l, 6, w]`` and final ``[2, b, l, w]`` views of the prepared

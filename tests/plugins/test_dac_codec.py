@@ -20,13 +20,22 @@ from v2a_plugins.codecs.dac import (  # noqa: E402
     _quiet_deprecations,
     dac_kwargs,
     encoder_receptive_field,
+    speed_up,
 )
+from v2a_plugins.codecs.inference import remove_weight_norms  # noqa: E402
+from v2a_plugins.codecs.precision import choose_precisions, machine_key  # noqa: E402
 
 from tests.unsafe_pickle import TouchesFile  # noqa: E402
 from v2a.errors import PluginError  # noqa: E402
 from v2a.registry import default_registry  # noqa: E402
 from v2a.testing import from_registry, parametrize_with_checks  # noqa: E402
 from v2a.weights import WeightsError, save_state  # noqa: E402
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test measures into its own cache (``precision: auto`` writes there)."""
+    monkeypatch.setenv("V2A_CACHE", str(tmp_path / "v2a-cache"))
+
 
 #: A small DAC of the real architecture: 0.4 M parameters, a few ms per second of audio.
 SMALL = dict(weights="none", encoder_dim=8, decoder_dim=32, n_codebooks=4, codebook_size=256)
@@ -156,7 +165,7 @@ def test_codes_decode_and_latents_match_the_library(tmp_path):
     source = small_dac()
     path = tmp_path / "weights.pth"
     source.save(str(path), package=False)  # the library's own checkpoint format
-    codec = build(model="44khz", weights=str(path))
+    codec = build(model="44khz", weights=str(path), precision="float32")
     wav = noise(1.3, 44100)
     with torch.inference_mode():
         padded = source.preprocess(wav, 44100)
@@ -298,3 +307,90 @@ def test_chunked_codes_equal_one_pass_codes():
     chunked.margin_frames = 0  # the control: windows without context do change the codes (8 %)
     with torch.inference_mode():
         assert (chunked.encode(wav) != b).float().mean() > 0.02
+
+
+# -- speed: weight norm folded, channels-last convolutions, precision --------------------------------
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual - expected).norm() / expected.norm())
+
+
+def test_folding_weight_norm_keeps_the_outputs():
+    library, folded = small_dac(), small_dac()
+    assert remove_weight_norms(folded) == sum(1 for k in library.state_dict() if k.endswith("weight_g"))
+    assert not any(k.endswith(("weight_g", "weight_v")) for k in folded.state_dict())
+    wav = noise(0.5, 44100)
+    with torch.inference_mode():
+        z, z_folded = library.encoder(wav), folded.encoder(wav)
+        audio, audio_folded = library.decoder(z), folded.decoder(z)
+    # The folded weight g·v/‖v‖ is computed once by the function the hook calls at every
+    # forward, so it is the same fp32 number; a different summation order of ‖v‖² (at most
+    # 7 × 64 terms here) would move each weight by a few ulp (~1e-7 relative), and one ulp per
+    # layer through the ~30 layers stays below 1e-5 of the output's norm.
+    assert relative_error(z_folded, z) < 1e-5 and relative_error(audio_folded, audio) < 1e-5
+
+
+def test_speed_up_keeps_the_library_outputs_and_parameter_names():
+    library, fast = small_dac(), small_dac()
+    speed_up(fast)
+    assert set(fast.state_dict()) == set(library.state_dict()) - {
+        k for k in library.state_dict() if k.endswith(("weight_g", "weight_v"))
+    } | {k[: -len("_g")] for k in library.state_dict() if k.endswith("weight_g")}
+    wav = noise(0.5, 44100)
+    with torch.inference_mode():
+        z, z_fast = library.encoder(wav), fast.encoder(wav)
+        audio, audio_fast = library.decoder(z), fast.decoder(z)
+    # Same weights, another convolution kernel (oneDNN's channels-last one) and a fused
+    # multiply-add in Snake: each output is the same fp32 sum in another order, a relative
+    # error of about sqrt(terms) · 2^-24 ≈ 1e-6 per layer (k · C_in ≤ 7 × 64 terms); through
+    # ~30 layers that stays well below 1e-4 of the output's norm.
+    assert relative_error(z_fast, z) < 1e-4 and relative_error(audio_fast, audio) < 1e-4
+
+
+def test_the_published_key_layout_still_loads(tmp_path):
+    """A checkpoint as DAC publishes it (weight_g / weight_v, the library's format) loads into
+    the sped-up codec, which then computes what the library's model computes."""
+    source = small_dac()
+    assert any(k.endswith("weight_g") for k in source.state_dict())
+    source.save(str(tmp_path / "published.pth"), package=False)
+    save_state(source.state_dict(), tmp_path / "published.safetensors")
+    wav = noise(0.5, 44100)
+    with torch.inference_mode():
+        expected = source.decoder(source.encoder(wav))
+        for name in ("published.pth", "published.safetensors"):
+            codec = build(model="44khz", weights=str(tmp_path / name), precision="float32",
+                          encoder_dim=8, decoder_dim=32, codebook_size=256)  # small_dac's
+            assert not any(k.endswith("weight_g") for k in codec.state_dict())
+            got = codec.model.decoder(codec.model.encoder(wav))
+            assert relative_error(got, expected) < 1e-4  # as in the test above
+
+
+def test_precision_bfloat16_runs_encoder_and_decoder_in_bf16_and_returns_float32():
+    codec = build(model="44khz", **SMALL, precision="bfloat16")
+    assert codec.precisions == {"encode": "bfloat16", "decode": "bfloat16"}
+    assert next(codec.model.encoder.parameters()).dtype == torch.bfloat16
+    assert next(codec.model.decoder.parameters()).dtype == torch.bfloat16
+    assert codec.model.quantizer.quantizers[0].codebook.weight.dtype == torch.float32
+    with torch.inference_mode():
+        codes = codec.encode(noise(0.3, 44100))
+        assert codes.dtype == torch.int64
+        assert codec.decode(codes).dtype == torch.float32
+        assert codec.latents(codes).values.dtype == torch.float32
+
+
+def test_precision_auto_follows_the_cached_measurement(tmp_path):
+    """auto asks the chooser under this machine's key; a cached choice is used as it is."""
+    assert build(model="44khz", **SMALL).precisions == {"encode": "float32", "decode": "float32"}
+    config = default_registry().config_for("codec", "dac", {"model": "44khz", **SMALL})
+    options = {k: v for k, v in vars(config).items() if k not in ("precision", "chunk_seconds")}
+    key = machine_key({"codec": "dac", **options})
+    scripted = {"encode": "bfloat16", "decode": "float32"}
+    runs = {part: (lambda dtype, p=part: torch.ones(3)) for part in scripted}
+    fake = iter([0.0, 1.0, 0.0, 0.5, 0.0, 1.0, 0.0, 2.0])  # encode: bf16 2x faster; decode: slower
+    assert choose_precisions(runs, key=key, timer=lambda: next(fake)) == scripted  # cached now
+    codec = build(model="44khz", **SMALL, precision="auto")
+    assert codec.precisions == scripted
+    assert next(codec.model.encoder.parameters()).dtype == torch.bfloat16
+    assert next(codec.model.decoder.parameters()).dtype == torch.float32
+

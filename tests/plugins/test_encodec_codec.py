@@ -228,3 +228,52 @@ def test_a_missing_weights_file_is_one_sentence(tmp_path):
         build(weights=str(missing))
     message = str(info.value)
     assert "\n" not in message and str(missing) in message and "EnCodec 24khz" in message
+
+
+# -- speed: weight norm folded, precision ---------------------------------------------------------
+
+
+def test_the_published_key_layout_loads_and_the_outputs_are_the_library_models(tmp_path):
+    """A state dict as the library saves it (weight_g / weight_v) loads into the codec, whose
+    folded model computes what the library's model computes."""
+    from encodec import EncodecModel
+
+    torch.manual_seed(0)
+    library = EncodecModel.encodec_model_24khz(pretrained=False).eval()
+    assert any(k.endswith("weight_g") for k in library.state_dict())
+    torch.save(library.state_dict(), tmp_path / "published.th")
+    codec = build(model="24khz", weights=str(tmp_path / "published.th"))
+    assert not any(k.endswith(("weight_g", "weight_v")) for k in codec.state_dict())
+    wav = noise(0.5, 24000)
+    with torch.inference_mode():
+        emb, emb_codec = library.encoder(wav), codec.model.encoder(wav)
+        out, out_codec = library.decoder(emb), codec.model.decoder(emb)
+    # The folded weight g·v/‖v‖ is computed once by the function the weight-norm hook calls at
+    # every forward, so it is the same fp32 number and the same kernels run: the outputs are
+    # expected equal. A different summation order of ‖v‖² would move a weight by a few ulp
+    # (~1e-7 relative), one ulp per layer through ~20 layers and two LSTMs, far below 1e-4.
+    for got, expected in ((emb_codec, emb), (out_codec, out)):
+        assert float((got - expected).norm() / expected.norm()) < 1e-4
+
+
+def test_precision_bfloat16_runs_encoder_and_decoder_in_bf16_and_returns_float32():
+    codec = build(model="24khz", weights="none", precision="bfloat16")
+    assert codec.precisions == {"encode": "bfloat16", "decode": "bfloat16"}
+    assert next(codec.model.encoder.parameters()).dtype == torch.bfloat16
+    assert next(codec.model.decoder.parameters()).dtype == torch.bfloat16
+    assert codec._dtype() == torch.float32  # the quantiser's
+    with torch.inference_mode():
+        codes = codec.encode(noise(0.3, 24000))
+        assert codes.dtype == torch.int64 and codec.decode(codes).dtype == torch.float32
+
+
+def test_precision_auto_measures_once_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("V2A_CACHE", str(tmp_path / "cache"))
+    codec = build(model="24khz", weights="none", precision="auto")
+    entries = (tmp_path / "cache" / "precision.json").read_text()
+    assert '"codec": "encodec"' in entries and set(codec.precisions) == {"encode", "decode"}
+    for part, choice in codec.precisions.items():
+        module = codec.model.encoder if part == "encode" else codec.model.decoder
+        assert next(module.parameters()).dtype == {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
+    again = build(model="24khz", weights="none", precision="auto")
+    assert again.precisions == codec.precisions  # read back from the cache, not re-timed

@@ -10,13 +10,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from v2a.demo import DEFAULT_MAX_SECONDS, DemoEngine, DemoOptionError, load_gradio, serve
 from v2a.log import note, warn
-from v2a.recipe import recipe_options
-
 
 #: The recipe offered first without --recipe: the bundled model, which runs offline on a CPU.
 DEFAULT_RECIPE = "tiny"
+#: :data:`v2a.demo.DEFAULT_MAX_SECONDS`, which ``--help`` shows without importing the demo's
+#: engine (torch); tests/test_startup.py keeps the two equal.
+DEFAULT_MAX_SECONDS = 30.0
 
 
 def _interrupt(signum, frame) -> None:
@@ -39,6 +39,8 @@ def gradio_cache_in(folder: Path) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from v2a.demo import DemoEngine, DemoOptionError, load_gradio, serve  # deferred: torch
+    from v2a.recipe import recipe_options  # deferred: torch, which `v2a demo --help` does not need
     if not 0 < args.port < 65536:
         raise DemoOptionError(f"--port must be a port number from 1 to 65535, not {args.port}")
     with tempfile.TemporaryDirectory(prefix="v2a-demo-") as workdir, \

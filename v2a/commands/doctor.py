@@ -35,19 +35,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
-
-import av
-import torch
+from typing import TYPE_CHECKING, Any
 
 from v2a import __version__
 from v2a.commands.common import RECIPE_HELP
 from v2a.downloads import cache_folder
 from v2a.errors import RecipeError, UserError
-from v2a.interfaces import KINDS
-from v2a.recipe import Recipe, is_override, load_recipe, recipe_options
-from v2a.registry import TRAINING_TASK, Registry, default_registry
-from v2a.weights import PRETRAINED, WeightsError, cached_file, is_random, parse_weights
+
+if TYPE_CHECKING:
+    from v2a.recipe import Recipe
+    from v2a.registry import Registry
+
+# torch, PyAV and the registry are imported by the functions that look at them, so that
+# `v2a doctor --help` (and `v2a download --help`, which shares helpers) imports none of them.
 
 #: Where the docs say how to install the torch build that fits the machine.
 INSTALL_DOCS = "docs/training.md, section 'Installing for the machine you have'"
@@ -57,6 +57,7 @@ INSTALL_DOCS = "docs/training.md, section 'Installing for the machine you have'"
 
 
 def torch_facts() -> dict[str, Any]:
+    import torch
     """torch's version, build, accelerators and threads."""
     if torch.version.cuda:
         build = f"CUDA {torch.version.cuda}"
@@ -80,6 +81,7 @@ def torch_facts() -> dict[str, Any]:
 
 def gpu_facts(index: int) -> dict[str, Any]:
     """GPU ``index``: its name, memory, compute capability and native bf16 support."""
+    import torch
     props = torch.cuda.get_device_properties(index)
     # AMD GPUs, and NVIDIA's from compute capability 8.0 (Ampere) on, do bf16 natively: the
     # test of torch.cuda.is_bf16_supported(including_emulation=False), for any device
@@ -98,6 +100,7 @@ def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     """The CPU's model, the kernels torch dispatches to, and its bf16/AMX capability as
     /proc/cpuinfo (``flags``: ``None`` where it cannot be read, or on a CPU other than x86) and
     torch (``torch_detects``: ``None`` where this torch cannot tell) see it."""
+    import torch
     model, flags = platform.processor() or platform.machine(), None
     try:
         text = cpuinfo.read_text(errors="replace")
@@ -171,6 +174,7 @@ MEDIA_CODECS = (
 
 def codec_present(codec: MediaCodec) -> bool:
     """Whether PyAV's FFmpeg has ``codec`` under its name (``av.codecs_available``) in its mode."""
+    import av
     if codec.name not in av.codecs_available:
         return False
     try:
@@ -181,6 +185,7 @@ def codec_present(codec: MediaCodec) -> bool:
 
 
 def media_facts() -> dict[str, Any]:
+    import av
     libavcodec = av.library_versions.get("libavcodec")
     return {
         "pyav": av.__version__,
@@ -275,6 +280,8 @@ def extras_facts(distribution: str = "v2a") -> dict[str, Any]:
 
 
 def plugin_facts(registry: Registry) -> dict[str, Any]:
+    from v2a.interfaces import KINDS  # deferred: torch, which --help does not need
+    from v2a.registry import TRAINING_TASK  # deferred: torch
     counts = {kind: len(registry.names(kind)) for kind in KINDS}
     counts[TRAINING_TASK] = len(registry.training_task_names())
     unusable = [{"kind": kind, "name": name, "status": entry.status}
@@ -298,6 +305,8 @@ def weights_fact(value: str, declared: Callable[[], list] | None = None) -> dict
     scheme) and whether it is here (``state``: ready, missing, download or library), without
     any network (:func:`v2a.weights.cached_file`). ``declared``: the files ``pretrained``
     fetches, as the plug-in declares them (``ComponentSpec.pretrained_files``), when it does."""
+    from v2a.weights import (  # deferred: torch, which --help does not need
+        PRETRAINED, WeightsError, cached_file, is_random, parse_weights)
     if is_random(value):
         return {"source": "none", "state": "ready", "detail": "random initialisation"}
     if value.strip().lower() == PRETRAINED:
@@ -531,6 +540,8 @@ def as_text(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from v2a.recipe import is_override, load_recipe, recipe_options  # deferred: torch
+    from v2a.registry import default_registry  # deferred: torch (the plug-ins)
     if args.recipe is not None and is_override(args.recipe):
         raise RecipeError(f"{args.recipe} is an override: name the recipe first, as in "
                           f"`v2a doctor RECIPE {args.recipe}`")

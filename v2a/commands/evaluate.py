@@ -11,19 +11,10 @@ from typing import Any
 
 import yaml
 
-from v2a.evaluate import (
-    DEFAULT_ENCODERS,
-    EvaluationOptionError,
-    Options,
-    evaluate,
-    markdown_table,
-    results_json,
-)
+from v2a.evaluate import DEFAULT_ENCODERS, EvaluationOptionError, Options
 from v2a.evaluate.catalogue import CATALOGUE, PROTOCOLS
-from v2a.evaluate.store import FEATURES
 from v2a.files import write_text_atomic
 from v2a.metrics.onsets import DEFAULT_TOLERANCE
-from v2a.recipe import recipe_options
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -55,6 +46,9 @@ def model_options(given: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from v2a.evaluate import evaluate, markdown_table, results_json  # deferred: torch, not --help
+    from v2a.evaluate.store import FEATURES  # deferred: torch and safetensors
+    from v2a.recipe import recipe_options  # deferred: torch (v2a.recipe's config)
     output = Path(args.output) if args.output else None
     if args.plots and output is None:
         raise EvaluationOptionError("--plots writes OUT/plots/<stem>.png, so it needs -o OUT")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from v2a.export import export_run
-from v2a.tasks import EXPORT_DTYPES
+#: The names of :data:`v2a.tasks.EXPORT_DTYPES` (a mapping to torch dtypes, which
+#: ``--help`` does not import; tests/test_startup.py keeps the two equal).
+EXPORT_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
 def run(args: argparse.Namespace) -> int:
+    from v2a.export import export_run  # deferred: torch, which `v2a export --help` does not need
     result = export_run(args.run, args.output, scores=args.scores, licence=args.licence,
                         name=args.name, dtype=args.dtype, datasets=tuple(args.dataset),
                         force=args.force)
@@ -41,7 +43,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
                    "(default: other, not stated)")
     p.add_argument("--name", help="the model's name in the recipe and the card (default: the "
                    "recipe's)")
-    p.add_argument("--dtype", choices=tuple(EXPORT_DTYPES),
+    p.add_argument("--dtype", choices=EXPORT_DTYPE_NAMES,
                    help="store the weights' floating tensors in this type (default: as the run "
                    "exported them)")
     p.add_argument("--dataset", action="append", default=[], metavar="HUB_ID",

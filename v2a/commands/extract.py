@@ -8,11 +8,12 @@ import argparse
 import json
 
 from v2a.commands.common import RECIPE_HELP
-from v2a.cache import DEFAULT_SHARD_SIZE, DTYPES, PEER_TIMEOUT, cache_status, extract
-from v2a.distributed import setup_distributed
 from v2a.errors import RecipeError, UserError
-from v2a.manifests import manifest_of
-from v2a.recipe import load_recipe, recipe_options, require_runnable
+
+#: :data:`v2a.cache.DEFAULT_SHARD_SIZE` and the names of :data:`v2a.cache.DTYPES`, which
+#: ``--help`` shows without importing the cache (torch); tests/test_startup.py keeps them equal.
+DEFAULT_SHARD_SIZE = 256
+DTYPE_NAMES = ("float16", "float32")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
                           "recipe), or --status CACHE_DIR to see how far a cache is")
     if args.json:
         raise RecipeError("--json goes with --status CACHE_DIR")
+    from v2a.cache import PEER_TIMEOUT, extract  # deferred: torch, not for --help
+    from v2a.distributed import setup_distributed  # deferred: torch
+    from v2a.manifests import manifest_of  # deferred: torch (v2a.recipe's config)
+    from v2a.recipe import load_recipe, recipe_options, require_runnable  # deferred: torch
     recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args))
     require_runnable(recipe)
     distributed = setup_distributed(args.device, backend="gloo", timeout=PEER_TIMEOUT)
@@ -46,6 +51,7 @@ def show_status(args: argparse.Namespace) -> int:
     if args.recipe is not None:
         raise RecipeError(f"--status reads a cache folder alone; give it without a RECIPE "
                           f"(not {args.recipe!r})")
+    from v2a.cache import cache_status  # deferred: torch (v2a.cache's shards), not for --help
     status = cache_status(args.status)
     print(json.dumps(status.as_json(), indent=1) if args.json else status.report())
     return 0
@@ -77,7 +83,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=int,
                    help=f"clips per shard file (default {DEFAULT_SHARD_SIZE}; fixed once a "
                    "cache exists)")
-    p.add_argument("--dtype", choices=tuple(DTYPES),
+    p.add_argument("--dtype", choices=DTYPE_NAMES,
                    help="feature precision in the cache (default float16; fixed once a cache "
                    "exists)")
     p.add_argument("--device",

@@ -9,13 +9,13 @@ from tqdm import tqdm
 
 from v2a.commands.common import RECIPE_HELP
 from v2a.errors import UserError
-from v2a.interfaces import Fittable
-from v2a.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio, media_files
-from v2a.recipe import is_override, load_recipe, recipe_options
-from v2a.weights import save_state
 
 
 def run(args: argparse.Namespace) -> int:
+    from v2a.interfaces import Fittable  # deferred: torch, which `v2a fit --help` does not need
+    from v2a.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, load_audio, media_files  # deferred: torch
+    from v2a.recipe import is_override, load_recipe, recipe_options  # deferred: torch
+    from v2a.weights import save_state  # deferred: torch
     files = [a for a in args.inputs if not is_override(a)]
     overrides = [a for a in args.inputs if is_override(a)] + list(args.overrides)
     recipe = load_recipe(args.recipe, overrides, **recipe_options(args))

@@ -6,19 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from v2a.converters import (
-    MUSIC_PATTERN,
-    VGGSOUND_PATTERN,
-    folder_manifest,
-    music_manifest,
-    vggsound_manifest,
-)
 from v2a.errors import UserError
 from v2a.files import write_text_atomic
-from v2a.manifests import write_manifest
+
+#: :data:`v2a.converters.VGGSOUND_PATTERN` and :data:`~v2a.converters.MUSIC_PATTERN`, which
+#: ``--help`` shows without importing the converters (PyAV and torch through v2a.media);
+#: tests/test_startup.py keeps them equal.
+VGGSOUND_PATTERN = "{id}_{start:06d}.mp4"
+MUSIC_PATTERN = "{label}/{id}.mp4"
 
 
 def run(args: argparse.Namespace) -> int:
+    from v2a.converters import folder_manifest, music_manifest, vggsound_manifest  # deferred: torch
+    from v2a.manifests import write_manifest  # deferred: torch (v2a.recipe's config)
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it")

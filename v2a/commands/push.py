@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from v2a.export.push import push_folder
-
 
 def run(args: argparse.Namespace) -> int:
+    from v2a.export.push import push_folder  # deferred: torch (the recipe it loads), not for --help
     pushed = push_folder(args.folder, args.repo, private=args.private, revision=args.revision,
                          message=args.message)
     print(f"pushed {args.folder} to {pushed.repo_id} ({pushed.revision}): commit "

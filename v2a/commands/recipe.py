@@ -4,18 +4,22 @@ one it extends), validate one, list the built-in ones, copy one out to edit."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from v2a.commands.common import add_recipe_arguments
 from v2a.errors import UserError
 from v2a.log import note
-from v2a.recipe import Recipe, catalogue, display, load_recipe, recipe_options, yaml_value
-from v2a.recipe.copies import ABSENT, changes_against_parent, composed, copy_recipe
-from v2a.registry import default_registry
-from v2a.tasks import task_spec
-from v2a.weights import cached_file, parse_weights
+from v2a.recipe import ABSENT, catalogue, display
+
+if TYPE_CHECKING:
+    from v2a.recipe import Recipe
+
+# `v2a recipe list` reads YAML files only; show, check and cp load recipes, whose validation
+# needs the plug-ins (and so torch): those functions import what they use.
 
 
 def show(args: argparse.Namespace) -> int:
+    from v2a.recipe import load_recipe, recipe_options  # deferred: torch (plug-ins' configs)
     options = recipe_options(args)
     recipe = load_recipe(args.recipe, args.overrides, **options)
     if args.diff:
@@ -28,6 +32,8 @@ def show(args: argparse.Namespace) -> int:
 
 def show_changes(recipe: Recipe, options: dict) -> int:
     """``v2a recipe show --diff R``: each key R changes against what it extends."""
+    from v2a.recipe.copies import changes_against_parent  # deferred: torch (the registry)
+    from v2a.registry import default_registry  # deferred: torch (the plug-ins)
     found = changes_against_parent(recipe, default_registry(),
                                    random_weights=options["random_weights"],
                                    allow_env=bool(options["allow_env"]))
@@ -47,11 +53,13 @@ def show_changes(recipe: Recipe, options: dict) -> int:
 
 
 def shown_value(value: object) -> str:
+    from v2a.recipe import yaml_value  # deferred: torch (v2a.recipe.reference's registry)
     return "absent" if value is ABSENT else yaml_value(value)
 
 
 def copy(args: argparse.Namespace) -> int:
     """``v2a recipe cp NAME [DEST] [--force]``."""
+    from v2a.recipe.copies import composed, copy_recipe  # deferred: torch (the registry)
     copied = copy_recipe(args.name, args.dest, force=args.force)
     source = copied.files[0][0]
     print(f"copied {args.name} ({display(source)}) to {display(copied.recipe)}")
@@ -66,6 +74,10 @@ def copy(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
+    from v2a.recipe import load_recipe, recipe_options  # deferred: torch (plug-ins' configs)
+    from v2a.registry import default_registry  # deferred: torch (the plug-ins)
+    from v2a.tasks import task_spec  # deferred: torch
+    from v2a.weights import cached_file, parse_weights  # deferred: torch
     recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args), check_weights=True)
     registry = default_registry()
     task_spec(recipe, registry)  # training.task names a registered training task

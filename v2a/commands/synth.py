@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from v2a.synth import SynthError, write_synth
-
 
 def run(args: argparse.Namespace) -> int:
+    from v2a.synth import SynthError, write_synth  # deferred: numpy and PyAV, not for --help
     out = Path(args.out)
     if (out / "manifest.csv").exists() and not args.overwrite:
         raise SynthError(f"{out} already holds a synthetic dataset; add --overwrite to replace it")

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-import torch.distributed as dist
-
 from v2a.commands.common import add_recipe_arguments
 from v2a.log import warn
-from v2a.recipe import load_recipe, recipe_options, require_runnable
-from v2a.resources import check_resources, estimate
-from v2a.tasks import task_spec
-from v2a.training import run_dir_for, setup_distributed, train
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from v2a.recipe import load_recipe, recipe_options, require_runnable  # deferred: torch
+    from v2a.resources import check_resources, estimate  # deferred: torch, not for --help
+    from v2a.tasks import task_spec  # deferred: torch
+    from v2a.training import run_dir_for, setup_distributed, train  # deferred: torch
     recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args), check_weights=True)
     require_runnable(recipe)
     task_spec(recipe)  # training.task names a registered task (one sentence, "did you mean")

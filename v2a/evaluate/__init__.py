@@ -45,10 +45,28 @@ The metrics themselves are :mod:`v2a.metrics`'s. Metrics (one table row each, an
 
 from __future__ import annotations
 
-from v2a.evaluate.engine import evaluate
-from v2a.evaluate.provenance import check_comparable, differences
+from typing import TYPE_CHECKING
+
+from v2a.lazy import home_of, lazy_exports
+
 from v2a.evaluate.options import DEFAULT_ENCODERS, EvaluationError, EvaluationOptionError, Options
-from v2a.evaluate.report import markdown_table, results_json
+
+#: The names of the modules that import torch, imported on first use (PEP 562 ``__getattr__``)
+#: so that ``v2a evaluate --help`` (the catalogue and the options) costs no torch import.
+_HOMES = {
+    "v2a.evaluate.engine": ("evaluate",),
+    "v2a.evaluate.provenance": ("check_comparable", "differences"),
+    "v2a.evaluate.report": ("markdown_table", "results_json"),
+}
+_HOME_OF = home_of(_HOMES)
+
+
+if TYPE_CHECKING:  # the same names, for type checkers (tests/test_startup.py keeps them equal)
+    from v2a.evaluate.engine import evaluate
+    from v2a.evaluate.provenance import check_comparable, differences
+    from v2a.evaluate.report import markdown_table, results_json
 
 __all__ = ["DEFAULT_ENCODERS", "EvaluationError", "EvaluationOptionError", "Options",
            "check_comparable", "differences", "evaluate", "markdown_table", "results_json"]
+
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals(), __all__)

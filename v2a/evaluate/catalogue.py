@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from v2a.evaluate.options import EvaluationOptionError
-from v2a.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: `v2a evaluate --help` lists the metrics without torch
+    from v2a.registry import Registry
 
 REFERENCE, VIDEOS, EVENTS, RECIPE = "reference", "videos", "events", "recipe"
 TEXT = "text"  # a text per clip: --captions, or the classes of ground-truth events

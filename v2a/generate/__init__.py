@@ -19,8 +19,9 @@ What :meth:`VideoToAudio.generate` does, for one video:
 2. encode each stream; the fuser turns them into the conditioning of
    ``num_frames = codec.num_frames(round(duration · sample_rate))`` codec frames;
 3. sample ``candidates`` code sequences (:func:`v2a.sampler.sample`);
-4. when ``candidates > 1`` and the recipe has a reranker, decode every candidate, resample it to
-   the reranker's rate and keep the one it prefers (else the first);
+4. when ``candidates > 1`` and the recipe has a reranker, decode every candidate (in batches of
+   a measured size, :class:`~v2a.generate.candidates.CandidateDecoder`), resample it to the
+   reranker's rate and keep the one it prefers (else the first);
 5. decode the codes with the codec, window by window (:func:`decode_in_windows`: memory does
    not grow with the video), to exactly ``round(duration · sr)`` samples, so the sound lasts as
    long as the video (or the stretch ``start`` .. ``start + duration`` asked for).
@@ -59,6 +60,9 @@ The package, by job:
   (:func:`check_run_recipe`, :func:`same_weights`);
 * :mod:`v2a.generate.windows`: windows of a long video and windowed decoding
   (:func:`decode_in_windows`);
+* :mod:`v2a.generate.candidates`: decoding a window's candidates for the reranker;
+* :mod:`v2a.generate.stages`: stage timing, off unless a :class:`StageRecorder` records
+  (``benchmarks/bench_pipeline.py``);
 * :mod:`v2a.generate.editing`: keeping audio and regenerating stretches of it, or continuing
   an audio prompt (:class:`~v2a.generate.editing.AudioEdit`; docs/editing.md);
 * :mod:`v2a.generate.inputs`, :mod:`v2a.generate.jobs`, :mod:`v2a.generate.outputs`: the batch
@@ -84,6 +88,7 @@ from v2a.generate.jobs import (
 from v2a.generate.model import VideoToAudio
 from v2a.generate.outputs import Outputs, write_outputs
 from v2a.generate.run_folder import WEIGHT_SECTIONS, check_run_recipe, same_weights
+from v2a.generate.stages import StageRecorder, stage
 from v2a.generate.video import video_source
 from v2a.generate.windows import (
     WINDOW_TOLERANCE,
@@ -94,8 +99,8 @@ from v2a.generate.windows import (
 
 __all__ = [
     "WEIGHT_SECTIONS", "WINDOW_TOLERANCE", "GenerationError", "Job", "Outputs", "Source",
-    "VideoToAudio", "check_run_recipe", "check_writable", "codec_format", "decode_in_windows",
+    "StageRecorder", "VideoToAudio", "check_run_recipe", "check_writable", "codec_format", "decode_in_windows",
     "estimated_bytes", "existing_outputs", "expand_inputs", "is_v2a_output",
-    "names_a_file", "output_audio_format", "output_paths", "plan_jobs", "same_weights",
+    "names_a_file", "output_audio_format", "output_paths", "plan_jobs", "same_weights", "stage",
     "video_source", "window_seed", "window_starts", "write_outputs",
 ]

@@ -10,10 +10,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from v2a.features import encode_video
+from v2a.features import encode_frames, frame_request, window_frames
+from v2a.generate.candidates import CandidateDecoder
 from v2a.generate.editing import DEFAULT_CROSSFADE, plan_edit
 from v2a.generate.errors import GenerationError
 from v2a.generate.run_folder import RUN_SLOTS, check_run_recipe, load_run_weights, run_weights
+from v2a.generate.stages import stage
 from v2a.generate.video import checked_stretch, video_source
 from v2a.generate.windows import WINDOW_TOLERANCE, decode_in_windows, window_seed, window_starts
 from v2a.log import warn as log_warn
@@ -47,6 +49,7 @@ class VideoToAudio:
         self.generator = generator
         self.reranker = reranker
         self.device = torch.device(device)
+        self.decode_candidates = CandidateDecoder(codec=codec)  # batch size measured per machine
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, checkpoint: str | Path | None = None, *,
@@ -232,8 +235,9 @@ class VideoToAudio:
         """``codes [k, L]`` decoded to ``[c, length]`` float32 on the CPU, in windows of
         ``window`` frames (:func:`decode_in_windows`, :meth:`width_for`); non-finite samples
         (damaged weights) raise :class:`GenerationError` naming ``name``."""
-        wav = decode_in_windows(self.codec, codes[None].to(self.device), length, window=window,
-                                context=self.decode_context_frames, progress=progress)
+        with stage("codec decode"):
+            wav = decode_in_windows(self.codec, codes[None].to(self.device), length, window=window,
+                                    context=self.decode_context_frames, progress=progress)
         wav = wav[0].cpu()
         if not bool(torch.isfinite(wav).all()):
             bad = int((~torch.isfinite(wav)).sum())
@@ -309,24 +313,36 @@ class VideoToAudio:
         textual = {} if text is None or text.prompt is None else {"text": text.prompt}
         if source is None:
             textual["drop_video"] = torch.ones(1, dtype=torch.bool, device=self.device)
-        condition = self.fuser(fused, frame_rate=frame_rate, num_frames=width, **textual)
-        negative = None
-        if text is not None and text.negative is not None:
-            negative = self.fuser(fused, frame_rate=frame_rate, num_frames=width,
-                                  text=text.negative,
-                                  drop_video=torch.ones(1, dtype=torch.bool, device=self.device))
-        window_codes = sample(self.generator, condition, num_frames=width, prompt=prompt,
-                              seed=seed, negative=negative, **options)  # [candidates, k, width]
+        with stage("fuser"):
+            condition = self.fuser(fused, frame_rate=frame_rate, num_frames=width, **textual)
+            negative = None
+            if text is not None and text.negative is not None:
+                negative = self.fuser(fused, frame_rate=frame_rate, num_frames=width,
+                                      text=text.negative,
+                                      drop_video=torch.ones(1, dtype=torch.bool, device=self.device))
+        with stage("sampling"):
+            window_codes = sample(self.generator, condition, num_frames=width, prompt=prompt,
+                                  seed=seed, negative=negative, **options)  # [candidates, k, width]
         best = 0
         if options["candidates"] > 1 and self.reranker is not None and streams:
-            wavs = self.codec.decode(window_codes).float()
-            best = self.rerank(wavs, streams)
+            with stage("candidate decode"):
+                wavs = self.decode_candidates(window_codes)
+            with stage("reranker"):
+                best = self.rerank(wavs, streams)
         return window_codes[best].cpu()
 
     def encode_video(self, video: str | Path | Video, duration: float, *,
                      start: float = 0.0) -> dict[str, FeatureSequence]:
-        """:func:`v2a.features.encode_video` with this model's visual encoders."""
-        return encode_video(self.encoders, video, duration, start=start, device=self.device)
+        """:func:`v2a.features.encode_video` with this model's visual encoders (the same two
+        steps, the video read and each encoder, marked as stages: :mod:`v2a.generate.stages`)."""
+        streams = {}
+        for name, encoder in self.encoders.items():
+            with stage("video decode"):
+                frames, times = window_frames(video, frame_request(encoder), start=start,
+                                              duration=duration)
+            with stage(f"visual encoder {name}"):
+                streams[name] = encode_frames(encoder, frames[None], times, device=self.device)
+        return streams
 
     def rerank(self, wavs: Tensor, streams: dict[str, FeatureSequence]) -> int:
         """Index of the candidate ``wavs [b, c, n]`` the reranker prefers (given to it at its

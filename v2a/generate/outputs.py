@@ -16,6 +16,7 @@ from v2a.files import (
     staged_output,
 )
 from v2a.generate.jobs import Job, existing_outputs
+from v2a.generate.stages import stage
 from v2a.media import mux_audio, write_audio
 
 
@@ -67,13 +68,13 @@ def write_outputs(job: Job, audio: Tensor, sample_rate: int) -> None:
     text prompts (:func:`v2a.media.generated_tags`)."""
     wav = audio.numpy()
     prompts = dict(prompt=job.source.prompt, negative_prompt=job.source.negative_prompt)
-    with staged_output(job.wav) as new_wav:
+    with stage("write audio"), staged_output(job.wav) as new_wav:
         write_audio(new_wav, wav, sample_rate, **prompts)
     if job.mp4 is None:
         commit_together([(new_wav, job.wav)], anchor=job.anchor)
         return
     try:
-        with staged_output(job.mp4) as new_mp4:
+        with stage("mux"), staged_output(job.mp4) as new_mp4:
             mux_audio(job.video, wav, sample_rate, new_mp4, plan=job.plan,
                       start=job.source.start, duration=job.source.duration, **prompts)
     except BaseException:

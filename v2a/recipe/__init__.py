@@ -58,26 +58,10 @@ This package is the recipe API: the names below are imported from ``v2a.recipe``
 
 from __future__ import annotations
 
-from v2a.recipe.compose import Composer, is_override, override_source, slot_kind
-from v2a.recipe.config import (
-    BUILD_SEED,
-    MODEL_SLOTS,
-    MULTI_SLOTS,
-    SECTIONS,
-    SLOTS,
-    TOP_KEYS,
-    ComponentChoice,
-    DataConfig,
-    Precision,
-    Recipe,
-    RecipeDumper,
-    SamplingConfig,
-    TrainingConfig,
-    build_frozen,
-    untrained,
-    untrained_recipe,
-)
-from v2a.recipe.consistency import Inconsistency, check_consistency, inconsistencies, weights_fit
+from typing import TYPE_CHECKING
+
+from v2a.lazy import home_of, lazy_exports
+
 from v2a.recipe.files import (
     ALLOW_ENV_VARIABLE,
     MAX_BYTES,
@@ -96,10 +80,55 @@ from v2a.recipe.files import (
     recipes_extending,
     shipped_recipes,
 )
-from v2a.recipe.load import load_recipe, recipe_file, recipe_options, require_runnable
 from v2a.recipe.saved import ABSENT, flat_keys, read_saved_recipe, recipe_differences
-from v2a.recipe.reference import OptionDoc, dataclass_doc, field_docs, yaml_value
-from v2a.recipe.validation import validate_component, validate_recipe
+
+#: The names of the modules that import torch (through the registry, the interfaces and the
+#: weights), imported on first use (PEP 562 ``__getattr__``) so that reading recipe files
+#: (``v2a recipe list``, the command line's parser) costs no torch import.
+_HOMES = {
+    "v2a.recipe.compose": ("Composer", "is_override", "override_source", "slot_kind"),
+    "v2a.recipe.config": ("BUILD_SEED", "MODEL_SLOTS", "MULTI_SLOTS", "SECTIONS", "SLOTS",
+                          "TOP_KEYS", "ComponentChoice", "DataConfig", "Precision", "Recipe",
+                          "RecipeDumper", "SamplingConfig", "TrainingConfig", "build_frozen",
+                          "untrained", "untrained_recipe"),
+    "v2a.recipe.consistency": ("Inconsistency", "check_consistency", "inconsistencies",
+                               "weights_fit"),
+    "v2a.recipe.load": ("load_recipe", "recipe_file", "recipe_options", "require_runnable"),
+    "v2a.recipe.reference": ("OptionDoc", "dataclass_doc", "field_docs", "yaml_value"),
+    "v2a.recipe.validation": ("validate_component", "validate_recipe"),
+}
+_HOME_OF = home_of(_HOMES)
+
+
+if TYPE_CHECKING:  # the same names, for type checkers (tests/test_startup.py keeps them equal)
+    from v2a.recipe.compose import Composer, is_override, override_source, slot_kind
+    from v2a.recipe.config import (
+        BUILD_SEED,
+        MODEL_SLOTS,
+        MULTI_SLOTS,
+        SECTIONS,
+        SLOTS,
+        TOP_KEYS,
+        ComponentChoice,
+        DataConfig,
+        Precision,
+        Recipe,
+        RecipeDumper,
+        SamplingConfig,
+        TrainingConfig,
+        build_frozen,
+        untrained,
+        untrained_recipe,
+    )
+    from v2a.recipe.consistency import (
+        Inconsistency,
+        check_consistency,
+        inconsistencies,
+        weights_fit,
+    )
+    from v2a.recipe.load import load_recipe, recipe_file, recipe_options, require_runnable
+    from v2a.recipe.reference import OptionDoc, dataclass_doc, field_docs, yaml_value
+    from v2a.recipe.validation import validate_component, validate_recipe
 
 __all__ = [
     "ABSENT",
@@ -157,3 +186,5 @@ __all__ = [
     "weights_fit",
     "yaml_value",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals(), __all__)
