@@ -30,7 +30,9 @@ from v2a.registry import default_registry
 from v2a_plugins.codecs.dac import load_dac
 from v2a_plugins.codecs.encodec import load_encodec
 from v2a_plugins.codecs.inference import remove_weight_norms, use_channels_last_convs
-from v2a_plugins.codecs.precision import DTYPES, cpu_model, snr_db
+from v2a_plugins.codecs.precision import DTYPES, snr_db
+
+from v2a.machine import cpu_model
 
 #: (label, plug-in, options, the loader of the library's own model)
 CODECS = [

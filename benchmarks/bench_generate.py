@@ -37,7 +37,6 @@ import contextlib
 import copy
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -63,6 +62,7 @@ from v2a.sampler import (
     sample,
 )
 from v2a.sequences import Conditioning, FeatureSequence
+from v2a.machine import cpu_model
 
 # -- the workload -------------------------------------------------------------------------------
 
@@ -248,18 +248,6 @@ class PeakRSS:
     @property
     def increase(self) -> int:
         return self.peak - self.base
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @contextlib.contextmanager

@@ -65,6 +65,7 @@ from v2a.output_stage import OutputStage, apply_output_stage
 from v2a.recipe import load_recipe
 from v2a.sampler import guidance_parts, level_steps
 from v2a.synth import synth_clip
+from v2a.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The stages in pipeline order (the table lists those that ran, in this order).
@@ -228,16 +229,6 @@ def side_measurement(model: VideoToAudio, case: Case, *, rows: int = 2,
         model.codec.decode(codes)
         timed["one_call"] = time.perf_counter() - start
     return {"rows": rows, "seconds": seconds, **timed}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def recipe_sampling(settings: dict) -> dict:

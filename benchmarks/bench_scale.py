@@ -49,6 +49,7 @@ from tests.scale_fixtures import scale_recipe, synthetic_clips, write_synthetic_
 from v2a.cache import SHARDS, CacheReader  # noqa: E402
 from v2a.datasets import CachedClips  # noqa: E402
 from v2a.manifests import read_manifest, write_manifest  # noqa: E402
+from v2a.machine import cpu_model
 
 MB = 2**20
 
@@ -145,16 +146,6 @@ def worker_memory(dataset: Dataset, workers: int, items: int, batch_size: int) -
             result[f"worker_{key}"] = sum(m[key] for m in per_worker) / len(per_worker)
     del batches  # ends the workers
     return result
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(args, root: Path) -> dict:

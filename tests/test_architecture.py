@@ -151,7 +151,7 @@ def test_no_import_cycle():
 #: module or package of ``v2a``; ``v2a`` itself is the package's public face (``from v2a
 #: import ...``). A module may import from its own layer and the layers below, never above.
 LAYERS = (
-    ("foundation", {"errors", "log", "files", "lazy", "sequences", "schema", "interpolation", "hookspecs",
+    ("foundation", {"errors", "log", "files", "lazy", "machine", "sequences", "schema", "interpolation", "hookspecs",
                     "masking", "metrics"}),
     ("contracts", {"interfaces", "downloads", "hub", "pretrained", "weights", "meta_device",
                    "distributed"}),
@@ -171,7 +171,7 @@ LAYERS = (
 )
 #: What a plug-in may import of the core: what the public interfaces need, and the batch a
 #: training task reads; never the data path's machinery, the engines or the commands.
-PLUGIN_MAY_IMPORT = {"v2a", "errors", "log", "files", "sequences", "schema", "hookspecs",
+PLUGIN_MAY_IMPORT = {"v2a", "machine", "errors", "log", "files", "sequences", "schema", "hookspecs",
                      "masking", "metrics", "interfaces", "downloads", "weights", "pretrained",
                      "registry", "recipe", "tasks", "items", "media", "testing", "plugins"}
 

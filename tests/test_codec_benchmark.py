@@ -3,28 +3,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from tests.test_sampler import load_benchmark as load_script
 
 pytest.importorskip("dac")
 pytest.importorskip("encodec")
 
-ROOT = Path(__file__).resolve().parents[1]
+
 
 
 def load_benchmark():
-    name = "bench_codecs"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "bench_codecs.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script("bench_codecs")
 
 
 @pytest.fixture

@@ -4,28 +4,20 @@ not how long they take."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.test_sampler import load_benchmark
 from v2a.generate import StageRecorder, stage
 from v2a.generate import stages as stages_module
 
-ROOT = Path(__file__).resolve().parent.parent
+
 
 
 def load_bench():
-    name = "bench_pipeline"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "bench_pipeline.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_benchmark("bench_pipeline")
 
 
 @pytest.fixture

@@ -31,11 +31,11 @@ K, VOCAB, DIM, L = 3, 16, 8, 20
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_benchmark():
-    """``benchmarks/bench_generate.py`` as a module (it holds the plain reference loop)."""
-    name = "bench_generate"
+def load_benchmark(name: str = "bench_generate"):
+    """``benchmarks/<name>.py`` as a module, loaded once (bench_generate holds the plain
+    reference loop)."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "bench_generate.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)

@@ -38,7 +38,6 @@ import importlib
 import importlib.util
 import io
 import os
-import platform
 import sys
 import time
 import warnings
@@ -47,6 +46,7 @@ from types import ModuleType
 import torch
 
 from v2a.sampler import level_steps
+from v2a.machine import cpu_model
 
 INSTALL = ("soundstorm-pytorch is not installed: install it with `pip install --no-deps "
            "soundstorm-pytorch==0.6.1 beartype==0.23.1 hyper-connections==0.4.11 "
@@ -215,18 +215,6 @@ def run(work, result: dict, *, seed: int = 0) -> dict:
             "peer_over_v2a": figures["seconds_per_row_forward"] / per_row,
         }
     return figures
-
-
-def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (``platform.processor()`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def report(figures: dict) -> str:

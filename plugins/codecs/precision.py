@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import Tensor
 from v2a.downloads import cache_folder
 from v2a.files import atomic_output
 from v2a.log import note
+from v2a.machine import cpu_model
 
 Precision = Literal["auto", "float32", "bfloat16"]
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -53,17 +53,6 @@ def snr_db(reference: Tensor, other: Tensor) -> float:
     if error == 0.0:
         return math.inf
     return 10.0 * math.log10(signal / error) if signal > 0 else -math.inf
-
-
-def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (``/proc/cpuinfo``), else ``platform``'s."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_key(config: Mapping[str, Any]) -> dict[str, Any]:
