@@ -57,7 +57,7 @@ from v2a import AudioCodec, ComponentSpec, FeatureSequence, hookimpl
 from v2a.pretrained import PretrainedFile
 from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file, parse_weights
 from v2a_plugins.codecs.inference import remove_weight_norms, use_channels_last_convs
-from v2a_plugins.codecs.precision import DTYPES, Precision, choose_precisions, machine_key
+from v2a_plugins.codecs.precision import DTYPES, Precision, choose_encoder_decoder
 
 # -- the published models -------------------------------------------------------------------------
 
@@ -373,17 +373,9 @@ class DACCodec(AudioCodec):
             codes = self.encode(wav)
             z = self._embed(codes)
 
-        def encoder(dtype: torch.dtype) -> Tensor:
-            with torch.inference_mode():
-                return self.model.encoder.to(dtype)(wav.to(dtype)).float()
-
-        def decoder(dtype: torch.dtype) -> Tensor:
-            with torch.inference_mode():
-                return self.model.decoder.to(dtype)(z.to(dtype)).float()
-
         options = {k: v for k, v in vars(self.config).items() if k not in ("precision", "chunk_seconds")}
-        return choose_precisions({"encode": encoder, "decode": decoder},
-                                 key=machine_key({"codec": "dac", **options}))
+        return choose_encoder_decoder(self.model.encoder, self.model.decoder, wav, z,
+                                      key={"codec": "dac", **options})
 
     # -- encode -------------------------------------------------------------------------------------
 

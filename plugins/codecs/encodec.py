@@ -56,7 +56,7 @@ from v2a import AudioCodec, ComponentSpec, FeatureSequence, hookimpl
 from v2a.pretrained import PretrainedFile, torch_hub_file
 from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file
 from v2a_plugins.codecs.inference import remove_weight_norms
-from v2a_plugins.codecs.precision import DTYPES, Precision, choose_precisions, machine_key
+from v2a_plugins.codecs.precision import DTYPES, Precision, choose_encoder_decoder
 
 # -- the published models -----------------------------------------------------------------------
 
@@ -231,17 +231,9 @@ class EncodecCodec(AudioCodec):
         with torch.inference_mode():
             emb = self._embed(self.encode(wav))
 
-        def encoder(dtype: torch.dtype) -> Tensor:
-            with torch.inference_mode():
-                return self.model.encoder.to(dtype)(wav.to(dtype)).float()
-
-        def decoder(dtype: torch.dtype) -> Tensor:
-            with torch.inference_mode():
-                return self.model.decoder.to(dtype)(emb.to(dtype)).float()
-
         options = {k: v for k, v in vars(self.config).items() if k not in ("precision", "output_rms")}
-        return choose_precisions({"encode": encoder, "decode": decoder},
-                                 key=machine_key({"codec": "encodec", **options}))
+        return choose_encoder_decoder(self.model.encoder, self.model.decoder, wav, emb,
+                                      key={"codec": "encodec", **options})
 
     def _channels(self, wav: Tensor) -> Tensor:
         """``[b, c, n]`` → ``[b, channels, n]``: mixed down to mono, or mono duplicated to stereo."""

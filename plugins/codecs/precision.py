@@ -123,3 +123,18 @@ def choose_precisions(parts: Mapping[str, Callable[[torch.dtype], Tensor]], *,
     choices = {part: m["choice"] for part, m in measured.items()}
     note(f"measured the codec's precision on this machine: {choices} (cached in {path})")
     return choices
+
+
+def choose_encoder_decoder(encoder: torch.nn.Module, decoder: torch.nn.Module, audio: Tensor,
+                           latents: Tensor, *, key: Mapping[str, Any]) -> dict[str, str]:
+    """:func:`choose_precisions` for a codec's two parts: ``encoder`` run on ``audio`` and
+    ``decoder`` on ``latents`` (each cast to the precision being measured, outputs in fp32),
+    cached under :func:`machine_key` of ``key`` (the codec and its options)."""
+    def part(module: torch.nn.Module, inputs: Tensor) -> Callable[[torch.dtype], Tensor]:
+        def run(dtype: torch.dtype) -> Tensor:
+            with torch.inference_mode():
+                return module.to(dtype)(inputs.to(dtype)).float()
+        return run
+
+    return choose_precisions({"encode": part(encoder, audio), "decode": part(decoder, latents)},
+                             key=machine_key(key))
