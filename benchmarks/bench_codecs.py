@@ -6,7 +6,7 @@ rewrites, in fp32 and bf16, in one run.
 (weight normalisation folded, channels-last convolutions, fused Snake: see
 ``v2a_plugins.codecs.inference``). Each figure is seconds of audio per second of compute
 ("× real time", the second of two calls on the same input). bf16 casts the encoder and the
-decoder (the quantiser stays fp32, as ``precision: bfloat16`` runs it). SNR compares bf16's
+decoder (the quantiser stays fp32, as ``decode_precision: bfloat16`` runs it). SNR compares bf16's
 output with fp32's: the decoder on the same codes, and the round trip (encode then decode).
 Every codec is the published architecture with random weights (no download).
 
@@ -57,7 +57,8 @@ def build(name: str, options: dict, loader, variant: str):
     """The codec as v2a builds it ("after"), or with the library's model put back ("before"),
     or with the library's model and only the rewrites of ``STEPS[variant]``."""
     registry = default_registry()
-    config = registry.config_for("codec", name, {**options, "precision": "float32"})
+    config = registry.config_for("codec", name, {**options, "encode_precision": "float32",
+                                                 "decode_precision": "float32"})
     codec = registry.build("codec", name, config)
     if variant != "after":
         codec.model = loader(config).eval()

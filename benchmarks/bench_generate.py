@@ -19,7 +19,11 @@ Printed: wall time of both and their ratio, the peak resident memory (RSS, sampl
 by a thread with psutil; ``ru_maxrss`` as a fallback) above the process's memory before the
 run, and the achieved GFLOP/s of the generator's matrix products (counted analytically per
 ``prepare``/``predict`` call, see :func:`predict_flops`) as a share of a plain 2048³ matmul in
-bf16 and in fp32 timed in the same run; each precision eager and with ``compile=True`` (the
+bf16 and in fp32 timed in the same run, for 1.5 s each just before and just after each row (a
+shared machine's cores change speed within a tenth of a second: one 2048³ bf16 product ran at
+anywhere from 0.5 to 1.8 TFLOP/s on an idle 2-core cloud VM, so the rate is averaged over many
+products, each row is compared with the mean of the two that bracket it, and the report gives
+their spread); each precision eager and with ``compile=True`` (the
 compile time separately), the attention path the generator chose for each shape, the CPU model
 and the load average before and after.
 
@@ -82,6 +86,7 @@ class Workload:
     cfg_scale: float = 3.0
     streams: tuple[tuple[str, int, float], ...] = (("clip", 512, 8.0), ("s3d", 1024, 3.125))
     matmul_size: int = 2048  # the reference matmul is matmul_size³
+    matmul_seconds: float = 1.5  # of matmuls per measurement of the reference rate
 
     @property
     def num_frames(self) -> int:
@@ -91,7 +96,8 @@ class Workload:
 B1 = Workload()
 QUICK = Workload(width=32, layers=2, heads=2, n_codebooks=3, codebook_size=16, condition_dim=16,
                  seconds=0.25, candidates=2, steps=(4, 1),
-                 streams=(("clip", 24, 8.0), ("s3d", 40, 3.125)), matmul_size=256)
+                 streams=(("clip", 24, 8.0), ("s3d", 40, 3.125)), matmul_size=256,
+                 matmul_seconds=0.05)
 
 
 def build(work: Workload, seed: int = 0, *, attention: str = "auto"):
@@ -200,16 +206,33 @@ def prepare_flops(work: Workload, rows: int, context: int) -> float:
     return float(rows * (aligned + ctx))
 
 
-def matmul_rate(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
-    """FLOP/s of an ``n³`` matmul in ``dtype`` (median of ``repeat`` runs)."""
+def matmul_rates(n: int, seconds: float) -> dict[str, float]:
+    """:func:`matmul_rate` in fp32 and bf16, FLOP/s."""
+    return {p: matmul_rate(DTYPES[p], n, seconds) for p in ("fp32", "bf16")}
+
+
+def bracketed(measure, n: int, seconds: float) -> tuple[dict, dict[str, list[float]]]:
+    """``measure()``'s result and the matmul rates (FLOP/s) just before and just after it."""
+    before = matmul_rates(n, seconds)
+    figures = measure()
+    after = matmul_rates(n, seconds)
+    return figures, {p: [before[p], after[p]] for p in before}
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, seconds: float = 1.5) -> float:
+    """FLOP/s of ``n³`` matmuls in ``dtype``, averaged over ``seconds`` of them (all the FLOPs
+    over all the time, after one warm-up product): a single product's rate on a shared cloud VM
+    jumps between regimes within a tenth of a second (0.5-1.8 TFLOP/s in bf16 here), and the
+    workload it is compared with averages over the same regimes."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+    products, start = 0, time.perf_counter()
+    while True:
         a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times)
+        products += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return 2 * n**3 * products / elapsed
 
 
 class PeakRSS:
@@ -315,14 +338,19 @@ def run(work: Workload, precisions: list[str], *, reference: bool = True, seed: 
         model = copy.deepcopy(generator) if compiled else generator
         with cold_compile_cache() if compiled else contextlib.nullcontext():
             for precision in precisions:
-                result["compiled" if compiled else "fast"][precision] = time_sample(
-                    model, fuse, options, precision, compile=compiled, flops=flops_fast)
-    rates = {p: matmul_rate(DTYPES[p], work.matmul_size) for p in ("fp32", "bf16")}
-    result["matmul_gflops"] = {p: rate / 1e9 for p, rate in rates.items()}
+                figures, around = bracketed(lambda: time_sample(
+                    model, fuse, options, precision, compile=compiled, flops=flops_fast),
+                    work.matmul_size, work.matmul_seconds)
+                figures["matmul_around_gflops"] = {p: [r / 1e9 for r in rs] for p, rs in around.items()}
+                result["compiled" if compiled else "fast"][precision] = figures
     runs = [f for mode in ("fast", "compiled") for f in result[mode].items()]
+    seen = {p: [r for _, f in runs for r in f["matmul_around_gflops"][p]] for p in ("fp32", "bf16")}
+    result["matmul_gflops"] = {p: statistics.median(rs) for p, rs in seen.items()}
+    result["matmul_gflops_range"] = {p: [min(rs), max(rs)] for p, rs in seen.items()}
     for precision, figures in runs:
-        achieved = flops_fast / figures["seconds"]
-        figures["matmul_gflops"] = rates[precision] / 1e9
+        achieved = flops_fast / figures["seconds"] / 1e9
+        rates = {p: statistics.mean(rs) for p, rs in figures["matmul_around_gflops"].items()}
+        figures["matmul_gflops"] = rates[precision]
         figures["share_of_matmul"] = achieved / rates[precision]  # the same dtype's matmul
         figures["share_of_bf16_matmul"] = achieved / rates["bf16"]
         figures["share_of_fp32_matmul"] = achieved / rates["fp32"]
@@ -347,7 +375,7 @@ def run(work: Workload, precisions: list[str], *, reference: bool = True, seed: 
 
 def report(result: dict) -> str:
     """The figures as text: the set-up, then a markdown table ready for docs/performance.md."""
-    work, rates = result["workload"], result["matmul_gflops"]
+    work, rates, spread = result["workload"], result["matmul_gflops"], result["matmul_gflops_range"]
     load = result["load_average"]
     chosen = ", ".join(f"{bucket}: {path}" for bucket, path in result["attention"]["chosen"].items())
     lines = [
@@ -358,27 +386,31 @@ def report(result: dict) -> str:
         f"CPU: {result['cpu']}; load average (1, 5, 15 min) before "
         f"{', '.join(f'{x:.2f}' for x in load['before'])}, after "
         f"{', '.join(f'{x:.2f}' for x in load['after'])}",
-        f"in-run {work['matmul_size']}³ matmul: fp32 {rates['fp32']:.0f} GFLOP/s, "
-        f"bf16 {rates['bf16']:.0f} GFLOP/s",
+        f"in-run {work['matmul_size']}³ matmul, just before and after each row: fp32 median "
+        f"{rates['fp32']:.0f} GFLOP/s ({spread['fp32'][0]:.0f}-{spread['fp32'][1]:.0f}), bf16 "
+        f"median {rates['bf16']:.0f} GFLOP/s ({spread['bf16'][0]:.0f}-{spread['bf16'][1]:.0f}); "
+        "each row's shares are of the mean of its own two",
         f"attention ({result['attention']['setting']}): {chosen or 'no measurement (forced)'}",
         "",
-        "| path | precision | compile | time (s) | x reference | GFLOP/s | share of bf16 matmul | "
-        "share of fp32 matmul | peak RSS (GB) | RSS increase (GB) | tokens = reference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| path | precision | compile | time (s) | x reference | GFLOP/s | bf16 matmul before / "
+        "after (GFLOP/s) | share of bf16 matmul | share of fp32 matmul | peak RSS (GB) | "
+        "RSS increase (GB) | tokens = reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref = result.get("reference")
     if ref:
         lines.append(f"| reference loop | fp32 | no | {ref['seconds']:.2f} | 1.00 | "
-                     f"{ref['gflops']:.0f} | | | {ref['peak_rss_gb']:.2f} | "
+                     f"{ref['gflops']:.0f} | | | | {ref['peak_rss_gb']:.2f} | "
                      f"{ref['rss_increase_gb']:.2f} | |")
     compile_times = []
     for mode, compiled in (("fast", "no"), ("compiled", "yes")):
         for precision, f in result[mode].items():
             speed = f"{f['speedup']:.2f}" if "speedup" in f else "-"
             same = f"{100 * f['same_tokens']:.1f} %" if "same_tokens" in f else "-"
+            around = " / ".join(f"{r:.0f}" for r in f["matmul_around_gflops"]["bf16"])
             lines.append(
                 f"| sampler | {precision} | {compiled} | {f['seconds']:.2f} | {speed} | "
-                f"{f['gflops']:.0f} | {100 * f['share_of_bf16_matmul']:.0f} % | "
+                f"{f['gflops']:.0f} | {around} | {100 * f['share_of_bf16_matmul']:.0f} % | "
                 f"{100 * f['share_of_fp32_matmul']:.0f} % | {f['peak_rss_gb']:.2f} | "
                 f"{f['rss_increase_gb']:.2f} | {same} |"
             )

@@ -204,6 +204,7 @@ def run_case(case: Case, folder: Path) -> CaseResult:
         "cfg": options["cfg_scale"], "recipe_cfg": full["cfg_scale"],
         "decode_batch": {f"{frames} frames": rows for (frames, _), rows
                          in model.decode_candidates.settled.items()},
+        "codec_precisions": getattr(model.codec, "precisions", None),
     }
     result.side = side_measurement(model, case)
     return result
@@ -266,6 +267,9 @@ def table(result: CaseResult) -> str:
               f"one row per call {side['one_per_call']:.2f} s, one call {side['one_call']:.2f} s "
               f"(one call / one per call = {side['one_call'] / side['one_per_call']:.2f}); "
               f"the pipeline's measured batch size: {s['decode_batch'] or 'not used'}."]
+    if s.get("codec_precisions"):
+        lines.append(f"Codec precisions (the recipe's options, `auto` measured once per machine "
+                     f"and cached): {s['codec_precisions']}.")
     return "\n".join(lines)
 
 

@@ -172,7 +172,7 @@ LAYERS = (
 #: What a plug-in may import of the core: what the public interfaces need, and the batch a
 #: training task reads; never the data path's machinery, the engines or the commands.
 PLUGIN_MAY_IMPORT = {"v2a", "machine", "errors", "log", "files", "sequences", "schema", "hookspecs",
-                     "masking", "metrics", "interfaces", "downloads", "weights", "pretrained",
+                     "lazy", "masking", "metrics", "interfaces", "downloads", "weights", "pretrained",
                      "registry", "recipe", "tasks", "items", "media", "testing", "plugins"}
 
 

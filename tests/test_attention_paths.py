@@ -12,7 +12,7 @@ import re
 
 import pytest
 import torch
-import v2a_plugins.generators.maskvat as maskvat
+import v2a_plugins.generators.maskvat_model as maskvat_model  # the state the paths read
 from v2a_plugins.generators.maskvat import (
     MaskVATConfig,
     MaskVATGenerator,
@@ -53,7 +53,7 @@ def test_explicit_equals_sdpa_in_float64(masked, monkeypatch):
     (``SCORE_ELEMENTS``) to check the chunking too."""
     (q, k, v), mask = inputs()
     mask = mask if masked else None
-    monkeypatch.setattr(maskvat, "SCORE_ELEMENTS", 3 * 2 * 3 * 7)  # 3 query rows a piece
+    monkeypatch.setattr(maskvat_model, "SCORE_ELEMENTS", 3 * 2 * 3 * 7)  # 3 query rows a piece
     explicit = explicit_attention(q, k, v, mask)
     torch.testing.assert_close(explicit, sdpa_attention(q, k, v, mask), rtol=0, atol=1e-12)
     if masked:  # the masked keys are not read at all
@@ -169,8 +169,8 @@ def test_auto_times_once_per_bucket_on_a_cpu_and_uses_sdpa_elsewhere(monkeypatch
         timings.append((q, keys))
         return {7: (1.0, 0.5), 9: (1.0, 0.95)}[keys]  # seconds: sdpa, explicit
 
-    monkeypatch.setattr(maskvat, "time_attention", fake_timing)
-    monkeypatch.setattr(maskvat, "_MEASURED", {})
+    monkeypatch.setattr(maskvat_model, "time_attention", fake_timing)
+    monkeypatch.setattr(maskvat_model, "_MEASURED", {})
     cpu, q = torch.device("cpu"), (2, 4, 12, 8)
     choose = lambda keys, **kw: choose_attention("auto", q, keys, dtype=torch.bfloat16,  # noqa: E731
                                                  masked=False, **kw)
@@ -180,14 +180,14 @@ def test_auto_times_once_per_bucket_on_a_cpu_and_uses_sdpa_elsewhere(monkeypatch
     assert choose(7, device=torch.device("cuda")) == "sdpa" and len(timings) == 2
     assert choose_attention("explicit", q, 7, dtype=torch.float32, device=torch.device("cuda"),
                             masked=True) == "explicit"
-    assert maskvat.attention_choices() == {"bfloat16 h4 l12 s7 d8": "explicit",
+    assert maskvat_model.attention_choices() == {"bfloat16 h4 l12 s7 d8": "explicit",
                                            "bfloat16 h4 l12 s9 d8": "sdpa"}
 
 
 def test_timing_leaves_torchs_random_stream_alone():
     state = torch.random.get_rng_state()
-    sdpa, explicit = maskvat.time_attention((1, 2, 6, 4), 5, dtype=torch.float32, masked=True,
-                                            rounds=1)
+    sdpa, explicit = maskvat_model.time_attention((1, 2, 6, 4), 5, dtype=torch.float32,
+                                                  masked=True, rounds=1)
     assert sdpa > 0 and explicit > 0
     assert torch.equal(torch.random.get_rng_state(), state)
 
@@ -202,9 +202,10 @@ def test_unknown_attention_setting_is_refused():
 
 def test_under_autocast_the_bucket_is_autocasts_dtype(monkeypatch):
     """Under ``torch.autocast`` the products run in its dtype: that is the bucket measured."""
-    monkeypatch.setattr(maskvat, "time_attention", lambda q, keys, *, dtype, masked: (1.0, 2.0))
-    monkeypatch.setattr(maskvat, "_MEASURED", {})
+    monkeypatch.setattr(maskvat_model, "time_attention",
+                        lambda q, keys, *, dtype, masked: (1.0, 2.0))
+    monkeypatch.setattr(maskvat_model, "_MEASURED", {})
     generator = hybrid()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert generator.attention_paths(2, 12, None, None, torch.float32) == ("sdpa", "sdpa")
-    assert maskvat.attention_choices() == {"bfloat16 h4 l12 s12 d8": "sdpa"}
+    assert maskvat_model.attention_choices() == {"bfloat16 h4 l12 s12 d8": "sdpa"}

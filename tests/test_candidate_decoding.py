@@ -13,6 +13,7 @@ import torch
 
 from v2a.generate import VideoToAudio
 from v2a.generate.candidates import CandidateDecoder
+from v2a.generate.windows import one_decode_call
 from v2a.recipe import build_frozen, load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,6 +136,16 @@ RERANKED = ["reranker={plugin: scav, audio_encoder: {plugin: mel, sample_rate: 1
             "dim: 8, layers: 1, heads: 2, weights: none}"]
 
 
+class OneCall:
+    """Every candidate in one decode call, as the code was before batching was measured."""
+
+    def __init__(self, codec):
+        self.codec = codec
+
+    def decode(self, codes):
+        return self.codec.decode(codes).float(), [codes.shape[0] == 1] * codes.shape[0]
+
+
 def test_generate_gives_what_one_decode_call_gave():
     model = VideoToAudio.from_recipe(load_recipe("tiny", RERANKED), warn=lambda _: None)
     seen = []
@@ -148,7 +159,7 @@ def test_generate_gives_what_one_decode_call_gave():
     model.decode_candidates = CandidateDecoder(codec=model.codec, clock=clock)
     batched, _ = model.generate(video, **options)
     # as the code was before: all candidates in one call
-    model.decode_candidates = lambda codes: model.codec.decode(codes).float()
+    model.decode_candidates = OneCall(model.codec)
     one_call, _ = model.generate(video, **options)
     assert len(seen) == 2 and seen[0].shape == seen[1].shape
     # the candidates' samples agree within the rounding of test_spectral_codec_decodes_a_batch...
@@ -156,3 +167,56 @@ def test_generate_gives_what_one_decode_call_gave():
     assert float((seen[0] - seen[1]).abs().max()) <= 4 * steps * EPS * float(seen[1].abs().max())
     # and the written audio, decoded from the chosen candidate's codes, is the same
     assert torch.equal(batched, one_call)
+
+
+def counted_decodes(model) -> list[int]:
+    """Rows of each ``model.codec.decode`` call from now on."""
+    calls, decode = [], model.codec.decode
+    model.codec.decode = lambda codes, length=None: calls.append(codes.shape[0]) or \
+        decode(codes, length)
+    return calls
+
+
+def test_the_chosen_candidate_decoded_alone_is_not_decoded_again():
+    model = VideoToAudio.from_recipe(load_recipe("tiny", RERANKED), warn=lambda _: None)
+    video = ROOT / "examples" / "shapes.mp4"
+    options = dict(seed=3, candidates=3, duration=2.0, steps=[2, 1])  # one generation window
+    calls = counted_decodes(model)
+    model.decode_candidates = CandidateDecoder(codec=model.codec, max_samples=1)  # one row a call
+    kept, _ = model.generate(video, **options)
+    assert calls == [1, 1, 1]  # the three candidates, and no decode of the chosen one's codes
+    # decoded in one call of three, no candidate was decoded alone: the chosen one is decoded again
+    calls.clear()
+    model.decode_candidates = OneCall(model.codec)
+    again, _ = model.generate(video, **options)
+    assert calls == [3, 1]
+    assert torch.equal(kept, again)  # what was kept is exactly the decode it saved
+
+
+def test_a_kept_waveform_serves_only_the_codes_it_was_decoded_from():
+    model = VideoToAudio.from_recipe(load_recipe("tiny", RERANKED), warn=lambda _: None)
+    model.decode_candidates = CandidateDecoder(codec=model.codec, max_samples=1)
+    video = ROOT / "examples" / "shapes.mp4"
+    options = model.sampling_options(candidates=3, steps=[2, 1])
+
+    def window(seconds: float) -> tuple[torch.Tensor, int, int]:
+        """One window's chosen codes for the first ``seconds`` s, its samples and frames."""
+        n = round(seconds * model.sample_rate)
+        width = int(model.codec.num_frames(n))
+        with torch.inference_mode():
+            codes = model.sample_window(video, start=0.0, duration=seconds, width=width,
+                                        prompt=None, seed=3, options=options)
+        return codes, n, width
+
+    codes, n, width = window(2.0)
+    other = (codes + 1) % model.codec.codebook_size
+    assert model.kept_candidate_wav(other, n, window=width) is None  # other codes: decode them
+    codes, n, width = window(2.0)
+    with torch.inference_mode():
+        decoded = model.codec.decode(codes[None], length=n)[0].float()
+    assert torch.equal(model.kept_candidate_wav(codes, n, window=width), decoded)
+    assert model.kept_candidate_wav(codes, n, window=width) is None  # handed out once
+    # codes that the output decode takes in several windows are decoded so, never kept
+    codes, n, width = window(6.0)
+    assert not one_decode_call(width, window=width // 4, context=model.decode_context_frames)
+    assert model.kept_candidate_wav(codes, n, window=width // 4) is None

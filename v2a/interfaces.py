@@ -3,7 +3,8 @@
 Every component is a :class:`torch.nn.Module` (so ``.to()``, ``state_dict()`` and ``eval()``
 behave as everywhere in PyTorch) that implements one of the seven interfaces below. A plug-in
 registers a factory for one of them under a name (see :mod:`v2a.registry`); a recipe picks it by
-that name. :mod:`v2a.testing` checks each contract below, one test per check.
+that name. :mod:`v2a.testing` checks each contract below, one test per check. The interface
+of a training task, :class:`TrainingTask` (:mod:`v2a.tasks` looks tasks up), is here too.
 
 Conventions shared by all interfaces
 ------------------------------------
@@ -32,7 +33,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -469,3 +470,65 @@ KINDS: dict[str, type[Component]] = {
     for cls in (AudioCodec, VisualEncoder, AudioEncoder, ConditionFuser, MaskedGenerator, Reranker,
                 TextEncoder)
 }
+
+
+# -- training tasks -------------------------------------------------------------------------------
+
+#: ``training.export_dtype`` names (:data:`v2a.recipe.config.ExportDtype`) and the dtype each
+#: stores a training task's exported weights in (their float32 tensors; checkpoints always keep
+#: the tensors as trained). Imported from :mod:`v2a.tasks`.
+EXPORT_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name)
+                                         for name in ("float32", "bfloat16", "float16")}
+
+
+class TrainingTask(nn.Module, abc.ABC):
+    """What one batch costs: the trained modules and their loss, as the trainer drives them.
+
+    The contract (:class:`v2a.training.Trainer` relies on each point):
+
+    * **Built from a recipe**: the spec's ``build(recipe)`` returns the task, with every slot
+      its spec declares (:attr:`~v2a.registry.TrainingTaskSpec.slots`) built from the recipe
+      (``recipe.build(slot)``, which loads the slot's ``weights`` when it names a file: training
+      then starts from them). The trainer seeds PyTorch before the build, so initialisation is
+      reproducible.
+    * **Parameters**: every parameter with ``requires_grad`` is trained (AdamW; weight decay on
+      matrices only). ``state_dict()`` minus the frozen modules is what a checkpoint holds.
+    * :attr:`frozen`: sub-modules that are not trained (an audio encoder that computes
+      targets): the trainer keeps them in eval mode without gradients, shares them with the
+      EMA copy instead of copying them, and leaves them out of checkpoints.
+    * :meth:`check_batch`: called once, on the first batch; raises
+      :class:`~v2a.tasks.TrainingError` (one sentence) when the data cannot train this task (a
+      missing stream, features of another width).
+    * :meth:`forward`: ``forward(batch, generator) -> {term: scalar tensor}`` with a ``"loss"``
+      to back-propagate; every term is logged (``train/<term>``, ``val/<term>``).
+      ``generator`` seeds every random choice of the step (masks, dropout of the
+      conditioning), so that a step is reproducible; ``batch`` is a :class:`v2a.items.Batch` on
+      the trainer's device.
+    * :meth:`exports`: ``{slot: module}`` for exactly the slots of the spec's ``exports``; at
+      the end of a run each module (the EMA copy's when EMA is on) is written to its declared
+      file: by the module's own ``save_weights(path)`` when it has one, else as its
+      ``state_dict()`` in safetensors (what the slot's ``weights`` option loads back); either
+      file's float32 tensors are then stored in ``training.export_dtype``, so the module's
+      loader must cast what it loads to the model's dtype (``load_state_dict`` does).
+    * optional ``generate(batch, sampling) -> codes [b, k, l]``: audio for TensorBoard, sampled
+      with the recipe's ``sampling`` options and decoded by the recipe's codec.
+    * optional :attr:`notes`: sentences about how the recipe configures the task (an option
+      that has no effect), shown once when the run starts.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen: list[nn.Module] = []
+        self.notes: list[str] = []
+
+    def check_batch(self, batch: Any) -> None:
+        """Raise :class:`~v2a.tasks.TrainingError` when ``batch`` cannot train this task (by
+        default every batch can)."""
+
+    @abc.abstractmethod
+    def forward(self, batch: Any, generator: torch.Generator) -> dict[str, Tensor]:
+        """The terms of ``batch``; ``"loss"`` is back-propagated."""
+
+    @abc.abstractmethod
+    def exports(self) -> dict[str, nn.Module]:
+        """The trained module of each slot the spec's ``exports`` declares."""

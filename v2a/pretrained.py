@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import torch.hub
-
 from v2a.downloads import DownloadError, sha256_of_file
 from v2a.weights import PRETRAINED, WeightsError, load_trained
 
@@ -88,6 +86,7 @@ def checksum_matches(file: PretrainedFile, path: Path) -> tuple[bool | None, str
 def torch_hub_folder() -> Path:
     """The folder ``torch.hub.load_state_dict_from_url`` keeps its downloads in
     (``<torch.hub.get_dir()>/checkpoints``: ``$TORCH_HOME/hub/checkpoints`` by default)."""
+    import torch.hub  # declaring files needs no torch; finding them in torch.hub's folder does
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -95,6 +94,7 @@ def torch_hub_name_hash(url: str) -> str | None:
     """The SHA-256 prefix torch.hub checks a download by (``check_hash=True``): the hex digits
     after the last ``-`` of the URL's file name (``encodec_24khz-d7cc33bc.th`` → ``d7cc33bc``);
     None when the name carries none."""
+    import torch.hub
     match = torch.hub.HASH_REGEX.search(os.path.basename(urlsplit(url).path))
     return match.group(1) if match and _CHECKSUM.fullmatch(match.group(1)) else None
 
@@ -116,6 +116,7 @@ def torch_hub_file(*, what: str, url: str, licence: str, check_hash: bool,
     def fetch() -> Path:
         path = torch_hub_folder() / name
         if not path.is_file():
+            import torch.hub
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix, progress=True)
@@ -217,6 +218,7 @@ def trained_with_v2a(what: str) -> Callable[[Any], list[PretrainedFile]]:
     pretrained`` is refused with :func:`v2a.weights.load_trained`'s sentence for ``what``, as
     building refuses it."""
     def declare(config: Any) -> list[PretrainedFile]:
+        import torch
         return nothing_to_download(config.weights, lambda weights: load_trained(
             torch.nn.Module(), weights, what=what))  # it refuses `pretrained` before loading
 

@@ -37,14 +37,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from v2a import hookspecs
 from v2a.errors import PluginError, suggestion
-from v2a.interfaces import KINDS, Component
 from v2a.schema import SchemaError, validate
+
+if TYPE_CHECKING:
+    from v2a.interfaces import Component
 
 ENTRY_POINT_GROUP = "v2a"
 DISABLE_AUTOLOAD_ENV = "V2A_DISABLE_PLUGIN_AUTOLOAD"
@@ -52,6 +54,11 @@ PLUGINS_ENV = "V2A_PLUGINS"
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]*")
 #: A training task's export file name: a plain name (no folder) ending ``.safetensors``.
 EXPORT_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors")
+#: The component kinds, by the names recipes and plug-ins use: the keys of
+#: :data:`v2a.interfaces.KINDS`, kept here so that listing and validating plug-ins imports no
+#: torch (tests/test_startup.py keeps the two equal).
+KIND_NAMES = ("codec", "visual_encoder", "audio_encoder", "fuser", "generator", "reranker",
+              "text_encoder")
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class ComponentSpec:
     """One component a plug-in provides.
 
     Args:
-        kind: the interface it implements, one of :data:`v2a.interfaces.KINDS`
+        kind: the interface it implements, one of :data:`KIND_NAMES`
             (``codec``, ``visual_encoder``, ``audio_encoder``, ``fuser``, ``generator``,
             ``reranker``, ``text_encoder``).
         name: what recipes call it (``plugin: <name>``); lowercase letters, digits, ``_``, ``-``.
@@ -304,10 +311,10 @@ class Registry:
                 f"plug-in {info.name!r} registered {spec!r}, which is not a ComponentSpec; ignored"
             )
             return
-        if spec.kind not in KINDS:
+        if spec.kind not in KIND_NAMES:
             self.problems.append(
                 f"plug-in {info.name!r} registered {spec.name!r} as unknown kind {spec.kind!r} "
-                f"({suggestion(spec.kind, KINDS, 'kinds')}); ignored"
+                f"({suggestion(spec.kind, KIND_NAMES, 'kinds')}); ignored"
             )
             return
         if not NAME_PATTERN.fullmatch(spec.name):
@@ -376,8 +383,9 @@ class Registry:
 
     def get(self, kind: str, name: str) -> Entry:
         """The entry for ``kind``/``name``, or a :class:`PluginError` saying what to do."""
-        if kind not in KINDS:
-            raise PluginError(f"unknown component kind {kind!r}; {suggestion(kind, KINDS, 'kinds')}")
+        if kind not in KIND_NAMES:
+            raise PluginError(
+                f"unknown component kind {kind!r}; {suggestion(kind, KIND_NAMES, 'kinds')}")
         key = (kind, name)
         if key in self.entries:
             return self.entries[key]
@@ -456,6 +464,7 @@ class Registry:
                 f"{kind} {name!r} from {entry.plugin.label} is broken: building it "
                 f"{describe_failure(exc, verb=True)}; report this to its provider"
             ) from None
+        from v2a.interfaces import KINDS  # deferred: torch (listing plug-ins needs none)
         if not isinstance(component, KINDS[kind]):
             raise TypeError(
                 f"{kind} {name!r} from {entry.plugin.label} built a {type(component).__name__}, "

@@ -9,88 +9,38 @@ the plug-ins whose components they train.
 
 The spec declares, without building anything, which recipe slots the task trains and the file
 each slot's weights are exported as (``exports``); :func:`exported_weights` finds those files in
-a run folder. The task itself is a :class:`TrainingTask`.
+a run folder. The task itself is a :class:`TrainingTask` (:mod:`v2a.interfaces` defines it).
 """
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from v2a.errors import PluginError, RecipeError, UserError
-from v2a.recipe.config import ExportDtype
+from v2a.lazy import home_of, lazy_exports
 from v2a.registry import Registry, TrainingTaskSpec, default_registry
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # with the lazy names below (tests/test_startup.py keeps them equal)
+    from torch import Tensor, nn
+
+    from v2a.interfaces import EXPORT_DTYPES, TrainingTask
     from v2a.recipe import Recipe
 
-#: ``training.export_dtype`` names and the dtype each stores the exported weights in (their
-#: float32 tensors; checkpoints always keep the tensors as trained).
-EXPORT_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name)
-                                         for name in get_args(ExportDtype)}
+#: The interface and the export dtypes live with the component interfaces (they need torch);
+#: ``from v2a.tasks import TrainingTask`` imports them on first use, so that looking a task up
+#: (``v2a recipe check``) imports no torch.
+_HOMES = {"v2a.interfaces": ("EXPORT_DTYPES", "TrainingTask")}
+_HOME_OF = home_of(_HOMES)
+__all__ = ["EXPORT_DTYPES", "TrainingError", "TrainingTask", "build_task", "checked_exports",
+           "exported_file_names", "exported_weights", "task_spec", "trained_state"]
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals(), __all__)
 
 
 class TrainingError(UserError):
     """A run that cannot start or continue: a bad output folder, a checkpoint of another
     recipe, data that do not fit the task, a loss that diverged."""
-
-
-class TrainingTask(nn.Module, abc.ABC):
-    """What one batch costs: the trained modules and their loss, as the trainer drives them.
-
-    The contract (:class:`v2a.training.Trainer` relies on each point):
-
-    * **Built from a recipe**: the spec's ``build(recipe)`` returns the task, with every slot
-      its spec declares (:attr:`~v2a.registry.TrainingTaskSpec.slots`) built from the recipe
-      (``recipe.build(slot)``, which loads the slot's ``weights`` when it names a file: training
-      then starts from them). The trainer seeds PyTorch before the build, so initialisation is
-      reproducible.
-    * **Parameters**: every parameter with ``requires_grad`` is trained (AdamW; weight decay on
-      matrices only). ``state_dict()`` minus the frozen modules is what a checkpoint holds.
-    * :attr:`frozen`: sub-modules that are not trained (an audio encoder that computes
-      targets): the trainer keeps them in eval mode without gradients, shares them with the
-      EMA copy instead of copying them, and leaves them out of checkpoints.
-    * :meth:`check_batch`: called once, on the first batch; raises :class:`TrainingError` (one
-      sentence) when the data cannot train this task (a missing stream, features of another
-      width).
-    * :meth:`forward`: ``forward(batch, generator) -> {term: scalar tensor}`` with a ``"loss"``
-      to back-propagate; every term is logged (``train/<term>``, ``val/<term>``).
-      ``generator`` seeds every random choice of the step (masks, dropout of the
-      conditioning), so that a step is reproducible; ``batch`` is a :class:`v2a.items.Batch` on
-      the trainer's device.
-    * :meth:`exports`: ``{slot: module}`` for exactly the slots of the spec's ``exports``; at
-      the end of a run each module (the EMA copy's when EMA is on) is written to its declared
-      file: by the module's own ``save_weights(path)`` when it has one, else as its
-      ``state_dict()`` in safetensors (what the slot's ``weights`` option loads back); either
-      file's float32 tensors are then stored in ``training.export_dtype``, so the module's
-      loader must cast what it loads to the model's dtype (``load_state_dict`` does).
-    * optional ``generate(batch, sampling) -> codes [b, k, l]``: audio for TensorBoard, sampled
-      with the recipe's ``sampling`` options and decoded by the recipe's codec.
-    * optional :attr:`notes`: sentences about how the recipe configures the task (an option
-      that has no effect), shown once when the run starts.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frozen: list[nn.Module] = []
-        self.notes: list[str] = []
-
-    def check_batch(self, batch: Any) -> None:
-        """Raise :class:`TrainingError` when ``batch`` cannot train this task (by default
-        every batch can)."""
-
-    @abc.abstractmethod
-    def forward(self, batch: Any, generator: torch.Generator) -> dict[str, Tensor]:
-        """The terms of ``batch``; ``"loss"`` is back-propagated."""
-
-    @abc.abstractmethod
-    def exports(self) -> dict[str, nn.Module]:
-        """The trained module of each slot the spec's ``exports`` declares."""
 
 
 def trained_state(task: nn.Module) -> dict[str, Tensor]:
@@ -111,6 +61,7 @@ def task_spec(recipe: Recipe, registry: Registry | None = None) -> TrainingTaskS
 
 def build_task(recipe: Recipe, registry: Registry | None = None) -> TrainingTask:
     """The training task of ``recipe`` (``training.task``), built from the recipe."""
+    from v2a.interfaces import TrainingTask  # deferred: torch (the interface)
     spec = task_spec(recipe, registry)
     task = spec.build(recipe)
     if not isinstance(task, TrainingTask):

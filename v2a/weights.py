@@ -24,6 +24,8 @@ a plain pickle, ...) and never handed to an unpickler. A checkpoint that would r
 unpickled is refused; a damaged one is called damaged; one whose tensors hold NaN or infinity is
 refused naming the first such tensor (one pass of ``torch.isfinite`` over the tensors): such
 weights only ever produce silence or noise. Every refusal is one sentence naming the file.
+Parsing, resolving and sniffing need no torch (``v2a recipe check`` does them for every slot):
+what loads, checks or saves tensors imports torch and safetensors itself.
 """
 
 from __future__ import annotations
@@ -38,18 +40,17 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
-
-import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor
 
 from v2a.downloads import cached_download, download, file_digest, is_sha256
 from v2a.errors import UserError
 from v2a.files import atomic_output
 from v2a.hub import cached_hub_file, parse_hub_ref, verified_hub_file
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 NONE = "none"
 PRETRAINED = "pretrained"
@@ -105,8 +106,7 @@ class WeightsSource:
     def local_path(self) -> Path:
         """The path of a local file (:attr:`is_local`), ``~`` expanded."""
         if self.scheme == "file":
-            url = urlsplit(self.location)
-            return Path(url2pathname(url.path))
+            return Path(url2pathname(urlsplit(self.location).path))
         return Path(self.location).expanduser()
 
 
@@ -260,9 +260,10 @@ def state_dict_of(loaded: Any, where: str | Path, *, what: str, entry: str = "mo
     models keep the weights under ``"model"``), or the whole mapping when it is a bare state
     dict; a :class:`WeightsError` naming ``where`` when it holds no tensors where ``what``
     belongs."""
+    import torch
     state = loaded.get(entry, loaded) if isinstance(loaded, Mapping) else loaded
     if not isinstance(state, Mapping) or not state or not all(
-            isinstance(v, Tensor) for v in state.values()):
+            isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{where} does not hold a state dict of tensors where {what} belongs "
                            f"(a bare state dict, or one under {entry!r}).")
     return dict(state)
@@ -341,6 +342,7 @@ def _pickle_globals(stream: io.BufferedIOBase | io.BytesIO) -> tuple[list[str], 
 
 def _is_torch_pickle(head: bytes) -> bool:
     """Whether ``head`` opens with torch's legacy magic number (the first of its pickles)."""
+    import torch
     try:
         return any(arg == torch.serialization.MAGIC_NUMBER
                    for _, arg, _ in pickletools.genops(io.BytesIO(head)))
@@ -427,6 +429,7 @@ def _legacy_pickle_is_cut(path: Path) -> bool:
 
 
 def _torch_load(path: Path, fmt: str) -> Any:
+    import torch
     try:
         with open(path, "rb") as f:  # a file object: torch must not guess the format from the name
             return torch.load(f, map_location="cpu", weights_only=True)
@@ -457,7 +460,8 @@ def first_non_finite(data: Any, prefix: str = "") -> tuple[str, int, int] | None
     """``(name, bad values, values)`` of the first floating-point tensor in ``data`` (a tensor,
     or mappings and sequences of them, names joined with ``.``) that holds NaN or infinity;
     None when all are finite."""
-    if isinstance(data, Tensor):
+    import torch
+    if isinstance(data, torch.Tensor):
         if not (data.is_floating_point() or data.is_complex()) or data.is_meta:
             return None
         values = data.float() if data.element_size() == 1 else data  # no isfinite for float8
@@ -512,6 +516,18 @@ def load_checkpoint(path: str | Path) -> Any:
     return state
 
 
+def load_file(path: str) -> dict[str, Tensor]:
+    """``safetensors.torch.load_file``: the one place v2a reads a safetensors file."""
+    from safetensors.torch import load_file as read
+    return read(path)
+
+
+def save_file(tensors: dict[str, Tensor], path: str, metadata: dict | None = None) -> None:
+    """``safetensors.torch.save_file``: the one place v2a writes a safetensors file."""
+    from safetensors.torch import save_file as write
+    write(tensors, path, metadata=metadata)
+
+
 def write_safetensors(tensors: Mapping[str, Tensor], path: str | Path,
                       metadata: dict[str, str] | None = None) -> None:
     """``safetensors.torch.save_file``, except that a failure of the file system (no space, no
@@ -536,14 +552,14 @@ def write_safetensors(tensors: Mapping[str, Tensor], path: str | Path,
         raise OSError(code, os.strerror(code), str(path)) from None
 
 
-def save_state(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_state(state: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors atomically (:func:`v2a.files.atomic_output`)."""
     tensors = {k: v.detach().contiguous().clone().cpu() for k, v in state.items()}
     with atomic_output(path) as tmp:
         write_safetensors(tensors, tmp, metadata=metadata)
 
 
-def load_into(module: torch.nn.Module, state: Mapping[str, Tensor], path: str | Path, what: str) -> None:
+def load_into(module: nn.Module, state: Mapping[str, Tensor], path: str | Path, what: str) -> None:
     """Load ``state`` (as :func:`load_checkpoint` gives it: finite) strictly into ``module``, or
     a :class:`WeightsError` saying what differs."""
     own = module.state_dict()
@@ -569,7 +585,7 @@ def load_into(module: torch.nn.Module, state: Mapping[str, Tensor], path: str | 
     module.load_state_dict(state, strict=True)
 
 
-def load_trained(module: torch.nn.Module, weights: str | None, *, what: str) -> None:
+def load_trained(module: nn.Module, weights: str | None, *, what: str) -> None:
     """Load the ``weights`` option of a trained component (a fuser, a generator) into ``module``:
     ``none`` keeps the random initialisation; a path is loaded strictly (the
     ``fuser.safetensors`` / ``generator.safetensors`` a training run exports)."""

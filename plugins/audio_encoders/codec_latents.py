@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
-
-from v2a import AudioEncoder, ComponentSpec, FeatureSequence, hookimpl
+from v2a import ComponentSpec, hookimpl
+from v2a.lazy import lazy_exports
 from v2a.registry import component_option, default_registry
 
 
@@ -25,30 +23,26 @@ def codec_latents_properties(config: CodecLatentsConfig) -> dict:
     return {ours: codec[theirs] for ours, theirs in found.items() if theirs in codec}
 
 
-class CodecLatents(AudioEncoder):
-    """The continuous latents of any codec: ``latents(encode(wav))`` (for FDD-style metrics).
+def build_codec_latents(config: CodecLatentsConfig):
+    """The encoder of ``config`` (``ComponentSpec.build``), which builds the nested codec from
+    the default registry; the model module is imported here."""
+    from v2a_plugins.audio_encoders.codec_latents_model import CodecLatents  # deferred: torch
 
-    The codec is a nested component (``codec: {plugin: dac, ...}``), frozen; features are
-    ``[b, l, latent_dim]`` at the codec's frame rate.
-    """
-
-    def __init__(self, config: CodecLatentsConfig):
-        super().__init__()
-        self.codec = default_registry().build_from("codec", config.codec).eval()
-        self.codec.requires_grad_(False)
-        self.sample_rate = self.codec.sample_rate
-        self.dim = self.codec.latent_dim
-        self.rate = self.codec.frame_rate
-
-    def encode(self, wav: Tensor) -> FeatureSequence:
-        with torch.no_grad():
-            return self.codec.latents(self.codec.encode(wav))
+    return CodecLatents(config)
 
 
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
-        kind="audio_encoder", name="codec_latents", build=CodecLatents, config=CodecLatentsConfig,
-        properties=codec_latents_properties,
+        kind="audio_encoder", name="codec_latents", build=build_codec_latents,
+        config=CodecLatentsConfig, properties=codec_latents_properties,
         description="continuous latents of any codec (FDD-style metrics)",
     ))
+
+
+#: The implementation's public names, imported from
+#: :mod:`v2a_plugins.audio_encoders.codec_latents_model` on first use.
+_HOMES = {"v2a_plugins.audio_encoders.codec_latents_model": ("CodecLatents",)}
+__all__ = ["CodecLatentsConfig", "codec_latents_properties", "build_codec_latents",
+           "v2a_register_components", *_HOMES["v2a_plugins.audio_encoders.codec_latents_model"]]
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals(), __all__)

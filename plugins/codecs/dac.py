@@ -25,12 +25,15 @@ its weights come from and speaks v2a's tensor contracts.
   fast layout) and the Snake activations in fewer passes over memory. The outputs are those
   of the library's model up to float rounding. The state dict then holds each convolution's
   ``weight`` instead of ``weight_g``/``weight_v``; a ``.safetensors`` file of either layout loads.
-* **Precision** (``precision``): ``auto`` runs the encoder and the decoder each in bfloat16
-  where a measurement on this machine finds it faster and accurate enough
+* **Precision** (``encode_precision``, ``decode_precision``): ``auto`` runs that part in
+  bfloat16 where a measurement on this machine finds it faster and accurate enough
   (:mod:`v2a_plugins.codecs.precision`; cached per CPU, torch version and configuration);
   ``float32`` (the default, the library's arithmetic) and ``bfloat16`` force one. On a
-  2-core Xeon with AMX, ``auto`` picks bf16 for both and is what reaches real time (decode:
-  2.3× real time in bf16, 0.8× in fp32; docs/performance.md). The quantiser always runs
+  2-core Xeon with AMX, ``auto`` picks bf16 and is what reaches real time for decoding (2.3×
+  real time in bf16, 0.8× in fp32; docs/performance.md). The recipes' DAC
+  (``recipes/components/codecs/dac_44khz.yaml``) decodes with ``auto`` and encodes in float32:
+  the codes that training learns are the library's own, the audio ``v2a generate`` writes is
+  decoded at the measured speed. The quantiser always runs
   in the codec's own dtype (float32), and ``decode`` returns that dtype.
 * **Frozen**: the codec is a fixed tokenizer in MaskVAT: parameters do not require grad and the
   component starts in eval mode. Encoding does not depend on the train/eval mode.
@@ -38,26 +41,16 @@ its weights come from and speaks v2a's tensor contracts.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
 import math
-import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-import torch.nn.functional as F
-from einops import rearrange
-from torch import Tensor
-
-from v2a import AudioCodec, ComponentSpec, FeatureSequence, hookimpl
+from v2a import ComponentSpec, hookimpl
+from v2a.lazy import lazy_exports
 from v2a.pretrained import PretrainedFile
-from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file, parse_weights
-from v2a_plugins.codecs.inference import remove_weight_norms, use_channels_last_convs
-from v2a_plugins.codecs.precision import DTYPES, Precision, choose_encoder_decoder
+from v2a.weights import PRETRAINED, is_random, parse_weights
+from v2a_plugins.codecs.options import Precision
 
 # -- the published models -------------------------------------------------------------------------
 
@@ -85,7 +78,8 @@ class DACConfig:
     ``"none"`` or a local file. The architecture fields (``None``: the published value) shape a
     randomly initialised model; with a checkpoint its metadata decides, and a field set here
     that disagrees is an error. ``chunk_seconds``: encode audio longer than this in windows
-    (``None``: always in one pass). ``precision``: see the module docstring.
+    (``None``: always in one pass). ``encode_precision``, ``decode_precision``: see the module
+    docstring.
     """
 
     model: Literal["44khz", "24khz", "16khz"] = "44khz"
@@ -106,8 +100,10 @@ class DACConfig:
     """random init: width of the codebook lookups; null: the published value"""
     chunk_seconds: float | None = 30.0
     """encode audio longer than this in windows of this many seconds; null: always in one pass"""
-    precision: Precision = "float32"
-    """encoder and decoder precision: float32, bfloat16, or auto (bfloat16 each where measured faster here)"""
+    encode_precision: Precision = "float32"
+    """the encoder's precision: float32, bfloat16, or auto (bfloat16 where measured faster here)"""
+    decode_precision: Precision = "float32"
+    """the decoder's precision: float32, bfloat16, or auto (bfloat16 where measured faster here)"""
 
     def __post_init__(self) -> None:
         for name in ("n_codebooks", *ARCHITECTURE):
@@ -118,78 +114,7 @@ class DACConfig:
             raise ValueError(f"chunk_seconds must be positive or null, got {self.chunk_seconds}")
 
 
-# -- helpers ----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_deprecations():
-    """Silence the library's own deprecation warnings (``torch.jit.script``, old weight_norm)."""
-    with warnings.catch_warnings():
-        for what in (r"torch\.jit\.script", r"weight_norm"):
-            warnings.filterwarnings("ignore", message=rf".*{what}.*is deprecated", category=FutureWarning)
-        yield
-
-
-def _import_dac():
-    with _quiet_deprecations():
-        import dac
-    return dac
-
-
-def encoder_receptive_field(encoder_rates: list[int]) -> int:
-    """Input samples one code frame of a DAC encoder with these strides depends on.
-
-    The encoder is a kernel-7 conv, then per stride ``s`` three residual units (kernel 7,
-    dilations 1, 3, 9) and a kernel-``2s`` conv of stride ``s``, then a kernel-3 conv. A layer
-    of kernel ``k`` and dilation ``d`` at an input spacing (jump) of ``j`` samples widens the
-    field by ``(k - 1) * d * j``. 44.1 kHz: 7978 samples (15.6 frames of 512).
-    """
-    field, jump = 1 + 6, 1
-    for stride in encoder_rates:
-        field += 6 * (1 + 3 + 9) * jump  # the residual units
-        field += (2 * stride - 1) * jump  # the strided conv
-        jump *= stride
-    return field + 2 * jump  # the last conv, at the frame rate
-
-
-@functools.cache
-def _fused_snake_class() -> type:
-    """A subclass of the library's ``Snake1d`` computing ``x + sin²(αx) / (α + 1e-9)`` in four
-    passes over the activations instead of five (the same arithmetic, the last multiply-add fused)."""
-    snake = _import_dac().nn.layers.Snake1d
-
-    class FusedSnake1d(snake):
-        def forward(self, x: Tensor) -> Tensor:
-            wave = torch.sin(self.alpha * x)
-            return torch.addcmul(x, wave.mul_(wave), (self.alpha + 1e-9).reciprocal())
-
-    return FusedSnake1d
-
-
-def speed_up(model) -> None:
-    """Rewrite a loaded ``dac.DAC`` in place for inference (see the module docstring): weight
-    normalisation folded, channels-last convolutions, fused Snake activations."""
-    remove_weight_norms(model)
-    use_channels_last_convs(model)
-    fused, snake = _fused_snake_class(), _import_dac().nn.layers.Snake1d
-    for module in model.modules():
-        if type(module) is snake:
-            module.__class__ = fused
-
-
-def _count_quantizers(state: Mapping[str, Tensor]) -> int:
-    levels = {key.split(".")[2] for key in state if key.startswith("quantizer.quantizers.")}
-    return len(levels)
-
-
-def _strip_prefix(state: Mapping[str, Tensor], prefix: str = "model.") -> dict[str, Tensor]:
-    """A state dict saved from this component (keys ``model.…``) as the bare ``dac.DAC`` one."""
-    if state and all(key.startswith(prefix) for key in state):
-        return {key[len(prefix):]: value for key, value in state.items()}
-    return dict(state)
-
-
-# -- building and loading ---------------------------------------------------------------------------
+# -- what the options give, without building -------------------------------------------------------
 
 
 def dac_kwargs(config: DACConfig, *, n_codebooks: int | None = None) -> dict[str, Any]:
@@ -203,94 +128,6 @@ def dac_kwargs(config: DACConfig, *, n_codebooks: int | None = None) -> dict[str
     kwargs["n_codebooks"] = n_codebooks or config.n_codebooks or kwargs["n_codebooks"]
     kwargs["quantizer_dropout"] = 0.0  # training only; irrelevant to a frozen codec
     return kwargs
-
-
-def _weights_file(config: DACConfig) -> Path:
-    dac = _import_dac()
-    if config.weights.strip().lower() == PRETRAINED:
-        try:
-            return Path(dac.utils.download(model_type=config.model))
-        except Exception as exc:
-            raise WeightsError(
-                f"could not download the published DAC {config.model} weights "
-                f"({type(exc).__name__}: {exc}); on a machine with internet run "
-                f"`python -m dac download --model_type {config.model}` and give the downloaded "
-                "file's path as the weights option"
-            ) from None
-    return local_file(config.weights, what=f"the DAC {config.model} codec")
-
-
-def _checkpoint_kwargs(checkpoint: Mapping, path: Path) -> dict[str, Any]:
-    """The ``dac.DAC`` arguments a library-format checkpoint records (``metadata["kwargs"]``)."""
-    dac = _import_dac()
-    metadata = checkpoint.get("metadata")
-    kwargs = metadata.get("kwargs") if isinstance(metadata, Mapping) else None
-    if not isinstance(kwargs, Mapping):
-        raise WeightsError(
-            f"{path} has a state_dict but no metadata['kwargs'], so it is not a DAC checkpoint; "
-            "save one with DAC.save(path, package=False) or give the state dict as .safetensors"
-        )
-    accepted = inspect.signature(dac.DAC).parameters
-    return {key: value for key, value in kwargs.items() if key in accepted}
-
-
-def _check_agrees(config: DACConfig, model, path: Path) -> None:
-    """The options a recipe set must agree with the architecture the checkpoint decided."""
-    expected_rate = PUBLISHED[config.model]["sample_rate"]
-    if model.sample_rate != expected_rate:
-        raise WeightsError(
-            f"{path} is a {model.sample_rate} Hz DAC, but the model option is {config.model!r} "
-            f"({expected_rate} Hz); set model to the checkpoint's rate"
-        )
-    for name in ARCHITECTURE:
-        wanted, found = getattr(config, name), getattr(model, name)
-        if wanted is not None and wanted != found:
-            raise WeightsError(
-                f"{path} is a DAC with {name} {found}, but the options set {name} {wanted}; the "
-                f"checkpoint decides the architecture, so leave {name} unset"
-            )
-    if config.n_codebooks is not None and config.n_codebooks > model.n_codebooks:
-        raise WeightsError(
-            f"n_codebooks is {config.n_codebooks}, but {path} has only {model.n_codebooks} "
-            f"codebooks; use at most {model.n_codebooks}"
-        )
-
-
-def load_dac(config: DACConfig):
-    """A ``dac.DAC`` for ``config``: random, published or from a local file."""
-    dac = _import_dac()
-    with _quiet_deprecations():
-        if is_random(config.weights):
-            return dac.DAC(**dac_kwargs(config))
-        path = _weights_file(config)
-        checkpoint = load_checkpoint(path)
-        if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint:  # the library's format
-            model = dac.DAC(**_checkpoint_kwargs(checkpoint, path))
-            _check_agrees(config, model, path)
-            state, lenient = checkpoint["state_dict"], True  # as DAC.load: extra keys are ignored
-        else:  # a bare state dict (safetensors): the options give the architecture
-            state = _strip_prefix(checkpoint)
-            model = dac.DAC(**dac_kwargs(config, n_codebooks=_count_quantizers(state) or None))
-            _check_agrees(config, model, path)  # only n_codebooks can disagree here
-            if not any(key.endswith(".weight_g") for key in state):  # saved from a DACCodec
-                remove_weight_norms(model)
-            lenient = False
-        try:
-            result = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise WeightsError(
-                f"{path} does not fit a DAC built from these options "
-                f"({str(exc).strip().splitlines()[-1].strip()})"
-            ) from None
-        missing, unexpected = result.missing_keys, [] if lenient else result.unexpected_keys
-        if missing or unexpected:
-            keys = ", ".join((missing or unexpected)[:3])
-            raise WeightsError(
-                f"{path} does not fit a DAC built from these options: "
-                f"{'missing' if missing else 'unexpected'} keys {keys}"
-                f"{', ...' if len(missing or unexpected) > 3 else ''}"
-            )
-        return model
 
 
 def dac_properties(config: DACConfig) -> dict[str, Any]:
@@ -325,126 +162,6 @@ def dac_properties(config: DACConfig) -> dict[str, Any]:
     return props
 
 
-# -- the codec ----------------------------------------------------------------------------------------
-
-
-class DACCodec(AudioCodec):
-    """``dac.DAC`` behind the :class:`~v2a.interfaces.AudioCodec` contract.
-
-    ``encode``: ``[b, c, n]`` → int64 codes ``[b, n_codebooks, ceil(n / hop_length)]``;
-    ``decode``: codes → ``[b, 1, l * hop_length]`` (or ``length``); ``latents``: the quantised
-    latent ``z_q = quantizer.from_codes(codes)`` as ``[b, l, latent_dim]`` at ``frame_rate``.
-    """
-
-    def __init__(self, config: DACConfig):
-        super().__init__()
-        self.config = config
-        self.model = load_dac(config)
-        speed_up(self.model)
-        self.model.requires_grad_(False)  # a frozen tokenizer (after speed_up's new weights)
-
-        self.sample_rate = int(self.model.sample_rate)
-        self.channels = 1
-        self.hop_length = int(math.prod(self.model.encoder_rates))
-        self.frame_rate = self.sample_rate / self.hop_length
-        self.n_codebooks = config.n_codebooks or int(self.model.n_codebooks)
-        self.codebook_size = int(self.model.codebook_size)
-        self.latent_dim = int(self.model.latent_dim)
-
-        # encoding in windows: `chunk_frames` kept per window, `margin_frames` of context each side
-        self.receptive_field = encoder_receptive_field(list(self.model.encoder_rates))
-        self.margin_frames = math.ceil(self.receptive_field / self.hop_length)
-        self.chunk_frames = (
-            None if config.chunk_seconds is None
-            else max(1, round(config.chunk_seconds * self.frame_rate))
-        )
-        self.eval()
-        self.precisions = self._choose_precisions()
-        self.model.encoder.to(DTYPES[self.precisions["encode"]])
-        self.model.decoder.to(DTYPES[self.precisions["decode"]])
-
-    def _choose_precisions(self) -> dict[str, str]:
-        """``{"encode": ..., "decode": ...}``: the configured precision, or (``auto``) the one
-        measured on one second of noise (:func:`~v2a_plugins.codecs.precision.choose_precisions`)."""
-        if self.config.precision != "auto":
-            return {"encode": self.config.precision, "decode": self.config.precision}
-        wav = 0.1 * torch.randn(1, 1, self.sample_rate, generator=torch.Generator().manual_seed(0))
-        with torch.inference_mode():
-            codes = self.encode(wav)
-            z = self._embed(codes)
-
-        options = {k: v for k, v in vars(self.config).items() if k not in ("precision", "chunk_seconds")}
-        return choose_encoder_decoder(self.model.encoder, self.model.decoder, wav, z,
-                                      key={"codec": "dac", **options})
-
-    # -- encode -------------------------------------------------------------------------------------
-
-    def _quantize(self, z: Tensor) -> Tensor:
-        """Encoder output ``z: [b, latent_dim, l]`` → codes ``[b, n_codebooks, l]`` (residual VQ
-        over the first ``n_codebooks`` levels, as ``ResidualVectorQuantize`` does in eval)."""
-        codes, residual = [], z
-        for quantizer in self.model.quantizer.quantizers[: self.n_codebooks]:
-            projected = quantizer.in_proj(residual)  # [b, codebook_dim, l]
-            entries, indices = quantizer.decode_latents(projected)  # nearest entries, [b, l]
-            residual = residual - quantizer.out_proj(entries)
-            codes.append(indices)
-        return torch.stack(codes, dim=1)
-
-    def _encode_frames(self, wav: Tensor) -> Tensor:
-        """``wav: [b, 1, l * hop_length]`` → codes ``[b, k, l]`` in one pass (the encoder in its
-        own precision, the quantiser in the codec's)."""
-        z = self.model.encoder(wav.to(_dtype_of(self.model.encoder)))
-        return self._quantize(z.to(self._dtype()))
-
-    def encode(self, wav: Tensor) -> Tensor:
-        """``wav: [b, c, n]`` → codes ``[b, n_codebooks, num_frames(n)]`` int64."""
-        mono = wav.mean(dim=1, keepdim=True)  # [b, 1, n]
-        frames = math.ceil(mono.shape[-1] / self.hop_length)
-        # DAC's preprocess: zero-pad to whole frames
-        mono = F.pad(mono, (0, frames * self.hop_length - mono.shape[-1]))
-        chunk, margin, hop = self.chunk_frames, self.margin_frames, self.hop_length
-        if chunk is None or frames <= chunk + 2 * margin:
-            return self._encode_frames(mono)
-        pieces = []
-        for start in range(0, frames, chunk):
-            stop = min(start + chunk, frames)
-            lo, hi = max(0, start - margin), min(frames, stop + margin)  # the window, in frames
-            codes = self._encode_frames(mono[..., lo * hop : hi * hop])  # [b, k, hi - lo]
-            pieces.append(codes[..., start - lo : stop - lo])
-        return torch.cat(pieces, dim=-1)
-
-    # -- decode and latents ------------------------------------------------------------------------
-
-    def _check_codes(self, codes: Tensor) -> None:
-        if codes.dim() != 3 or codes.shape[1] != self.n_codebooks:
-            raise ValueError(
-                f"DAC codes must be [b, {self.n_codebooks}, l], got {list(codes.shape)}"
-            )
-
-    def _embed(self, codes: Tensor) -> Tensor:
-        """codes ``[b, k, l]`` → quantised latents ``z_q: [b, latent_dim, l]`` (first k levels)."""
-        self._check_codes(codes)
-        return self.model.quantizer.from_codes(codes.long())[0]
-
-    def decode_frames(self, codes: Tensor) -> Tensor:
-        """codes ``[b, k, l]`` → ``wav: [b, 1, ~l * hop_length]``, as the decoder gives it
-        (``decode`` fits it to ``l * hop_length`` or the length asked for), in the codec's dtype."""
-        z = self._embed(codes)
-        return self.model.decoder(z.to(_dtype_of(self.model.decoder))).to(z.dtype)
-
-    def latents(self, codes: Tensor) -> FeatureSequence:
-        """codes ``[b, k, l]`` → ``[b, l, latent_dim]`` at ``frame_rate``."""
-        z = rearrange(self._embed(codes), "b d l -> b l d")
-        return FeatureSequence(values=z, rate=self.frame_rate)
-
-    def _dtype(self) -> torch.dtype:
-        return self.model.quantizer.quantizers[0].codebook.weight.dtype
-
-
-def _dtype_of(module: torch.nn.Module) -> torch.dtype:
-    return next(module.parameters()).dtype
-
-
 #: The bit rate of the published models ``dac.utils.download(model_type=...)`` fetches.
 PUBLISHED_BITRATE = "8kbps"
 
@@ -456,6 +173,8 @@ def dac_pretrained_files(config: DACConfig) -> list[PretrainedFile]:
     The release publishes no checksum; the library's download shows no progress bar."""
     if config.weights.strip().lower() != PRETRAINED:
         return []
+    from v2a_plugins.codecs.dac_model import _import_dac, _weights_file  # deferred: torch (the dac library)
+
     utils = _import_dac().utils
     tag = utils.__MODEL_LATEST_TAGS__[(config.model, PUBLISHED_BITRATE)]
     url = utils.__MODEL_URLS__[(config.model, tag, PUBLISHED_BITRATE)]
@@ -473,11 +192,27 @@ def dac_pretrained_files(config: DACConfig) -> list[PretrainedFile]:
                            find=find, fetch=fetch)]
 
 
+def build_codec(config: DACConfig):
+    """The :class:`DACCodec` of ``config`` (its module, and torch, load on first use)."""
+    from v2a_plugins.codecs.dac_model import DACCodec  # deferred: torch (the model)
+
+    return DACCodec(config)
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
-        kind="codec", name="dac", build=DACCodec, config=DACConfig, requires=("dac",),
+        kind="codec", name="dac", build=build_codec, config=DACConfig, requires=("dac",),
         install="pip install 'v2a[dac]'", properties=dac_properties,
         pretrained_files=dac_pretrained_files,
         description="Descript Audio Codec (44.1/24/16 kHz, RVQ 1024-entry codebooks); MaskVAT's codec",
     ))
+
+
+#: The implementation's public names, imported from :mod:`v2a_plugins.codecs.dac_model` on first use.
+_HOMES = {"v2a_plugins.codecs.dac_model": ("DACCodec", "encoder_receptive_field", "load_dac",
+                                           "speed_up")}
+__all__ = ["ARCHITECTURE", "PUBLISHED", "PUBLISHED_BITRATE", "PUBLISHED_SHARED", "DACConfig",
+           "build_codec", "dac_kwargs", "dac_pretrained_files", "dac_properties",
+           *_HOMES["v2a_plugins.codecs.dac_model"]]
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals(), __all__)

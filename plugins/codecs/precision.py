@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,8 +32,8 @@ from v2a.downloads import cache_folder
 from v2a.files import atomic_output
 from v2a.log import note
 from v2a.machine import cpu_model
+from v2a_plugins.codecs.options import PRECISION_OPTIONS, Precision  # noqa: F401 (re-exported)
 
-Precision = Literal["auto", "float32", "bfloat16"]
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 #: bf16 must be at least this much faster (its time ≤ (1 - MIN_GAIN) × the fp32 time).
@@ -114,27 +114,68 @@ def choose_precisions(parts: Mapping[str, Callable[[torch.dtype], Tensor]], *,
     path = cache_file or default_cache_file()
     entry_name = json.dumps(dict(key), sort_keys=True)
     entries = _read_cache(path)
-    cached = entries.get(entry_name, {}).get("parts", {})
-    if set(cached) >= set(parts) and all(cached[p].get("choice") in DTYPES for p in parts):
-        return {part: cached[part]["choice"] for part in parts}
-    measured = {part: measure_part(run, timer=timer) for part, run in parts.items()}
-    entries[entry_name] = {"key": dict(key), "parts": measured}
-    _write_cache(path, entries)
-    choices = {part: m["choice"] for part, m in measured.items()}
-    note(f"measured the codec's precision on this machine: {choices} (cached in {path})")
-    return choices
+    found = entries.get(entry_name, {}).get("parts")
+    cached = {part: measured for part, measured in (found if isinstance(found, dict) else {}).items()
+              if isinstance(measured, dict) and measured.get("choice") in DTYPES}
+    missing = {part: run for part, run in parts.items() if part not in cached}
+    if missing:  # measure the parts not cached yet; the entry keeps the others' measurements
+        measured = {part: measure_part(run, timer=timer) for part, run in missing.items()}
+        cached.update(measured)
+        entries[entry_name] = {"key": dict(key), "parts": cached}
+        _write_cache(path, entries)
+        note(f"measured the codec's precision on this machine: "
+             f"{ {part: m['choice'] for part, m in measured.items()} } (cached in {path})")
+    return {part: cached[part]["choice"] for part in parts}
 
 
-def choose_encoder_decoder(encoder: torch.nn.Module, decoder: torch.nn.Module, audio: Tensor,
-                           latents: Tensor, *, key: Mapping[str, Any]) -> dict[str, str]:
-    """:func:`choose_precisions` for a codec's two parts: ``encoder`` run on ``audio`` and
-    ``decoder`` on ``latents`` (each cast to the precision being measured, outputs in fp32),
-    cached under :func:`machine_key` of ``key`` (the codec and its options)."""
-    def part(module: torch.nn.Module, inputs: Tensor) -> Callable[[torch.dtype], Tensor]:
+def choose_encoder_decoder(encoder: torch.nn.Module, decoder: torch.nn.Module,
+                           wanted: Mapping[str, str], inputs: Callable[[], tuple[Tensor, Tensor]],
+                           *, key: Mapping[str, Any]) -> dict[str, str]:
+    """``{"encode": ..., "decode": ...}`` for a codec whose options ask ``wanted`` (each part
+    ``float32``, ``bfloat16`` or ``auto``): the parts set to ``auto`` are chosen by
+    :func:`choose_precisions`, ``encoder`` run on ``audio`` and ``decoder`` on ``latents``
+    (``inputs()``, called only when a part is measured; each part cast to the precision being
+    measured, outputs in fp32), cached under :func:`machine_key` of ``key`` (the codec and the
+    options that shape it). A codec built on the meta device (memory estimates, recipe checks)
+    has nothing to time: its ``auto`` parts are float32."""
+    auto = [part for part in ("encode", "decode") if wanted[part] == "auto"]
+    on_meta = any(p.is_meta for module in (encoder, decoder) for p in module.parameters())
+    if not auto or on_meta:  # on the meta device (estimates, checks) there is nothing to time
+        return {part: "float32" if wanted[part] == "auto" else wanted[part]
+                for part in ("encode", "decode")}
+    audio, latents = inputs()
+
+    def run_of(module: torch.nn.Module, data: Tensor) -> Callable[[torch.dtype], Tensor]:
         def run(dtype: torch.dtype) -> Tensor:
             with torch.inference_mode():
-                return module.to(dtype)(inputs.to(dtype)).float()
+                return module.to(dtype)(data.to(dtype)).float()
         return run
 
-    return choose_precisions({"encode": part(encoder, audio), "decode": part(decoder, latents)},
-                             key=machine_key(key))
+    runs = {"encode": run_of(encoder, audio), "decode": run_of(decoder, latents)}
+    chosen = choose_precisions({part: runs[part] for part in auto}, key=machine_key(key))
+    return {part: chosen.get(part, wanted[part]) for part in ("encode", "decode")}
+
+
+def apply_codec_precisions(codec: Any, *, name: str, ignored: tuple[str, ...] = ()) -> dict[str, str]:
+    """Choose and apply the precisions of a codec's encoder and decoder; returns the choice.
+
+    ``codec`` has ``config.encode_precision`` / ``config.decode_precision``, its library model
+    as ``codec.model`` (``.encoder``, ``.decoder``), ``sample_rate``, ``channels``, ``encode``
+    and ``_embed`` (codes → the decoder's input). ``auto`` parts are measured by
+    :func:`choose_encoder_decoder` on one second of noise that the codec itself encodes, keyed by
+    ``name`` and the codec's options but the precisions and ``ignored`` (options that do not
+    change the arithmetic). Each part is then cast to its precision."""
+    def inputs() -> tuple[Tensor, Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        wav = 0.1 * torch.randn(1, int(codec.channels), int(codec.sample_rate), generator=gen)
+        with torch.inference_mode():
+            return wav, codec._embed(codec.encode(wav))
+
+    config = codec.config
+    options = {k: v for k, v in vars(config).items() if k not in (*PRECISION_OPTIONS, *ignored)}
+    wanted = {"encode": config.encode_precision, "decode": config.decode_precision}
+    chosen = choose_encoder_decoder(codec.model.encoder, codec.model.decoder, wanted, inputs,
+                                    key={"codec": name, **options})
+    codec.model.encoder.to(DTYPES[chosen["encode"]])
+    codec.model.decoder.to(DTYPES[chosen["decode"]])
+    return chosen

@@ -3,13 +3,10 @@ same score, so selection keeps the first one."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
-
-from v2a import ComponentSpec, FeatureSequence, Reranker, hookimpl
+from v2a import ComponentSpec, hookimpl
+from v2a.lazy import lazy_exports
 
 
 @dataclass
@@ -18,23 +15,23 @@ class KeepFirstConfig:
     """Hz of the candidates it is given (it reads none of them)"""
 
 
-class KeepFirst(Reranker):
-    """Gives every candidate the same score, so selection keeps the first one."""
-
-    def __init__(self, config: KeepFirstConfig):
-        super().__init__()
-        self.sample_rate = config.sample_rate
-        self.video_streams = {}
-
-    def score(self, candidates: Tensor, video: Mapping[str, FeatureSequence]) -> Tensor:
-        b, n = candidates.shape[:2]
-        return torch.zeros(b, n, dtype=candidates.dtype, device=candidates.device)
+def build_keep_first(config: KeepFirstConfig):
+    """The ``none`` reranker of ``config`` (its module, and torch, imported on first use)."""
+    from v2a_plugins.rerankers.keep_first_model import KeepFirst  # deferred: torch
+    return KeepFirst(config)
 
 
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
-        kind="reranker", name="none", build=KeepFirst, config=KeepFirstConfig,
+        kind="reranker", name="none", build=build_keep_first, config=KeepFirstConfig,
         properties=lambda config: {"sample_rate": config.sample_rate, "video_streams": {}},
         description="no reranking: keeps the first candidate",
     ))
+
+
+#: The implementation's names, importable from here; imported from their module on first use.
+_HOMES = {"v2a_plugins.rerankers.keep_first_model": ("KeepFirst",)}
+__all__ = ["KeepFirstConfig", "build_keep_first", "v2a_register_components",
+           *_HOMES["v2a_plugins.rerankers.keep_first_model"]]
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals(), __all__)

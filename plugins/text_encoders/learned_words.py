@@ -16,21 +16,13 @@ or a ``.safetensors`` file of this encoder's own ``state_dict()``.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-from torch import nn
-
-from v2a import ComponentSpec, TextEncoder, TextFeatures, hookimpl
+from v2a import ComponentSpec, hookimpl
+from v2a.lazy import lazy_exports
 from v2a.pretrained import trained_with_v2a
 from v2a.schema import FieldError, bounded, check_bounds
-from v2a.weights import NONE, load_trained
-
-#: The token id of a text without words, and of a word outside the vocabulary; the vocabulary's
-#: words follow, in order.
-EMPTY_ID, UNKNOWN_ID = 0, 1
-FIRST_WORD_ID = 2
+from v2a.weights import NONE
 
 
 def words_of(text: str) -> list[str]:
@@ -85,54 +77,32 @@ class LearnedWordsConfig:
         return [words_of(entry)[0] for entry in self.vocabulary]
 
 
-class LearnedWordsEncoder(TextEncoder):
-    """Learned word and position embeddings behind the :class:`~v2a.interfaces.TextEncoder`
-    contract: tokens ``[b, t, dim]`` (``t``: the most words of a text in the batch, at least
-    one), pooled ``[b, dim]`` = the mean of each text's real tokens."""
-
-    def __init__(self, config: LearnedWordsConfig):
-        super().__init__()
-        self.config = config
-        self.word_ids = {word: FIRST_WORD_ID + i
-                         for i, word in enumerate(config.normalised_vocabulary())}
-        self.dim = self.pooled_dim = config.dim
-        self.max_tokens = config.max_tokens
-        self.word_embedding = nn.Embedding(FIRST_WORD_ID + len(self.word_ids), config.dim)
-        self.position_embedding = nn.Embedding(config.max_tokens, config.dim)
-        load_trained(self, config.weights, what="the learned_words text encoder")
-
-    def token_ids(self, text: str) -> list[int]:
-        """The token ids of one text: its first ``max_tokens`` words, or ``[EMPTY_ID]``."""
-        words = words_of(text)[: self.max_tokens]
-        return [self.word_ids.get(word, UNKNOWN_ID) for word in words] or [EMPTY_ID]
-
-    def encode(self, texts: Sequence[str]) -> TextFeatures:
-        """``b`` texts → tokens ``[b, t, dim]`` (padding zero) and pooled ``[b, dim]``."""
-        rows = [self.token_ids(text) for text in texts]
-        length = max((len(row) for row in rows), default=1)
-        ids = torch.full((len(rows), length), EMPTY_ID, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-        lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
-        mask = torch.arange(length) < lengths.unsqueeze(1)  # [b, t]
-        device = self.word_embedding.weight.device
-        ids, mask = ids.to(device), mask.to(device)
-        tokens = self.word_embedding(ids) + self.position_embedding.weight[:length]
-        tokens = tokens.masked_fill(~mask.unsqueeze(-1), 0.0)
-        pooled = tokens.sum(dim=1) / lengths.to(device=device, dtype=tokens.dtype).unsqueeze(1)
-        return TextFeatures.from_tensors(tokens=tokens, mask=mask, pooled=pooled)
-
-
 def learned_words_properties(config: LearnedWordsConfig) -> dict:
     """The encoder's attributes, from its options alone (``ComponentSpec.properties``)."""
     return {"dim": config.dim, "pooled_dim": config.dim, "max_tokens": config.max_tokens}
 
 
+def build_learned_words(config: LearnedWordsConfig):
+    """The ``learned_words`` encoder of ``config`` (its module, and torch, imported on first use)."""
+    from v2a_plugins.text_encoders.learned_words_model import LearnedWordsEncoder  # deferred: torch
+    return LearnedWordsEncoder(config)
+
+
 @hookimpl
 def v2a_register_components(register):
     register(ComponentSpec(
-        kind="text_encoder", name="learned_words", build=LearnedWordsEncoder,
+        kind="text_encoder", name="learned_words", build=build_learned_words,
         config=LearnedWordsConfig, properties=learned_words_properties, state_dict_weights=True,
         pretrained_files=trained_with_v2a("the learned_words text encoder"),
         description="learned word + position embeddings over a fixed vocabulary (no weights)",
     ))
+
+
+#: The implementation's names, importable from here; imported from their module on first use.
+_HOMES = {"v2a_plugins.text_encoders.learned_words_model": (
+    "EMPTY_ID", "FIRST_WORD_ID", "UNKNOWN_ID", "LearnedWordsEncoder",
+)}
+__all__ = ["LearnedWordsConfig", "build_learned_words", "learned_words_properties",
+           "v2a_register_components", "words_of",
+           *_HOMES["v2a_plugins.text_encoders.learned_words_model"]]
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals(), __all__)

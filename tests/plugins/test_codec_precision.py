@@ -82,6 +82,20 @@ def test_each_part_is_chosen_on_its_own_and_the_choice_is_cached(tmp_path):
     assert (encoder.calls, decoder.calls) == (4, 4)
 
 
+def test_a_part_measured_later_joins_the_cached_entry(tmp_path):
+    cache, encoder, decoder = tmp_path / "precision.json", Part(), Part()
+    key = machine_key({"codec": "test"})
+    # a codec that asks auto for its decoder only, then one that asks it for both parts
+    assert choose_precisions({"decode": decoder}, key=key, cache_file=cache,
+                             timer=scripted_timer(1.0, 0.2)) == {"decode": "bfloat16"}
+    both = choose_precisions({"encode": encoder, "decode": decoder}, key=key, cache_file=cache,
+                             timer=scripted_timer(1.0, 3.0))
+    assert both == {"encode": "float32", "decode": "bfloat16"}
+    assert (encoder.calls, decoder.calls) == (4, 4)  # the decoder was not measured again
+    assert set(json.loads(cache.read_text())[json.dumps(key, sort_keys=True)]["parts"]) == \
+        {"encode", "decode"}
+
+
 @pytest.mark.parametrize("change", [{"cpu": "another CPU"}, {"torch": "9.9"}, {"threads": 64},
                                     {"model": "16khz"}])
 def test_a_changed_key_measures_again(tmp_path, change):
@@ -107,3 +121,19 @@ def test_a_corrupt_cache_is_ignored_with_a_note(tmp_path, caplog, content):
     assert any("ignored the codec precision cache" in r.getMessage() and str(cache) in r.getMessage()
                for r in caplog.records)
     assert list(json.loads(cache.read_text()).values())[0]["parts"]["decode"]["choice"] == "bfloat16"
+
+
+def test_auto_on_the_meta_device_measures_nothing(tmp_path, monkeypatch):
+    """A codec built on the meta device (v2a's memory estimates) has nothing to time."""
+    from v2a_plugins.codecs.precision import choose_encoder_decoder
+    monkeypatch.setenv("V2A_CACHE", str(tmp_path))
+    with torch.device("meta"):
+        encoder, decoder = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+    def inputs():
+        raise AssertionError("nothing may be run on the meta device")
+
+    chosen = choose_encoder_decoder(encoder, decoder, {"encode": "auto", "decode": "bfloat16"},
+                                    inputs, key={"codec": "test"})
+    assert chosen == {"encode": "float32", "decode": "bfloat16"}
+    assert not (tmp_path / "precision.json").exists()

@@ -16,12 +16,11 @@ from v2a_plugins.codecs.dac import (  # noqa: E402
     PUBLISHED_SHARED,
     DACCodec,
     DACConfig,
-    _import_dac,
-    _quiet_deprecations,
     dac_kwargs,
     encoder_receptive_field,
     speed_up,
 )
+from v2a_plugins.codecs.dac_model import _import_dac, _quiet_deprecations  # noqa: E402
 from v2a_plugins.codecs.inference import remove_weight_norms  # noqa: E402
 from v2a_plugins.codecs.precision import choose_precisions, machine_key  # noqa: E402
 
@@ -165,7 +164,7 @@ def test_codes_decode_and_latents_match_the_library(tmp_path):
     source = small_dac()
     path = tmp_path / "weights.pth"
     source.save(str(path), package=False)  # the library's own checkpoint format
-    codec = build(model="44khz", weights=str(path), precision="float32")
+    codec = build(model="44khz", weights=str(path))
     wav = noise(1.3, 44100)
     with torch.inference_mode():
         padded = source.preprocess(wav, 44100)
@@ -359,7 +358,7 @@ def test_the_published_key_layout_still_loads(tmp_path):
     with torch.inference_mode():
         expected = source.decoder(source.encoder(wav))
         for name in ("published.pth", "published.safetensors"):
-            codec = build(model="44khz", weights=str(tmp_path / name), precision="float32",
+            codec = build(model="44khz", weights=str(tmp_path / name),
                           encoder_dim=8, decoder_dim=32, codebook_size=256)  # small_dac's
             assert not any(k.endswith("weight_g") for k in codec.state_dict())
             got = codec.model.decoder(codec.model.encoder(wav))
@@ -367,7 +366,7 @@ def test_the_published_key_layout_still_loads(tmp_path):
 
 
 def test_precision_bfloat16_runs_encoder_and_decoder_in_bf16_and_returns_float32():
-    codec = build(model="44khz", **SMALL, precision="bfloat16")
+    codec = build(model="44khz", **SMALL, encode_precision="bfloat16", decode_precision="bfloat16")
     assert codec.precisions == {"encode": "bfloat16", "decode": "bfloat16"}
     assert next(codec.model.encoder.parameters()).dtype == torch.bfloat16
     assert next(codec.model.decoder.parameters()).dtype == torch.bfloat16
@@ -383,14 +382,28 @@ def test_precision_auto_follows_the_cached_measurement(tmp_path):
     """auto asks the chooser under this machine's key; a cached choice is used as it is."""
     assert build(model="44khz", **SMALL).precisions == {"encode": "float32", "decode": "float32"}
     config = default_registry().config_for("codec", "dac", {"model": "44khz", **SMALL})
-    options = {k: v for k, v in vars(config).items() if k not in ("precision", "chunk_seconds")}
+    options = {k: v for k, v in vars(config).items()
+               if k not in ("encode_precision", "decode_precision", "chunk_seconds")}
     key = machine_key({"codec": "dac", **options})
     scripted = {"encode": "bfloat16", "decode": "float32"}
     runs = {part: (lambda dtype, p=part: torch.ones(3)) for part in scripted}
     fake = iter([0.0, 1.0, 0.0, 0.5, 0.0, 1.0, 0.0, 2.0])  # encode: bf16 2x faster; decode: slower
     assert choose_precisions(runs, key=key, timer=lambda: next(fake)) == scripted  # cached now
-    codec = build(model="44khz", **SMALL, precision="auto")
+    codec = build(model="44khz", **SMALL, encode_precision="auto", decode_precision="auto")
     assert codec.precisions == scripted
     assert next(codec.model.encoder.parameters()).dtype == torch.bfloat16
     assert next(codec.model.decoder.parameters()).dtype == torch.float32
+    # each part on its own: a fixed one is not measured, an auto one takes the cached choice
+    codec = build(model="44khz", **SMALL, encode_precision="float32", decode_precision="auto")
+    assert codec.precisions == {"encode": "float32", "decode": "float32"}
+    codec = build(model="44khz", **SMALL, encode_precision="auto", decode_precision="bfloat16")
+    assert codec.precisions == {"encode": "bfloat16", "decode": "bfloat16"}
+
+
+def test_the_recipes_dac_encodes_in_float32_and_measures_its_decoder():
+    """MaskVAT's DAC (recipes/components/codecs/dac_44khz.yaml): training's codes are the
+    library's own fp32 ones; the decoder's precision is measured (the real-time path)."""
+    from v2a.recipe import load_recipe
+    choice = load_recipe("maskvat_hybrid").choice("codec")
+    assert (choice.config.encode_precision, choice.config.decode_precision) == ("float32", "auto")
 

@@ -257,7 +257,8 @@ def test_the_published_key_layout_loads_and_the_outputs_are_the_library_models(t
 
 
 def test_precision_bfloat16_runs_encoder_and_decoder_in_bf16_and_returns_float32():
-    codec = build(model="24khz", weights="none", precision="bfloat16")
+    codec = build(model="24khz", weights="none", encode_precision="bfloat16",
+                  decode_precision="bfloat16")
     assert codec.precisions == {"encode": "bfloat16", "decode": "bfloat16"}
     assert next(codec.model.encoder.parameters()).dtype == torch.bfloat16
     assert next(codec.model.decoder.parameters()).dtype == torch.bfloat16
@@ -269,11 +270,13 @@ def test_precision_bfloat16_runs_encoder_and_decoder_in_bf16_and_returns_float32
 
 def test_precision_auto_measures_once_and_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("V2A_CACHE", str(tmp_path / "cache"))
-    codec = build(model="24khz", weights="none", precision="auto")
+    codec = build(model="24khz", weights="none", encode_precision="auto",
+                  decode_precision="auto")
     entries = (tmp_path / "cache" / "precision.json").read_text()
     assert '"codec": "encodec"' in entries and set(codec.precisions) == {"encode", "decode"}
     for part, choice in codec.precisions.items():
         module = codec.model.encoder if part == "encode" else codec.model.decoder
         assert next(module.parameters()).dtype == {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
-    again = build(model="24khz", weights="none", precision="auto")
+    again = build(model="24khz", weights="none", encode_precision="auto",
+                  decode_precision="auto")
     assert again.precisions == codec.precisions  # read back from the cache, not re-timed

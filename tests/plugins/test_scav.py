@@ -405,4 +405,5 @@ def test_the_reranker_task_trains_only_scav():
 
 def test_the_plugin_registers_the_reranker_task_with_its_export_file():
     spec = default_registry().training_task("reranker")
-    assert spec.build is ScavTrainingTask and spec.exports == {"reranker": "scav.safetensors"}
+    assert spec.exports == {"reranker": "scav.safetensors"}
+    assert isinstance(spec.build(small_recipe("training.task=reranker")), ScavTrainingTask)

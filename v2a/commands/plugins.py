@@ -21,7 +21,7 @@ class UsageError(UserError):
 
 
 def run(args: argparse.Namespace) -> int:
-    from v2a.registry import default_registry  # deferred: torch (the plug-ins), not for --help
+    from v2a.registry import default_registry  # deferred: the plug-ins, not for --help
     registry = default_registry()
     if args.kind or args.name:
         return show_options(registry, args.kind, args.name)
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
 def show_options(registry: Registry, kind: str | None, name: str | None) -> int:
     if not (kind and name):
         raise UsageError("give both a kind and a name, e.g. `v2a plugins reranker none`")
-    from v2a.recipe import dataclass_doc  # deferred: torch (v2a.registry), not for --help
-    from v2a.registry import TRAINING_TASK  # deferred: torch, which --help does not need
+    from v2a.recipe import dataclass_doc  # deferred: v2a.registry, not for --help
+    from v2a.registry import TRAINING_TASK  # deferred: pluggy, which --help does not need
     if kind == TRAINING_TASK:
         return show_training_task(registry, name)
     entry = registry.get(kind, name)
@@ -80,7 +80,7 @@ def option_lines(rows: list[OptionDoc]) -> list[str]:
 
 def show_training_task(registry: Registry, name: str) -> int:
     """``v2a plugins training_task NAME``: who provides it and the files a run exports."""
-    from v2a.registry import TRAINING_TASK  # deferred: torch, which --help does not need
+    from v2a.registry import TRAINING_TASK  # deferred: pluggy, which --help does not need
     spec = registry.training_task(name)
     plugin = registry.training_tasks[name].plugin
     print(f"{TRAINING_TASK} {name!r} from {plugin.label}: {spec.description or '-'}")

@@ -15,11 +15,13 @@ if TYPE_CHECKING:
     from v2a.recipe import Recipe
 
 # `v2a recipe list` reads YAML files only; show, check and cp load recipes, whose validation
-# needs the plug-ins (and so torch): those functions import what they use.
+# needs the plug-ins: those functions import what they use, so that --help loads no plug-in.
+# Loading and checking a recipe imports no torch (tests/test_startup.py), except to compare a
+# trained weights file with its model on the meta device.
 
 
 def show(args: argparse.Namespace) -> int:
-    from v2a.recipe import load_recipe, recipe_options  # deferred: torch (plug-ins' configs)
+    from v2a.recipe import load_recipe, recipe_options  # deferred: the plug-ins' configs
     options = recipe_options(args)
     recipe = load_recipe(args.recipe, args.overrides, **options)
     if args.diff:
@@ -32,8 +34,8 @@ def show(args: argparse.Namespace) -> int:
 
 def show_changes(recipe: Recipe, options: dict) -> int:
     """``v2a recipe show --diff R``: each key R changes against what it extends."""
-    from v2a.recipe.copies import changes_against_parent  # deferred: torch (the registry)
-    from v2a.registry import default_registry  # deferred: torch (the plug-ins)
+    from v2a.recipe.copies import changes_against_parent  # deferred: the registry
+    from v2a.registry import default_registry  # deferred: the plug-ins
     found = changes_against_parent(recipe, default_registry(),
                                    random_weights=options["random_weights"],
                                    allow_env=bool(options["allow_env"]))
@@ -53,13 +55,13 @@ def show_changes(recipe: Recipe, options: dict) -> int:
 
 
 def shown_value(value: object) -> str:
-    from v2a.recipe import yaml_value  # deferred: torch (v2a.recipe.reference's registry)
+    from v2a.recipe import yaml_value  # deferred: v2a.recipe.reference's registry
     return "absent" if value is ABSENT else yaml_value(value)
 
 
 def copy(args: argparse.Namespace) -> int:
     """``v2a recipe cp NAME [DEST] [--force]``."""
-    from v2a.recipe.copies import composed, copy_recipe  # deferred: torch (the registry)
+    from v2a.recipe.copies import composed, copy_recipe  # deferred: the registry
     copied = copy_recipe(args.name, args.dest, force=args.force)
     source = copied.files[0][0]
     print(f"copied {args.name} ({display(source)}) to {display(copied.recipe)}")
@@ -74,10 +76,10 @@ def copy(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    from v2a.recipe import load_recipe, recipe_options  # deferred: torch (plug-ins' configs)
-    from v2a.registry import default_registry  # deferred: torch (the plug-ins)
-    from v2a.tasks import task_spec  # deferred: torch
-    from v2a.weights import cached_file, parse_weights  # deferred: torch
+    from v2a.recipe import load_recipe, recipe_options  # deferred: the plug-ins' configs
+    from v2a.registry import default_registry  # deferred: the plug-ins
+    from v2a.tasks import task_spec  # deferred: the registry's training tasks
+    from v2a.weights import cached_file, parse_weights  # deferred: downloads, hub (not for --help)
     recipe = load_recipe(args.recipe, args.overrides, **recipe_options(args), check_weights=True)
     registry = default_registry()
     task_spec(recipe, registry)  # training.task names a registered training task

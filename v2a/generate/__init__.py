@@ -24,7 +24,9 @@ What :meth:`VideoToAudio.generate` does, for one video:
    reranker's rate and keep the one it prefers (else the first);
 5. decode the codes with the codec, window by window (:func:`decode_in_windows`: memory does
    not grow with the video), to exactly ``round(duration · sr)`` samples, so the sound lasts as
-   long as the video (or the stretch ``start`` .. ``start + duration`` asked for).
+   long as the video (or the stretch ``start`` .. ``start + duration`` asked for); a clip of one
+   window whose chosen candidate was decoded in a call of its own for the reranker keeps that
+   waveform instead (it is the same decode: :meth:`VideoToAudio.kept_candidate_wav`).
 
 ``VideoToAudio.generate`` returns the model's raw output; ``v2a generate`` then applies the
 output stage (:mod:`v2a.output_stage`: peak limiter, optional loudness) and writes the audio

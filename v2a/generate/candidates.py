@@ -14,8 +14,11 @@ activations grow with what one call decodes, so this bounds the memory.
 
 Batching changes only the floating-point blocking of the decoder's convolutions and FFTs, so a
 row decodes to the same samples within float32 rounding (tests/test_candidate_decoding.py
-derives the tolerance); the audio ``v2a generate`` writes is decoded separately, from the chosen
-candidate's codes.
+derives the tolerance). :meth:`CandidateDecoder.decode` also says which rows were decoded in a
+call of their own: such a row's waveform is exactly what decoding its codes alone gives, so
+``v2a generate`` keeps the chosen candidate's waveform as its output instead of decoding its codes
+a second time when it was decoded alone, and decodes them again otherwise (so the written audio
+never depends on the batch size measured).
 """
 
 from __future__ import annotations
@@ -61,21 +64,29 @@ class CandidateDecoder:
         return self.clock()
 
     def __call__(self, codes: Tensor) -> Tensor:
+        return self.decode(codes)[0]
+
+    def decode(self, codes: Tensor) -> tuple[Tensor, list[bool]]:
+        """``(wav [b, c, n] float32, alone)``: every row decoded, and for each row whether it was
+        decoded in a call of its own (then its samples are exactly ``codec.decode`` of that
+        row alone)."""
         total, frames = codes.shape[0], codes.shape[-1]
         key = (frames, str(codes.device))
         limit = self.max_rows(frames)
         trying = key not in self.settled
         rows = 1 if trying else min(self.settled[key], limit)
         kept, best = rows, math.inf  # the fastest batch size measured so far, and its s/row
-        pieces, done = [], 0
+        pieces, alone, done = [], [], 0
         if trying and total > 1:  # a first call, not timed: one-time costs would bias it
             pieces.append(self.codec.decode(codes[:1]).float())
+            alone.append(True)
             done = 1
         while done < total:
             batch = min(rows, total - done)
             start = self._now(codes.device)
             pieces.append(self.codec.decode(codes[done:done + batch]).float())
             per_row = (self._now(codes.device) - start) / batch
+            alone += [batch == 1] * batch
             done += batch
             if not trying or batch < rows:
                 continue  # settled, or a short last batch: not a measurement of `rows`
@@ -88,4 +99,4 @@ class CandidateDecoder:
                 self.settled[key] = kept
         if trying:  # the candidates ran out before the sizes did: keep the fastest measured
             self.settled[key] = kept
-        return torch.cat(pieces)
+        return torch.cat(pieces), alone

@@ -17,7 +17,9 @@ from v2a.generate.errors import GenerationError
 from v2a.generate.run_folder import RUN_SLOTS, check_run_recipe, load_run_weights, run_weights
 from v2a.generate.stages import stage
 from v2a.generate.video import checked_stretch, video_source
-from v2a.generate.windows import WINDOW_TOLERANCE, decode_in_windows, window_seed, window_starts
+from v2a.generate.windows import (WINDOW_TOLERANCE, decode_in_windows, one_decode_call, window_seed,
+                                 window_starts)
+from v2a.interfaces import fit_length
 from v2a.log import warn as log_warn
 from v2a.media import Video, resample_audio
 from v2a.recipe import Recipe, build_frozen
@@ -50,6 +52,7 @@ class VideoToAudio:
         self.reranker = reranker
         self.device = torch.device(device)
         self.decode_candidates = CandidateDecoder(codec=codec)  # batch size measured per machine
+        self._kept_candidate: tuple[Tensor, Tensor] | None = None  # (codes, wav): see sample_window
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, checkpoint: str | Path | None = None, *,
@@ -180,6 +183,7 @@ class VideoToAudio:
         The result is the model's raw output (no limiting; see :mod:`v2a.output_stage`); a
         model that produces non-finite samples (damaged weights) raises :class:`GenerationError`.
         """
+        self._kept_candidate = None
         seed = self.recipe.sampling.seed if seed is None else int(seed)
         options = self.sampling_options(candidates=candidates, steps=steps, cfg=cfg,
                                         temperature=temperature, precision=precision)
@@ -236,15 +240,32 @@ class VideoToAudio:
         ``window`` frames (:func:`decode_in_windows`, :meth:`width_for`); non-finite samples
         (damaged weights) raise :class:`GenerationError` naming ``name``."""
         with stage("codec decode"):
-            wav = decode_in_windows(self.codec, codes[None].to(self.device), length, window=window,
-                                    context=self.decode_context_frames, progress=progress)
-        wav = wav[0].cpu()
+            wav = self.kept_candidate_wav(codes, length, window=window)
+            if wav is None:
+                wav = decode_in_windows(self.codec, codes[None].to(self.device), length,
+                                        window=window, context=self.decode_context_frames,
+                                        progress=progress)[0]
+        wav = wav.cpu()
         if not bool(torch.isfinite(wav).all()):
             bad = int((~torch.isfinite(wav)).sum())
             raise GenerationError(
                 f"the model produced {bad} non-finite samples (NaN or inf) for {name}: its weights "
                 f"are probably damaged; check the fuser and generator weights of {self.recipe.source}")
         return wav
+
+    def kept_candidate_wav(self, codes: Tensor, length: int, *, window: int) -> Tensor | None:
+        """The waveform ``[c, length]`` of ``codes [k, L]`` kept from the reranker's candidate
+        decoding (:meth:`sample_window`), or None: kept only when those very codes were decoded
+        in a call of their own and :func:`decode_in_windows` would decode them in one call too,
+        so it is exactly the decode it saves. It is handed out once."""
+        kept, self._kept_candidate = self._kept_candidate, None
+        if kept is None or not one_decode_call(codes.shape[-1], window=window,
+                                               context=self.decode_context_frames):
+            return None
+        kept_codes, wav = kept
+        if kept_codes.shape != codes.shape or not torch.equal(kept_codes, codes.to(kept_codes.device)):
+            return None
+        return fit_length(wav, length)
 
     def sampling_options(self, *, candidates: int | None = None, steps=None,
                          cfg: float | None = None, temperature: float | None = None,
@@ -326,9 +347,11 @@ class VideoToAudio:
         best = 0
         if options["candidates"] > 1 and self.reranker is not None and streams:
             with stage("candidate decode"):
-                wavs = self.decode_candidates(window_codes)
+                wavs, alone = self.decode_candidates.decode(window_codes)
             with stage("reranker"):
                 best = self.rerank(wavs, streams)
+            if alone[best]:  # exactly its own decode: kept_candidate_wav may save decoding it again
+                self._kept_candidate = (window_codes[best].clone(), wavs[best].clone())
         return window_codes[best].cpu()
 
     def encode_video(self, video: str | Path | Video, duration: float, *,

@@ -51,6 +51,11 @@ def _crossfade_weight(samples: int, ramp: int, *, fade_in: bool, fade_out: bool,
     return weight
 
 
+def one_decode_call(total: int, *, window: int, context: int) -> bool:
+    """Whether :func:`decode_in_windows` decodes ``total`` frames in one ``codec.decode`` call."""
+    return total <= _align_up(window) + 2 * _align_up(context)
+
+
 def decode_in_windows(codec: AudioCodec, codes: Tensor, length: int, *, window: int, context: int,
                       fade: int | None = None, progress: bool = False) -> Tensor:
     """``codec.decode(codes, length=length)`` for ``codes [b, k, L]``, one window of ``window``
@@ -67,7 +72,7 @@ def decode_in_windows(codec: AudioCodec, codes: Tensor, length: int, *, window: 
     # spectral codec's Griffin-Lim) then decodes each window as it decodes the whole sequence
     window, context = _align_up(window), _align_up(context)
     fade = min(context, _align_up(context // 2) if fade is None else fade)
-    if total <= window + 2 * context:
+    if one_decode_call(total, window=window, context=context):
         return codec.decode(codes, length=length).float()  # AudioCodec fits the length
 
     samples = codec.num_samples

@@ -82,9 +82,11 @@ from v2a.recipe.files import (
 )
 from v2a.recipe.saved import ABSENT, flat_keys, read_saved_recipe, recipe_differences
 
-#: The names of the modules that import torch (through the registry, the interfaces and the
-#: weights), imported on first use (PEP 562 ``__getattr__``) so that reading recipe files
-#: (``v2a recipe list``, the command line's parser) costs no torch import.
+#: The names of the modules that validate recipes (with the registry and the weights'
+#: downloads), imported on first use (PEP 562 ``__getattr__``) so that reading recipe files
+#: (``v2a recipe list``, the command line's parser) imports none of them. None of them imports
+#: torch either: only building a component, or comparing a trained weights file with its model
+#: on the meta device, does (tests/test_startup.py).
 _HOMES = {
     "v2a.recipe.compose": ("Composer", "is_override", "override_source", "slot_kind"),
     "v2a.recipe.config": ("BUILD_SEED", "MODEL_SLOTS", "MULTI_SLOTS", "SECTIONS", "SLOTS",

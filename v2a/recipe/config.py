@@ -11,16 +11,17 @@ import dataclasses
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 import yaml
 
 from v2a.errors import RecipeError
-from v2a.interfaces import Component
 from v2a.registry import Registry, default_registry
 from v2a.schema import FieldError, bounded, check_bounds, to_data
 from v2a.weights import NONE
+
+if TYPE_CHECKING:
+    from v2a.interfaces import Component
 
 # ---------------------------------------------------------------------------------------------
 # Section schemas (the parts of a recipe that are not plug-ins)
@@ -165,6 +166,7 @@ def build_frozen(choice: ComponentChoice, registry: Registry | None = None) -> C
     fixed seed (:data:`BUILD_SEED`, the caller's random state untouched), so that a randomly
     initialised component (``weights: none``) is the same network in every process and every
     run, as the feature cache's key assumes."""
+    import torch  # loading and checking a recipe needs no torch; building a component does
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(BUILD_SEED)
         component = (registry or default_registry()).build(choice.kind, choice.plugin, choice.config)

@@ -24,7 +24,9 @@ provides and a generator reads, ...), computed from the validated options alone,
 
 Only what both sides declare is compared: a partial recipe (no fuser, say) or a plug-in that
 declares nothing passes where there is nothing to compare. Every message names the key to set
-and the value it needs.
+and the value it needs. Comparing declared properties imports no torch; torch and safetensors
+are imported only where a model is built on the meta device (a trained weights file to compare,
+a plug-in that declares nothing).
 """
 
 from __future__ import annotations
@@ -34,11 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-
 from v2a.errors import RecipeError, UserError
-from v2a.interfaces import KINDS
-from v2a.meta_device import build_on_meta
 from v2a.recipe.config import ComponentChoice, Recipe, untrained
 from v2a.recipe.files import display
 from v2a.registry import Registry
@@ -93,6 +91,8 @@ def built_properties(choice: ComponentChoice, registry: Registry) -> dict[str, A
     """The interface attributes (``dim``, ``n_codebooks``, ...) of ``choice`` built with random
     weights on the meta device: no memory, nothing read or downloaded; empty when the plug-in
     cannot be built there."""
+    from v2a.interfaces import KINDS  # deferred: torch (the interfaces), for building only
+    from v2a.meta_device import build_on_meta  # deferred: torch (building on the meta device)
     bare = untrained(choice)
     module = build_on_meta(lambda: registry.build(bare.kind, bare.plugin, bare.config))
     if module is None:
@@ -325,6 +325,7 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
     ``None`` for a missing, unreadable or other kind of file."""
     if path.suffix != ".safetensors" or not path.is_file():
         return None
+    from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as file:
             return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
@@ -335,6 +336,7 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
 def meta_shapes(choice: ComponentChoice, registry: Registry) -> dict[str, tuple[int, ...]] | None:
     """``{name: shape}`` of the ``state_dict()`` of ``choice`` built with ``weights=none`` on
     the meta device (no memory, nothing loaded), or ``None`` where that build fails."""
+    from v2a.meta_device import build_on_meta  # deferred: torch (building on the meta device)
     config = dataclasses.replace(choice.config, weights=NONE)
     module = build_on_meta(lambda: registry.build(choice.kind, choice.plugin, config))
     if module is None:
