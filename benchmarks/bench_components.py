@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from v2a.machine import cpu_model
 from v2a.registry import default_registry
 
 #: (label, kind, plug-in, options): the published configurations, random weights.
@@ -79,7 +80,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     registry = default_registry()
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.seconds} s audio, {args.frames} frames")
+    print(f"CPU: {cpu_model()}; torch {torch.__version__}, {args.threads} threads, {args.seconds} s "
+          f"audio, {args.frames} frames; load average {os.getloadavg()[0]:.2f}")
     print()
     print("| component | measure | fp32 | bf16 | bf16 / fp32 |")
     print("|---|---|---|---|---|")

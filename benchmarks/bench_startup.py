@@ -25,6 +25,9 @@ this environment says (``PYTHONDONTWRITEBYTECODE`` is removed from their environ
 cached bytecode goes to a temporary folder (``PYTHONPYCACHEPREFIX``), so nothing is written into
 the working tree, and each command runs once untimed first, so that its modules are compiled
 before it is timed (without the cache, compiling v2a's sources cost ~0.3 s of every command).
+Only the built-in plug-ins are loaded (``V2A_PLUGINS``) unless ``--all-plugins`` is given: a
+third-party plug-in whose module imports torch makes every command that lists plug-ins pay for
+torch, which is that plug-in's cost, not v2a's.
 """
 
 from __future__ import annotations
@@ -93,10 +96,23 @@ def v2a_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "v2a", *args]
 
 
-def child_environment(pycache: Path) -> dict[str, str]:
-    """The commands' environment: this one with Python's bytecode cache on, kept in ``pycache``."""
+def builtin_entry_points() -> list[str]:
+    """The names of the ``v2a`` distribution's own entry points (group ``v2a``)."""
+    import importlib.metadata
+
+    return sorted(ep.name for ep in importlib.metadata.entry_points(group="v2a")
+                  if ep.dist is not None and ep.dist.name == "v2a")
+
+
+def child_environment(pycache: Path, *, all_plugins: bool) -> dict[str, str]:
+    """The commands' environment: this one with Python's bytecode cache on, kept in ``pycache``,
+    and (unless ``all_plugins``) only the built-in plug-ins loaded: a third-party plug-in
+    installed here (the venv's mulaw example imports torch at its top) would time itself."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    if not all_plugins:
+        env["V2A_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        env["V2A_PLUGINS"] = ",".join(builtin_entry_points())
     return env
 
 
@@ -189,15 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="one run of the light commands only, no phases (what the test runs)")
     parser.add_argument("--repeats", type=int, help="runs of each command (default 5; quick 1)")
+    parser.add_argument("--all-plugins", action="store_true",
+                        help="load every installed plug-in, not only the built-ins")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
     print(machine_line())
     print(f"python {platform.python_version()}; each command in a fresh interpreter, bytecode "
-          "cache on (written by an untimed first run)\n")
+          "cache on (written by an untimed first run), "
+          f"{'every installed plug-in' if args.all_plugins else 'the built-in plug-ins only'}\n")
     global ENV
     with tempfile.TemporaryDirectory(prefix="v2a-bench-startup-") as folder:
         out = Path(folder)
-        ENV = child_environment(out / "pycache")
+        ENV = child_environment(out / "pycache", all_plugins=args.all_plugins)
         print("\n".join(commands_table(repeats, args.quick, out)))
         if not args.quick:
             print()

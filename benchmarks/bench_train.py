@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # tests.media_fixtures writes the videos
 from tests.media_fixtures import write_dataset  # noqa: E402
 from v2a.cache import extract  # noqa: E402
 from v2a.datasets import CachedClips, LiveClips  # noqa: E402
+from v2a.machine import cpu_model  # noqa: E402
 from v2a.manifests import Clip, write_manifest  # noqa: E402
 from v2a.recipe import load_recipe  # noqa: E402
 from v2a.training import Trainer  # noqa: E402
@@ -114,11 +115,12 @@ def main() -> None:
             results["live"] = measure(live, LiveClips(None, live, "train"), root / "run_live")
 
     if args.json:
-        print(json.dumps({"extract_s": extract_s, "clips": summary.clips, **results}, indent=2))
+        print(json.dumps({"extract_s": extract_s, "clips": summary.clips, "cpu": cpu_model(),
+                          **results}, indent=2))
         return
     print(f"T1: {args.videos} clips of {args.seconds:g} s, generator width {args.width} x "
           f"{args.layers} layers, batch {args.batch_size}, {args.workers} workers, "
-          f"{args.precision}, {torch.get_num_threads()} threads")
+          f"{args.precision}, {torch.get_num_threads()} threads; CPU: {cpu_model()}")
     print(f"extraction: {summary.clips} clips in {extract_s:.1f} s ({summary.clips / extract_s:.2f} clips/s)")
     print(f"{'source':8s} {'frames/s':>10s} {'clips/s':>9s} {'step ms':>9s} {'data wait':>10s}")
     for name, r in results.items():
