@@ -122,9 +122,14 @@ def choose_precisions(parts: Mapping[str, Callable[[torch.dtype], Tensor]], *,
         measured = {part: measure_part(run, timer=timer) for part, run in missing.items()}
         cached.update(measured)
         entries[entry_name] = {"key": dict(key), "parts": cached}
-        _write_cache(path, entries)
-        note(f"measured the codec's precision on this machine: "
-             f"{ {part: m['choice'] for part, m in measured.items()} } (cached in {path})")
+        chosen = {part: m["choice"] for part, m in measured.items()}
+        try:
+            _write_cache(path, entries)
+        except OSError as exc:  # a read-only cache folder: use the choice, measure next time too
+            note(f"measured the codec's precision on this machine: {chosen}; could not cache "
+                 f"it in {path} ({exc.strerror or exc}), so it will be measured again next time")
+        else:
+            note(f"measured the codec's precision on this machine: {chosen} (cached in {path})")
     return {part: cached[part]["choice"] for part in parts}
 
 

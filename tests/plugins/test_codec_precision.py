@@ -137,3 +137,16 @@ def test_auto_on_the_meta_device_measures_nothing(tmp_path, monkeypatch):
                                     inputs, key={"codec": "test"})
     assert chosen == {"encode": "float32", "decode": "bfloat16"}
     assert not (tmp_path / "precision.json").exists()
+
+
+def test_a_cache_folder_that_cannot_be_written_still_gives_the_choice(tmp_path, caplog):
+    """A read-only cache (a shared machine, a container) costs a measurement each time, never
+    a failed build."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    cache, part = blocker / "precision.json", Part()
+    with caplog.at_level(logging.INFO, logger="v2a"):
+        choice = choose_precisions({"decode": part}, key={"k": 1}, cache_file=cache,
+                                   timer=scripted_timer(1.0, 0.2))
+    assert choice == {"decode": "bfloat16"}
+    assert any("could not cache" in r.getMessage() for r in caplog.records)
