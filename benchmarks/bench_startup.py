@@ -107,7 +107,7 @@ def builtin_entry_points() -> list[str]:
 def child_environment(pycache: Path, *, all_plugins: bool) -> dict[str, str]:
     """The commands' environment: this one with Python's bytecode cache on, kept in ``pycache``,
     and (unless ``all_plugins``) only the built-in plug-ins loaded: a third-party plug-in
-    installed here (the venv's mulaw example imports torch at its top) would time itself."""
+    installed here whose module imports torch at its top would time itself."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(pycache)
     if not all_plugins:

@@ -58,6 +58,16 @@ def test_example_is_installed():
     )
 
 
+def test_its_entry_point_module_and_package_import_no_torch():
+    """The example follows docs/writing-a-plugin.md's "Keep the entry-point module light": listing
+    plug-ins with it installed pays no torch; the codec's module is imported by ``build``."""
+    probe = ("import sys, v2a_mulaw, v2a_mulaw.plugin; print('torch' in sys.modules); "
+             "from v2a_mulaw import MulawCodec; print('torch' in sys.modules, MulawCodec.__name__)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "MulawCodec"]
+
+
 def test_v2a_plugins_lists_it_with_provider_and_version():
     env = {k: v for k, v in os.environ.items() if k not in (DISABLE_AUTOLOAD_ENV, PLUGINS_ENV)}
     done = subprocess.run(

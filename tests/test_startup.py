@@ -9,8 +9,7 @@ heavy modules that are in ``sys.modules`` when the command has finished. The pac
 torch-bound names on first use, and the commands show a few engine constants in ``--help`` from
 their own copies; both are kept equal to their sources here. The plug-in commands run with the
 built-in plug-ins only (the distribution ``v2a``'s entry points): a third-party plug-in whose
-module imports torch (the mulaw example, when it is installed) makes them pay for torch, and
-still works.
+module imports torch at its top makes them pay for torch, and still works.
 """
 
 from __future__ import annotations

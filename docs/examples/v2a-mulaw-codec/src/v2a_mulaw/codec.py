@@ -23,12 +23,12 @@ channels down to one, and :meth:`MulawCodec.decode_frames` (which the inherited
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from v2a import AudioCodec, FeatureSequence
+from v2a_mulaw.plugin import MulawConfig, mulaw_properties  # noqa: F401  (the options, light)
 
 # -- the law --------------------------------------------------------------------------------------
 
@@ -45,38 +45,6 @@ def expand(y: Tensor, mu: float) -> Tensor:
 
 
 # -- the component --------------------------------------------------------------------------------
-
-
-@dataclass
-class MulawConfig:
-    """The options a recipe may set: ``codec: {plugin: mulaw, sample_rate: 16000, bits: 8}``."""
-
-    sample_rate: int = 16000
-    """Hz of encode's input and decode's output"""
-    bits: int = 8
-    """bits per code: 2**bits codes, μ = 2**bits - 1"""
-
-    def __post_init__(self) -> None:
-        # v2a checks the types; ranges are ours. A ValueError here is reported against the
-        # recipe by `v2a recipe check`, before anything is built.
-        if not 1 <= self.bits <= 16:
-            raise ValueError(f"bits must be between 1 and 16, got {self.bits}")
-        if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
-
-
-def mulaw_properties(config: MulawConfig) -> dict:
-    """What a codec built from ``config`` will say about itself, worked out from the config
-    alone: v2a reads it to check a recipe (and resolve ``${codec.n_codebooks}``) before
-    building anything. The conformance kit checks it against the built codec."""
-    return {
-        "sample_rate": config.sample_rate,
-        "channels": 1,
-        "frame_rate": float(config.sample_rate),
-        "n_codebooks": 1,
-        "codebook_size": 2**config.bits,
-        "latent_dim": 1,
-    }
 
 
 class MulawCodec(AudioCodec):
