@@ -114,6 +114,19 @@ def download(url: str, *, sha256: str | None = None, what: str = "the file") -> 
     if found is not None:
         return found
     target = cache_path(url, sha256)
+    got = download_to(url, target, sha256=sha256, what=what)
+    if sha256 is None:
+        warn(f"{what} was downloaded from {url} without a sha256 to check it by (its SHA-256 "
+             f"is {got}); pin it by writing the weights value as '{url} sha256:{got}'")
+    return target
+
+
+def download_to(url: str, target: Path, *, sha256: str | None = None, what: str = "the file") -> str:
+    """Download ``url`` to ``target`` (its folder is made) with a progress bar; returns the
+    file's SHA-256. The file appears under its name only once it is whole and matches
+    ``sha256`` when given (else a :class:`DownloadError`, and nothing is kept), so a download
+    that is killed or cut leaves no partial file where a library would take it for the real one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target.parent)  # what killed downloads left
     with atomic_output(target) as tmp:
         with open(tmp, "wb") as out:
@@ -122,10 +135,7 @@ def download(url: str, *, sha256: str | None = None, what: str = "the file") -> 
             raise DownloadError(
                 f"{what} downloaded from {url} has SHA-256 {got}, not the pinned {sha256}, so it "
                 "was not kept; check the URL and the sha256 in the weights value")
-    if sha256 is None:
-        warn(f"{what} was downloaded from {url} without a sha256 to check it by (its SHA-256 "
-             f"is {got}); pin it by writing the weights value as '{url} sha256:{got}'")
-    return target
+    return got
 
 
 def _unreachable(url: str, what: str, reason: str) -> DownloadError:

@@ -166,22 +166,32 @@ def dac_properties(config: DACConfig) -> dict[str, Any]:
 PUBLISHED_BITRATE = "8kbps"
 
 
-def dac_pretrained_files(config: DACConfig) -> list[PretrainedFile]:
-    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``): the
-    release file of ``config.model`` at the library's latest tag, found where
-    ``dac.utils.download`` keeps it (``~/.cache/descript/dac/weights_<model>_8kbps_<tag>.pth``).
-    The release publishes no checksum; the library's download shows no progress bar."""
-    if config.weights.strip().lower() != PRETRAINED:
-        return []
-    from v2a_plugins.codecs.dac_model import _import_dac, _weights_file  # deferred: torch (the dac library)
+def release_file(config: DACConfig) -> tuple[str, Path]:
+    """``(url, path)`` of the published weights of ``config.model`` at the dac library's latest
+    tag: the release URL, and where ``dac.utils.download`` keeps the file
+    (``~/.cache/descript/dac/weights_<model>_8kbps_<tag>.pth``), which is where v2a downloads it
+    too, so either finds the other's copy. Imports the dac library."""
+    from v2a_plugins.codecs.dac_model import _import_dac  # deferred: torch (the dac library)
 
     utils = _import_dac().utils
     tag = utils.__MODEL_LATEST_TAGS__[(config.model, PUBLISHED_BITRATE)]
     url = utils.__MODEL_URLS__[(config.model, tag, PUBLISHED_BITRATE)]
+    path = (Path.home() / ".cache" / "descript" / "dac"
+            / f"weights_{config.model}_{PUBLISHED_BITRATE}_{tag}.pth")
+    return url, path
+
+
+def dac_pretrained_files(config: DACConfig) -> list[PretrainedFile]:
+    """What ``weights: pretrained`` downloads (see ``ComponentSpec.pretrained_files``): the
+    release file of ``config.model`` (:func:`release_file`). The release publishes no checksum."""
+    if config.weights.strip().lower() != PRETRAINED:
+        return []
+    from v2a_plugins.codecs.dac_model import _weights_file  # deferred: torch (the dac library)
+
+    url, path = release_file(config)
+    tag = path.stem.rsplit("_", 1)[-1]
 
     def find() -> Path | None:
-        path = (Path.home() / ".cache" / "descript" / "dac"
-                / f"weights_{config.model}_{PUBLISHED_BITRATE}_{tag}.pth")
         return path if path.is_file() else None
 
     def fetch() -> Path:

@@ -21,8 +21,9 @@ from einops import rearrange
 from torch import Tensor
 
 from v2a import AudioCodec, FeatureSequence
+from v2a.downloads import download_to
 from v2a.weights import PRETRAINED, WeightsError, is_random, load_checkpoint, local_file
-from v2a_plugins.codecs.dac import ARCHITECTURE, PUBLISHED, DACConfig, dac_kwargs
+from v2a_plugins.codecs.dac import ARCHITECTURE, PUBLISHED, DACConfig, dac_kwargs, release_file
 from v2a_plugins.codecs.inference import remove_weight_norms, use_channels_last_convs
 from v2a_plugins.codecs.precision import apply_codec_precisions
 
@@ -101,17 +102,13 @@ def _strip_prefix(state: Mapping[str, Tensor], prefix: str = "model.") -> dict[s
 
 
 def _weights_file(config: DACConfig) -> Path:
-    dac = _import_dac()
+    """The checkpoint file of ``config``: a local file, or the published release (downloaded
+    once, with a progress bar and atomically, to where the dac library keeps it)."""
     if config.weights.strip().lower() == PRETRAINED:
-        try:
-            return Path(dac.utils.download(model_type=config.model))
-        except Exception as exc:
-            raise WeightsError(
-                f"could not download the published DAC {config.model} weights "
-                f"({type(exc).__name__}: {exc}); on a machine with internet run "
-                f"`python -m dac download --model_type {config.model}` and give the downloaded "
-                "file's path as the weights option"
-            ) from None
+        url, path = release_file(config)
+        if not path.is_file():
+            download_to(url, path, what=f"the published DAC {config.model} weights")
+        return path
     return local_file(config.weights, what=f"the DAC {config.model} codec")
 
 

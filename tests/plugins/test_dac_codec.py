@@ -212,24 +212,25 @@ def test_checkpoint_metadata_decides_the_architecture(tmp_path):
         build(model="44khz", weights=str(path), n_codebooks=12)
 
 
-def test_pretrained_uses_the_library_download(tmp_path, monkeypatch):
+def test_pretrained_uses_the_release_file_where_the_library_keeps_it(tmp_path, monkeypatch):
+    from v2a.downloads import DownloadError
+    from v2a_plugins.codecs.dac import release_file
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # Path.home(): the library's cache folder
     dac = _import_dac()
-    path = tmp_path / "weights_16khz.pth"
+    closed = "http://127.0.0.1:9/nothing.pth"  # the discard port: nothing answers there
+    for key in list(dac.utils.__MODEL_URLS__):
+        monkeypatch.setitem(dac.utils.__MODEL_URLS__, key, closed)
+    config = default_registry().config_for("codec", "dac", {"model": "16khz"})
+    _, path = release_file(config)
+    path.parent.mkdir(parents=True)
     small_dac(encoder_rates=[2, 4, 5, 8], decoder_rates=[8, 5, 4, 2], sample_rate=16000).save(
         str(path), package=False
     )
-    asked = []
-    monkeypatch.setattr(dac.utils, "download", lambda **kw: asked.append(kw) or path)
-    codec = build(model="16khz")  # weights: pretrained is the default
-    assert asked == [{"model_type": "16khz"}]
+    codec = build(model="16khz")  # weights: pretrained is the default; the file is there
     assert codec.sample_rate == 16000 and codec.n_codebooks == 9 and codec.model.encoder_dim == 8
-
-    def offline(**kw):
-        raise ConnectionError("no network")
-
-    monkeypatch.setattr(dac.utils, "download", offline)
-    with pytest.raises(WeightsError, match="could not download the published DAC 24khz weights") as info:
-        build(model="24khz")
+    with pytest.raises(DownloadError, match="could not download the published DAC 24khz weights") as info:
+        build(model="24khz")  # not there, and the release cannot be reached
     assert "\n" not in str(info.value)
 
 
@@ -407,3 +408,41 @@ def test_the_recipes_dac_encodes_in_float32_and_measures_its_decoder():
     choice = load_recipe("maskvat_hybrid").choice("codec")
     assert (choice.config.encode_precision, choice.config.decode_precision) == ("float32", "auto")
 
+
+
+# -- the published weights: downloaded by v2a, to where the library keeps them --------------------
+
+
+def test_pretrained_weights_are_downloaded_whole_to_the_librarys_cache_file(tmp_path, monkeypatch):
+    """``weights: pretrained`` fetches the release once, atomically, to the file
+    ``dac.utils.download`` uses (so each finds the other's copy); a cut transfer leaves nothing
+    there (the library would load a partial file), and the failure is one sentence."""
+    from tests.test_weights_url import Server
+    from v2a.downloads import DownloadError
+    from v2a_plugins.codecs.dac import dac_pretrained_files, release_file
+    from v2a_plugins.codecs.dac_model import _weights_file
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # Path.home(): the library's cache folder
+    utils = _import_dac().utils
+    config = default_registry().config_for("codec", "dac", {"model": "44khz"})
+    _, path = release_file(config)
+    tag = utils.__MODEL_LATEST_TAGS__[("44khz", "8kbps")]
+    assert path == tmp_path / "home" / ".cache" / "descript" / "dac" / f"weights_44khz_8kbps_{tag}.pth"
+    server = Server({"/release.pth": b"checkpoint bytes" * 1000})
+    try:
+        key = ("44khz", tag, "8kbps")
+        monkeypatch.setitem(utils.__MODEL_URLS__, key, server.url("/release.pth"))
+        server.cut.add("/release.pth")
+        with pytest.raises(DownloadError) as refused:
+            _weights_file(config)
+        assert "could not download the published DAC 44khz weights" in str(refused.value)
+        assert "\n" not in str(refused.value)
+        assert not path.exists() and not [p for p in path.parent.iterdir() if p.is_file()]
+        server.cut.clear()
+        assert _weights_file(config) == path and path.read_bytes() == b"checkpoint bytes" * 1000
+        assert _weights_file(config) == path  # found: no second request
+        assert server.requests == ["/release.pth", "/release.pth"]
+        (pretrained,) = dac_pretrained_files(config)  # what `v2a download --check` looks for
+        assert pretrained.find() == path and pretrained.source == server.url("/release.pth")
+    finally:
+        server.stop()
