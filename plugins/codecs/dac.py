@@ -4,8 +4,9 @@ MaskVAT's codec: the 44.1 kHz DAC, 9 residual codebooks of 1024 entries at 44100
 frames per second. The model is the library's own ``dac.DAC``; this module only decides where
 its weights come from and speaks v2a's tensor contracts.
 
-* **Weights** (``weights``): ``"pretrained"`` downloads the published checkpoint with the
-  library's own ``dac.utils.download(model_type=...)`` (cached in ``~/.cache/descript/dac``);
+* **Weights** (``weights``): ``"pretrained"`` downloads the published checkpoint once, with a
+  progress bar, to the file the library's own ``dac.utils.download(model_type=...)`` keeps
+  (in ``~/.cache/descript/dac``: :func:`release_file`), so each finds the other's copy;
   a path names a local file; ``"none"`` is random initialisation (tests, small models). A torch
   checkpoint in the library's format (``{"state_dict", "metadata": {"kwargs"}}``) is read with
   :func:`v2a.weights.load_checkpoint` (``weights_only``, never code) and the model is built from
@@ -87,7 +88,7 @@ class DACConfig:
     n_codebooks: int | None = None
     """RVQ levels used, the coarsest first; null: all the model has (9, 32 or 12)"""
     weights: str = PRETRAINED
-    """pretrained (downloaded by the dac library), none (random) or the path of a checkpoint"""
+    """pretrained (the published release, downloaded once), none (random) or the path of a checkpoint"""
     encoder_dim: int | None = None
     """random init: encoder width; null: the published value"""
     decoder_dim: int | None = None
