@@ -43,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from v2a.machine import cpu_model  # light: the parent process's imports are not timed
+
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = ROOT / "examples" / "shapes.mp4"
 README_COMMAND = ("generate", "--recipe", "tiny", str(VIDEO))
@@ -80,16 +82,8 @@ print(json.dumps({"code": code, "marks": marks, "spent": spent}))
 
 
 def machine_line() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"CPU: {model}, {os.cpu_count()} logical cores; load average {load}"
+    return f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; load average {load}"
 
 
 def v2a_argv(*args: str) -> list[str]:

@@ -21,7 +21,7 @@ from v2a.weights import (
     local_file,
 )
 from v2a_plugins.text_encoders.clip_text import ClipTextConfig
-from v2a_plugins.visual_encoders.clip_model import _quiet_random_init, pretrained_model
+from v2a_plugins.visual_encoders.clip_model import _quiet_random_init, pretrained_model, shared_model_kwargs
 
 #: A minimal vision tower for models whose vision tower is discarded at once (open_clip builds
 #: both towers).
@@ -50,20 +50,13 @@ def text_state(checkpoint, path) -> dict[str, Tensor]:
 
 def _model_kwargs(config: ClipTextConfig, named: dict, tag: dict) -> dict:
     """The ``open_clip.create_model`` keywords that shape the model ``config`` asks for."""
-    kwargs: dict = {}
     text = config.text_overrides()
     if config.heads is not None and config.width is None and named["text_cfg"]["width"] % config.heads:
         raise UserError(f"heads ({config.heads}) must divide the text width of {config.model} "
                         f"({named['text_cfg']['width']}); give a width too")
+    kwargs = shared_model_kwargs(config, tag)
     if text:
         kwargs["text_cfg"] = {**named["text_cfg"], **text}
-    if config.embed_dim is not None:
-        kwargs["embed_dim"] = config.embed_dim
-    quick_gelu = config.quick_gelu if config.quick_gelu is not None else tag.get("quick_gelu")
-    if quick_gelu:
-        kwargs["force_quick_gelu"] = True  # before open_clip's check of the tag, which then agrees
-    elif quick_gelu is not None:
-        kwargs["quick_gelu"] = False
     return kwargs
 
 

@@ -103,6 +103,21 @@ def vision_state(checkpoint, path) -> dict[str, Tensor]:
 # -- building ---------------------------------------------------------------------------------------
 
 
+def shared_model_kwargs(config, tag: dict) -> dict:
+    """The ``open_clip.create_model`` keywords both CLIP towers' options give (``config``: a
+    ``clip`` or ``clip_text`` config): ``embed_dim`` when set, and the activation, the option's
+    ``quick_gelu`` or else the pre-trained tag's (``tag``: ``open_clip.get_pretrained_cfg``)."""
+    kwargs: dict = {}
+    if config.embed_dim is not None:
+        kwargs["embed_dim"] = config.embed_dim
+    quick_gelu = config.quick_gelu if config.quick_gelu is not None else tag.get("quick_gelu")
+    if quick_gelu:
+        kwargs["force_quick_gelu"] = True  # before open_clip's check of the tag, which then agrees
+    elif quick_gelu is not None:
+        kwargs["quick_gelu"] = False
+    return kwargs
+
+
 def build_vision_tower(config: ClipConfig) -> tuple[torch.nn.Module, int]:
     """open_clip's vision tower for ``config`` with its weights, and its embedding width."""
     import open_clip
@@ -114,17 +129,10 @@ def build_vision_tower(config: ClipConfig) -> tuple[torch.nn.Module, int]:
             f"{suggestion(config.model, open_clip.list_models(), 'models')}"
         )
     tag = open_clip.get_pretrained_cfg(config.model, config.pretrained)
-    kwargs: dict = {}
+    kwargs = shared_model_kwargs(config, tag)
     vision = config.vision_overrides()
     if vision:
         kwargs["vision_cfg"] = {**named["vision_cfg"], **vision}
-    if config.embed_dim is not None:
-        kwargs["embed_dim"] = config.embed_dim
-    quick_gelu = config.quick_gelu if config.quick_gelu is not None else tag.get("quick_gelu")
-    if quick_gelu:
-        kwargs["force_quick_gelu"] = True  # before open_clip's check of the tag, which then agrees
-    elif quick_gelu is not None:
-        kwargs["quick_gelu"] = False
 
     if config.weights.strip().lower() == PRETRAINED:
         if kwargs.keys() & {"vision_cfg", "embed_dim"}:
